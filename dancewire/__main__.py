@@ -1,0 +1,5 @@
+import sys
+
+from dancewire.cli import main
+
+sys.exit(main())

@@ -1,0 +1,17 @@
+"""Errors that reach the user as one clear line at the CLI boundary."""
+
+
+class DancewireError(Exception):
+    """A failure the user can act on. The message is one line, no traceback is shown."""
+
+
+class BadInputError(DancewireError):
+    """Input (video, audio, message, file) that cannot be used."""
+
+
+class ModelCacheError(DancewireError):
+    """A model is missing from the cache or does not match its recorded hash."""
+
+
+class DeviceError(DancewireError):
+    """A camera, microphone or accelerator is missing or cannot be opened."""

@@ -1,0 +1,54 @@
+"""ONNX Runtime backend: the CPU default (all graph optimisations, configurable threads)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dancewire.errors import ModelCacheError
+from edge.engines.base import Engine, TensorSpec
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+              "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+              "tensor(bool)": np.bool_}
+
+
+def _spec(arg) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) else None for d in arg.shape)
+    return TensorSpec(arg.name, shape, np.dtype(_ORT_TYPES.get(arg.type, np.float32)))
+
+
+class OrtEngine(Engine):
+    backend = "onnxruntime"
+
+    def __init__(self, onnx_path: str | Path, threads: int = 2, providers: list[str] | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        try:
+            self._sess = ort.InferenceSession(str(onnx_path), sess_options=opts,
+                                              providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for bad files
+            raise ModelCacheError(f"cannot load ONNX model {onnx_path}: {str(exc).splitlines()[0]}") from None
+        self.path = Path(onnx_path)
+        self.threads = threads
+        self._inputs = [_spec(a) for a in self._sess.get_inputs()]
+        self._outputs = [_spec(a) for a in self._sess.get_outputs()]
+        self._out_names = [o.name for o in self._outputs]
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self._outputs
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self._sess.run(self._out_names, feeds)
+        return dict(zip(self._out_names, results))
