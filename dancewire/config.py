@@ -52,20 +52,21 @@ def _coerce(value: Any, typ: Any) -> Any:
     return value
 
 
-def _apply(obj: Any, path: list[str], value: Any, where: str) -> Any:
+def _apply(obj: Any, path: list[str], value: Any, where: str, full: str = "") -> Any:
     hints = typing.get_type_hints(type(obj))
     name = path[0]
+    full = full or ".".join(path)
     if name not in hints:
-        raise DancewireError(f"unknown setting {'.'.join(path)!r} in {where}")
+        raise DancewireError(f"unknown setting {full!r} in {where}")
     current = getattr(obj, name)
     if len(path) > 1:
         if not dataclasses.is_dataclass(current):
-            raise DancewireError(f"setting {name!r} has no sub-settings ({where})")
-        return dataclasses.replace(obj, **{name: _apply(current, path[1:], value, where)})
+            raise DancewireError(f"setting {full!r}: {name!r} has no sub-settings ({where})")
+        return dataclasses.replace(obj, **{name: _apply(current, path[1:], value, where, full)})
     try:
         return dataclasses.replace(obj, **{name: _coerce(value, hints[name])})
     except (ValueError, TypeError) as exc:
-        raise DancewireError(f"bad value for setting {name!r} ({where}): {exc}") from None
+        raise DancewireError(f"bad value for setting {full!r} ({where}): {exc}") from None
 
 
 def _flatten(table: dict, prefix: tuple[str, ...] = ()) -> list[tuple[list[str], Any]]:

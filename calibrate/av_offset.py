@@ -1,0 +1,506 @@
+"""A/V offset of a rig by the clap test.
+
+The dancer claps N times facing the camera. Each clap is seen (the wrists meet) and heard
+(a sharp transient). The audio time minus the video time of the same clap is the rig's A/V
+offset: camera and microphone pipelines have different latencies, and the rhythm metrics
+compare motion with beats, so a 60 ms offset would be a 60 ms rhythm error.
+
+* Video: the distance between the two wrist keypoints (raw, unsmoothed: smoothing adds lag)
+  has a sharp minimum at each clap. Its time is found below frame resolution by fitting a
+  line to the approach (before the minimum) and one to the separation (after) and
+  intersecting them; if the hands rest together for a frame or more, contact is where the
+  approach line reaches that resting distance.
+* Audio: onsets from the audio area's onset detector (`edge.audio`) when it offers one,
+  else aubio's, then each refined to the start of its attack on the waveform envelope.
+* Matching: the most common audio-minus-video difference (within ``max_offset``) is found
+  first; each clap is then paired with the audio onset nearest that guess, so music or
+  footsteps in the track do not pair up by accident.
+
+Conventions (seconds, on the one rig clock):
+* the measured **audio lag** is ``t_audio - t_video`` of the same clap (positive: the sound
+  of an event is stamped later than its picture);
+* `load_offset(rig)` returns the **correction to add to audio event times** to put them on
+  the video clock, i.e. minus the lag. That is the ``offset`` argument of
+  `edge.motion.rhythm` ("a music event at audio time t happens at t + offset"), so the
+  rhythm metrics apply it as is: ``window_metrics(..., offset=load_offset(rig))``.
+
+Results are stored per rig in ``state_dir()/calibration/<rig>.json``; `load_offset(rig)`
+reads them (0.0, with a log line, when the rig was never calibrated).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from dancewire.errors import BadInputError, DancewireError
+from dancewire.paths import state_dir
+
+log = logging.getLogger("dancewire.calibrate.av_offset")
+
+LEFT_WRIST, RIGHT_WRIST = 9, 10          # COCO-17 indices (edge.records.COCO17)
+MIN_CLAPS = 3
+
+
+# ----------------------------------------------------------------------------- video side
+
+def _piecewise_sse(t: np.ndarray, d: np.ndarray, tc: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares fit of d = F + s1 max(0, tc - t) + s2 max(0, t - tc - r) for every
+    (tc, r) pair at once. Returns the residual sum of squares (inf where the fit is
+    degenerate or the slopes have the wrong sign) and the solved (F, s1, s2)."""
+    a = np.maximum(0.0, tc[:, None] - t[None, :])                     # (M, N)
+    b = np.maximum(0.0, t[None, :] - (tc + r)[:, None])
+    X = np.stack([np.ones_like(a), a, b], axis=2)                      # (M, N, 3)
+    XtX = np.einsum("mni,mnj->mij", X, X)
+    Xty = np.einsum("mni,n->mi", X, d)
+    det = np.linalg.det(XtX)
+    ok = np.abs(det) > 1e-12 * np.maximum(1.0, np.abs(XtX).max(axis=(1, 2))) ** 3
+    XtX[~ok] = np.eye(3)
+    beta = np.linalg.solve(XtX, Xty[..., None])[..., 0]               # (M, 3)
+    sse = ((np.einsum("mni,mi->mn", X, beta) - d[None, :]) ** 2).sum(axis=1)
+    sse[~ok | (beta[:, 1] <= 0) | (beta[:, 2] <= 0)] = np.inf
+    return sse, beta
+
+
+def _grid_min(t: np.ndarray, y: np.ndarray, tcs: np.ndarray, rs: np.ndarray) -> tuple[float, float, float]:
+    TC, R = np.meshgrid(tcs, rs, indexing="ij")
+    sse, _ = _piecewise_sse(t, y, TC.ravel(), R.ravel())
+    k = int(np.argmin(sse))
+    return float(sse[k]), float(TC.ravel()[k]), float(R.ravel()[k])
+
+
+def contact_time(times: np.ndarray, d: np.ndarray, i: int, reach_s: float = 0.15,
+                 max_rest_s: float = 0.25) -> float:
+    """Sub-frame time at which the hands meet, around the distance minimum at sample i.
+
+    Model, fitted to the samples within ``reach_s`` of the low part of the dip: the distance
+    falls along a line (approach), may rest at the contact distance, then rises along
+    another line (separation). Contact is where the approach line reaches the bottom.
+
+    Two fits: a "V" (no rest: contact where the two lines intersect) and a "trapezoid"
+    (with a rest). With one sample at the bottom both fit equally well, so the V, which is
+    what a clap looks like (the hands rebound at once), is kept unless the trapezoid is
+    clearly better: the hands visibly rested together for two frames or more.
+    """
+    t_all = np.asarray(times, np.float64)
+    finite = np.isfinite(d)
+    near = (np.abs(t_all - t_all[i]) <= max_rest_s + reach_s) & finite
+    top = float(np.max(d[near])) if near.any() else float(d[i])
+    low = near & (d <= d[i] + 0.25 * (top - d[i]))       # the low part of the dip
+    t_low = t_all[low]
+    sel = finite & (t_all >= t_low.min() - reach_s) & (t_all <= t_low.max() + reach_s)
+    t, y = t_all[sel], d[sel]
+    if len(t) < 5:
+        return float(t_all[i])
+    dt = float(np.median(np.diff(t)))
+    lo_t, hi_t = t_low.min() - dt, t_low.max() + dt
+    zero = np.zeros(1)
+    # V: 1-D search over the intersection time, coarse then fine
+    sse_v, tc_v, _ = _grid_min(t, y, np.arange(lo_t, hi_t + 1e-9, dt / 50), zero)
+    if np.isfinite(sse_v):
+        sse_v, tc_v, _ = _grid_min(t, y, np.arange(tc_v - dt / 50, tc_v + dt / 50 + 1e-9, dt / 1000), zero)
+    # trapezoid: 2-D search over contact time and rest length
+    rs = np.arange(dt / 10, min(max_rest_s, hi_t - lo_t) + 1e-9, dt / 10)
+    sse_t, tc_t, r_t = _grid_min(t, y, np.arange(lo_t, hi_t + 1e-9, dt / 10), rs) if len(rs) else (np.inf, 0, 0)
+    if np.isfinite(sse_t):
+        sse_t, tc_t, r_t = _grid_min(t, y, np.arange(tc_t - dt / 10, tc_t + dt / 10 + 1e-9, dt / 200),
+                                     np.arange(max(dt / 200, r_t - dt / 10), r_t + dt / 10 + 1e-9, dt / 200))
+    if not np.isfinite(sse_v) and not np.isfinite(sse_t):
+        return float(t_all[i])
+    # keypoint scatter, never taken below half a pixel (keypoints are pixel measurements)
+    sigma2 = max(sse_t / max(len(t) - 5, 1), 0.25) if np.isfinite(sse_t) else 0.25
+    rested = np.isfinite(sse_t) and (not np.isfinite(sse_v) or sse_v - sse_t > 9.0 * sigma2)
+    return tc_t if rested else tc_v
+
+
+def hand_meetings(times: np.ndarray, left: np.ndarray, right: np.ndarray,
+                  scores: np.ndarray | None = None, *, min_score: float = 0.3,
+                  min_gap_s: float = 0.3, prominence: float = 0.4) -> np.ndarray:
+    """Times (s) at which the two wrists meet: sharp minima of their distance.
+
+    ``left``/``right``: (T, 2) wrist positions in pixels at ``times`` (T,); ``scores`` (T, 2)
+    their confidences (below ``min_score`` the frame is ignored). A minimum counts when it
+    dips by at least ``prominence`` of the clip's distance range (5th to 90th percentile)
+    below the distances around it; minima closer than ``min_gap_s`` keep the deeper one.
+    """
+    from scipy.signal import find_peaks
+
+    times = np.asarray(times, np.float64)
+    d = np.linalg.norm(np.asarray(left, np.float64) - np.asarray(right, np.float64), axis=1)
+    if scores is not None:
+        sc = np.asarray(scores, np.float64).reshape(len(d), -1)
+        d[(sc < min_score).any(axis=1)] = np.nan
+    valid = np.isfinite(d)
+    if valid.sum() < 5:
+        return np.zeros(0)
+    lo, hi = np.percentile(d[valid], [5, 90])
+    span = hi - lo
+    if span <= 1e-6:
+        return np.zeros(0)
+    filled = np.interp(np.arange(len(d)), np.flatnonzero(valid), d[valid])   # for peak finding only
+    dt = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
+    peaks, _ = find_peaks(-filled, prominence=prominence * span, distance=max(1, int(round(min_gap_s / dt))))
+    out = [contact_time(times, d, int(p)) for p in peaks if valid[p] and d[p] <= lo + 0.5 * span]
+    return np.asarray(out, np.float64)
+
+
+# ----------------------------------------------------------------------------- audio side
+
+def _coarse_onsets(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Onset times (s) from the project's audio area if it has a batch onset function, else aubio."""
+    try:
+        from edge.audio import onsets as audio_onsets   # the audio area's module, when present
+        fn = getattr(audio_onsets, "detect_onsets", None)
+    except ImportError:
+        fn = None
+    if fn is not None:
+        try:
+            found = fn(samples, sample_rate)
+            return np.asarray([getattr(o, "t", o) for o in found], np.float64)
+        except TypeError:
+            log.debug("edge.audio.onsets.detect_onsets has another signature; using aubio")
+    import aubio
+
+    hop, win = 256, 1024
+    det = aubio.onset("hfc", win, hop, sample_rate)
+    det.set_threshold(0.3)
+    det.set_minioi_s(0.1)
+    x = np.ascontiguousarray(samples, np.float32)
+    pad = (-len(x)) % hop
+    x = np.concatenate([x, np.zeros(pad + hop, np.float32)])
+    out = []
+    for start in range(0, len(x) - hop + 1, hop):
+        if det(x[start:start + hop]):
+            out.append(det.get_last_s())
+    return np.asarray(out, np.float64)
+
+
+def refine_onset(samples: np.ndarray, sample_rate: int, t: float, search_s: float = 0.06,
+                 rel_threshold: float = 0.2) -> float:
+    """Move a coarse onset to the start of its attack: where the envelope, going towards the
+    loudest point near ``t``, first exceeds the background by ``rel_threshold`` of the peak."""
+    x = np.abs(np.asarray(samples, np.float64))
+    n = len(x)
+    c = int(round(t * sample_rate))
+    a, b = max(0, c - int(search_s * sample_rate)), min(n, c + int(search_s * sample_rate))
+    if b - a < 8:
+        return t
+    w = max(1, int(0.0005 * sample_rate))                       # 0.5 ms envelope
+    env = np.convolve(x[max(0, a - w):b], np.ones(w) / w, mode="same")[(a - max(0, a - w)):]
+    p = int(np.argmax(env))
+    pre = x[max(0, a - int(0.1 * sample_rate)):a]
+    floor = float(np.median(np.convolve(pre, np.ones(w) / w, mode="same"))) if len(pre) > w else float(env.min())
+    thr = floor + rel_threshold * (env[p] - floor)
+    j = p
+    while j > 0 and env[j - 1] > thr:
+        j -= 1
+    if j == 0:
+        return (a + j) / sample_rate
+    frac = (thr - env[j - 1]) / max(env[j] - env[j - 1], 1e-12)        # linear interpolation
+    return (a + j - 1 + float(np.clip(frac, 0, 1))) / sample_rate
+
+
+def clap_onsets(samples: np.ndarray, sample_rate: int, t0: float = 0.0) -> np.ndarray:
+    """Refined audio onset times (s on the rig clock; the first sample is at ``t0``)."""
+    samples = np.asarray(samples, np.float32)
+    if samples.ndim > 1:
+        samples = samples.mean(axis=1)
+    coarse = _coarse_onsets(samples, sample_rate)
+    refined = [refine_onset(samples, sample_rate, float(t)) for t in coarse]
+    return np.unique(np.round(np.asarray(refined, np.float64), 6)) + t0
+
+
+# ----------------------------------------------------------------------------- matching
+
+@dataclass
+class AvOffsetResult:
+    audio_lag_s: float               # mean of (t_audio - t_video) over the matched claps
+    spread_s: float                  # their standard deviation
+    median_lag_s: float
+    n_claps: int
+    claps: list[dict] = field(default_factory=list)   # {"t_video", "t_audio", "offset"}
+    video_claps: int = 0
+    audio_onsets: int = 0
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        for k in ("audio_lag_s", "spread_s", "median_lag_s"):
+            d[k] = round(float(d[k]), 5)
+        return d
+
+
+def match_claps(video: np.ndarray, audio: np.ndarray, max_offset: float = 0.5,
+                tolerance: float = 0.08) -> list[tuple[float, float]]:
+    """Pairs (t_video, t_audio) of one clap each, see the module docstring."""
+    video, audio = np.sort(np.asarray(video, np.float64)), np.sort(np.asarray(audio, np.float64))
+    if not len(video) or not len(audio):
+        return []
+    diffs = (audio[None, :] - video[:, None]).ravel()
+    diffs = diffs[np.abs(diffs) <= max_offset]
+    if not len(diffs):
+        return []
+    # the densest 2*tolerance-wide window of differences = the common offset
+    s = np.sort(diffs)
+    counts = np.searchsorted(s, s + tolerance, side="right") - np.searchsorted(s, s - tolerance, side="left")
+    best = s[counts == counts.max()]
+    guess = float(np.median(diffs[np.abs(diffs - np.median(best)) <= tolerance]))
+    pairs, used = [], set()
+    for tv in video:
+        j = int(np.argmin(np.abs(audio - (tv + guess))))
+        if abs(audio[j] - (tv + guess)) <= tolerance and j not in used:
+            used.add(j)
+            pairs.append((float(tv), float(audio[j])))
+    return pairs
+
+
+def offset_from_events(video_claps: np.ndarray, audio_onsets: np.ndarray, *, max_offset: float = 0.5,
+                       tolerance: float = 0.08, min_claps: int = MIN_CLAPS) -> AvOffsetResult:
+    pairs = match_claps(video_claps, audio_onsets, max_offset, tolerance)
+    if len(pairs) < min_claps:
+        raise BadInputError(
+            f"found {len(pairs)} matching claps (seen {len(video_claps)}, heard {len(audio_onsets)} onsets); "
+            f"need at least {min_claps}: clap clearly {max(min_claps, 8)} times, about a second apart, "
+            "facing the camera with both hands in view, in a quiet room")
+    off = np.array([a - v for v, a in pairs])
+    # one stray pairing must not move the mean: drop pairs far from the median (> 3 MAD, >= 10 ms)
+    med = float(np.median(off))
+    mad = float(np.median(np.abs(off - med))) * 1.4826
+    keep = np.abs(off - med) <= max(3 * mad, 0.010)
+    if keep.sum() >= min_claps:
+        pairs = [p for p, k in zip(pairs, keep) if k]
+        off = off[keep]
+    return AvOffsetResult(
+        audio_lag_s=float(off.mean()), spread_s=float(off.std(ddof=1)) if len(off) > 1 else 0.0,
+        median_lag_s=float(np.median(off)), n_claps=len(off),
+        claps=[{"t_video": round(v, 5), "t_audio": round(a, 5), "offset": round(a - v, 5)} for v, a in pairs],
+        video_claps=int(len(video_claps)), audio_onsets=int(len(audio_onsets)))
+
+
+def estimate_offset(times: np.ndarray, left: np.ndarray, right: np.ndarray, samples: np.ndarray,
+                    sample_rate: int, *, audio_t0: float = 0.0, scores: np.ndarray | None = None,
+                    max_offset: float = 0.5, min_claps: int = MIN_CLAPS) -> AvOffsetResult:
+    """The keypoint-level clap test: wrist tracks + the audio track -> audio lag (audio - video)."""
+    video = hand_meetings(times, left, right, scores)
+    audio = clap_onsets(samples, sample_rate, audio_t0)
+    log.info("clap test: %d hand meetings, %d audio onsets", len(video), len(audio))
+    return offset_from_events(video, audio, max_offset=max_offset, min_claps=min_claps)
+
+
+# ----------------------------------------------------------------------------- media decoding
+
+def decode_audio(path: str | Path) -> tuple[np.ndarray, int, float]:
+    """Mono float32 samples, sample rate, and the media time of the first sample (the same
+    origin as `edge.sources.video.VideoFileSource`: pts minus the container's start)."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise BadInputError(f"cannot read {path}: {exc}") from None
+    try:
+        if not container.streams.audio:
+            raise BadInputError(f"{path} has no audio track: the clap test needs sound")
+        stream = container.streams.audio[0]
+        start = container.start_time / 1e6 if container.start_time is not None else 0.0
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=stream.rate or stream.codec_context.sample_rate)
+        chunks, t0 = [], None
+        for frame in container.decode(stream):
+            if t0 is None and frame.pts is not None:
+                t0 = float(frame.pts * frame.time_base) - start
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1))
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray().reshape(-1))
+        rate = int(resampler.rate or stream.rate)
+    except av.error.FFmpegError as exc:
+        raise BadInputError(f"cannot decode the audio of {path}: {exc}") from None
+    finally:
+        container.close()
+    if not chunks:
+        raise BadInputError(f"{path}: the audio track is empty")
+    return np.concatenate(chunks).astype(np.float32), rate, float(t0 or 0.0)
+
+
+WristTrack = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]   # times, left, right, scores
+
+
+def wrists_from_frames(frames: Iterable, estimate: Callable[[np.ndarray], list[np.ndarray]],
+                       progress=None) -> WristTrack:
+    """Wrist tracks of the most prominent person: ``estimate(image) -> [kp17 (17, 3), ...]``."""
+    times, left, right, scores = [], [], [], []
+    for frame in frames:
+        people = estimate(frame.image)
+        times.append(frame.t)
+        if people:
+            kp = max(people, key=lambda k: float(np.ptp(k[:, 1])) * float(np.mean(k[:, 2])))
+            left.append(kp[LEFT_WRIST, :2])
+            right.append(kp[RIGHT_WRIST, :2])
+            scores.append([kp[LEFT_WRIST, 2], kp[RIGHT_WRIST, 2]])
+        else:
+            left.append([np.nan, np.nan])
+            right.append([np.nan, np.nan])
+            scores.append([0.0, 0.0])
+        if progress is not None:
+            progress.update()
+    return (np.asarray(times, np.float64), np.asarray(left, np.float64),
+            np.asarray(right, np.float64), np.asarray(scores, np.float64))
+
+
+def pose_estimator(backend: str = "onnxruntime", threads: int = 2) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """Raw (unsmoothed) COCO-17 keypoints per person, from the vision area's BlazePose loop."""
+    from edge.engines import open_engine
+    from edge.models.registry import model_path
+    from edge.vision.blazepose_detector import BlazePoseDetector
+    from edge.vision.blazepose_landmarks import BlazePoseLandmarks
+    from edge.vision.estimator import MultiPoseEstimator
+    from edge.vision.settings import VisionSettings
+
+    s = VisionSettings()
+    det = BlazePoseDetector(open_engine(model_path("pose_detector"), backend, threads=threads),
+                            min_score=s.det_min_score, iou_threshold=s.det_nms_iou)
+    lm = BlazePoseLandmarks(open_engine(model_path("pose_landmarks"), backend, threads=threads))
+    est = MultiPoseEstimator(det, lm, s)
+
+    def run(image: np.ndarray) -> list[np.ndarray]:
+        return [e.result.coco17(s.keypoint_score) for e in est(image) if not e.lost]
+
+    return run
+
+
+def analyze_video(path: str | Path, estimate: Callable | None = None, *, max_offset: float = 0.5,
+                  min_claps: int = MIN_CLAPS) -> AvOffsetResult:
+    """The clap test on a recorded clip (video + audio in one file)."""
+    from dancewire.progress import Progress
+    from edge.sources.video import VideoFileSource
+
+    src = VideoFileSource(path)
+    if not src.info.has_audio:
+        raise BadInputError(f"{path} has no audio track: the clap test needs sound")
+    samples, rate, t0 = decode_audio(path)
+    total = int(src.info.duration * src.info.fps) if src.info.duration and src.info.fps else None
+    bar = Progress("clap test: tracking wrists", total)
+    track = wrists_from_frames(src.frames(), estimate or pose_estimator(), bar)
+    times, left, right, scores = track
+    return estimate_offset(times, left, right, samples, rate, audio_t0=t0, scores=scores,
+                           max_offset=max_offset, min_claps=min_claps)
+
+
+def record_live(seconds: float, camera: int | str = 0, sample_rate: int = 48000):
+    """Capture camera frames and microphone audio for `seconds`, both on one RigClock.
+
+    Returns (frames, samples, sample_rate, audio_t0). The microphone's ADC time (PortAudio)
+    is mapped onto the rig clock at the first callback."""
+    from dancewire.errors import DeviceError
+    from edge.sources.camera import CameraSource
+    from edge.sources.clock import RigClock
+
+    try:
+        import sounddevice as sd
+    except (ImportError, OSError) as exc:
+        raise DeviceError(f"no microphone support ({exc}); install dancewire[mic] and libportaudio2") from None
+    clock = RigClock()
+    cam = CameraSource(camera, clock=clock)
+    blocks, first = [], {}
+
+    def callback(indata, frames, time_info, status):
+        if "t0" not in first:
+            # PortAudio stream time of this block's first sample -> monotonic -> rig clock
+            lag = stream.time - time_info.inputBufferAdcTime
+            first["t0"] = clock.now() - lag
+        blocks.append(indata[:, 0].copy())
+
+    try:
+        stream = sd.InputStream(samplerate=sample_rate, channels=1, dtype="float32", callback=callback)
+    except Exception as exc:  # PortAudioError and friends
+        raise DeviceError(f"cannot open the microphone: {exc}; record a clip with sound and "
+                          "pass its path instead of 'live'") from None
+    frames = []
+    with stream:
+        for frame in cam.frames():
+            frames.append(frame)
+            if frame.t >= seconds:
+                break
+    if not blocks:
+        raise DeviceError("the microphone delivered no audio")
+    return frames, np.concatenate(blocks), sample_rate, float(first["t0"])
+
+
+def analyze_live(seconds: float = 12.0, camera: int | str = 0, estimate: Callable | None = None,
+                 *, max_offset: float = 0.5, min_claps: int = MIN_CLAPS) -> AvOffsetResult:
+    from dancewire.progress import Progress
+
+    print(f"clap test: clap {max(MIN_CLAPS, 8)} times, about a second apart, facing the camera "
+          f"({seconds:.0f} s)...", flush=True)
+    frames, samples, rate, t0 = record_live(seconds, camera)
+    times, left, right, scores = wrists_from_frames(frames, estimate or pose_estimator(),
+                                                    Progress("clap test: tracking wrists", len(frames)))
+    return estimate_offset(times, left, right, samples, rate, audio_t0=t0, scores=scores,
+                           max_offset=max_offset, min_claps=min_claps)
+
+
+# ----------------------------------------------------------------------------- per-rig storage
+
+_RIG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def default_rig() -> str:
+    """$DANCEWIRE_RIG, else this machine's host name."""
+    name = os.environ.get("DANCEWIRE_RIG") or socket.gethostname().split(".")[0] or "rig"
+    return re.sub(r"[^A-Za-z0-9._-]", "-", name)[:64]
+
+
+def calibration_path(rig: str | None = None) -> Path:
+    rig = rig or default_rig()
+    if not _RIG_NAME.match(rig):
+        raise DancewireError(f"bad rig name {rig!r}: letters, digits, '.', '_' or '-' (up to 64)")
+    return state_dir() / "calibration" / f"{rig}.json"
+
+
+def load_calibration(rig: str | None = None) -> dict | None:
+    path = calibration_path(rig)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise DancewireError(f"unreadable calibration file {path}: {exc}; "
+                             "run `dancewire calibrate av-offset` again") from None
+
+
+def save_offset(result: AvOffsetResult, rig: str | None = None, source: str = "") -> Path:
+    """Store the result under ``av_offset`` in the rig's calibration file (other keys kept)."""
+    rig = rig or default_rig()
+    path = calibration_path(rig)
+    doc = load_calibration(rig) or {}
+    doc.update({"rig": rig, "av_offset": {
+        **result.to_json(), "audio_correction_s": round(-float(result.audio_lag_s), 5),
+        "source": str(source), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_offset(rig: str | None = None) -> float:
+    """Seconds to ADD to audio event times (beats, onsets) to put them on the video clock:
+    minus the rig's measured audio lag; 0.0 when the rig was never calibrated.
+
+    Same sign as `edge.motion.rhythm`'s ``offset`` ("a music event at audio time t happens
+    at t + offset"), so it is passed through unchanged."""
+    doc = load_calibration(rig)
+    value = (doc or {}).get("av_offset", {}).get("audio_lag_s")
+    if value is None or not math.isfinite(float(value)):
+        log.info("rig %s has no A/V calibration; assuming offset 0 (run `dancewire calibrate av-offset`)",
+                 rig or default_rig())
+        return 0.0
+    return -float(value)

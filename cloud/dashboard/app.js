@@ -1,0 +1,279 @@
+// dancewire live dashboard: no build step, no dependencies. Reads the REST snapshot, then the
+// WebSocket stream; draws on requestAnimationFrame and tells the cloud when each window was drawn.
+"use strict";
+(() => {
+  const PALETTE = ["#5ac8fa", "#ff9f0a", "#bf5af2", "#34c759", "#ff375f", "#ffd60a", "#64d2ff", "#ac8e68",
+                   "#30d158", "#ff6482", "#0a84ff", "#e5e5ea"];
+  const HISTORY_S = 60, TIMELINE_S = 20;
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    token: null, styles: [], colors: {}, dancers: new Map(), windows: 0, ws: null,
+    beats: new Map(),        // session -> [[t, count], ...] sorted
+    spans: [],               // recent windows for the timeline: {session, dancer, t0, t1, ba}
+    latest: null,            // latest window message (for the media clock)
+    pending: [], drawQueued: false, latency: [], lastSession: null, bpm: 0,
+  };
+
+  // ---------- token ----------
+  function getToken() {
+    const m = location.hash.match(/token=([^&]+)/);
+    if (m) { localStorage.setItem("dancewire-token", decodeURIComponent(m[1])); return decodeURIComponent(m[1]); }
+    return localStorage.getItem("dancewire-token");
+  }
+  function askToken() {
+    const f = $("login"); f.hidden = false;
+    f.onsubmit = (e) => { e.preventDefault(); localStorage.setItem("dancewire-token", $("token-input").value);
+                          f.hidden = true; start(); };
+  }
+  async function api(path) {
+    const r = await fetch(path, { headers: { Authorization: "Bearer " + state.token } });
+    if (r.status === 401) { localStorage.removeItem("dancewire-token"); askToken(); throw new Error("unauthorised"); }
+    return r.json();
+  }
+
+  // ---------- helpers ----------
+  function color(style) {
+    if (!(style in state.colors)) state.colors[style] = PALETTE[Object.keys(state.colors).length % PALETTE.length];
+    return state.colors[style];
+  }
+  function setStyles(styles) { state.styles = styles || []; state.styles.forEach(color); }
+  const pct = (v) => (v == null ? "–" : (100 * v).toFixed(0) + "%");
+  const fmt = (v, d = 1) => (v == null || isNaN(v) ? "–" : Number(v).toFixed(d));
+  function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; }
+  function fitCanvas(c) {
+    const dpr = window.devicePixelRatio || 1, w = c.clientWidth || 300, h = c.clientHeight || c.height;
+    if (c.width !== Math.round(w * dpr) || c.height !== Math.round(h * dpr)) { c.width = Math.round(w * dpr); c.height = Math.round(h * dpr); }
+    const g = c.getContext("2d"); g.setTransform(dpr, 0, 0, dpr, 0, 0); return [g, w, h];
+  }
+
+  // ---------- dancers ----------
+  function dancerEntry(key) {
+    let d = state.dancers.get(key);
+    if (d) return d;
+    const empty = $("dancers").querySelector(".empty"); if (empty) empty.remove();
+    const card = el("div", "card"); card.dataset.dancer = key;
+    const top = el("div", "top");
+    const label = el("span", "style-label", "…"); const conf = el("span", "conf", "");
+    const left = el("div"); left.append(label, document.createTextNode(" "), conf);
+    const who = el("span", "who", key);
+    top.append(left, who);
+    const bars = el("div", "bars"); const canvas = el("canvas"); const meta = el("div", "meta");
+    card.append(top, bars, canvas, meta);
+    $("dancers").append(card);
+    d = { key, card, label, conf, bars, canvas, meta, history: [], summary: null, barEls: {}, last: null };
+    state.dancers.set(key, d);
+    return d;
+  }
+  function renderBars(d, probs) {
+    const styles = state.styles.length ? state.styles : Object.keys(probs || {});
+    for (const s of styles) {
+      let b = d.barEls[s];
+      if (!b) {
+        const row = el("div", "bar"); const name = el("span", null, s); const track = el("div", "track");
+        const fill = el("div", "fill"); fill.style.background = color(s); track.append(fill);
+        const v = el("span", "v"); row.append(name, track, v); d.bars.append(row); row.dataset.style = s;
+        b = d.barEls[s] = { fill, v };
+      }
+      const p = (probs || {})[s] || 0;
+      b.fill.style.width = (100 * p).toFixed(1) + "%"; b.v.textContent = pct(p);
+    }
+  }
+  function renderDancer(d) {
+    const w = d.last; if (!w) return;
+    const sum = d.summary || {};
+    d.label.textContent = w.stable_style || (w.style ? w.style + "?" : "–");
+    d.label.style.color = w.stable_style ? color(w.stable_style) : "var(--dim)";
+    d.conf.textContent = w.stable_style ? pct(w.stable_confidence) : "settling…";
+    renderBars(d, Object.keys(w.smoothed || {}).length ? w.smoothed : w.probs);
+    const near = (w.nearest || [])[0], grp = (w.nearest_groups || [])[0], sc = w.scores || {};
+    const lines = [];
+    if (near) lines.push(["dances like", `${near.ref_id}${near.label ? " (" + near.label + ")" : ""} · cos ${fmt(near.score, 2)}`]);
+    if (grp) lines.push(["group", `${grp.label} · cos ${fmt(grp.score, 2)}`]);
+    if (sc.routine_similarity != null) lines.push(["routine", `${sum.routine || ""} 8-count #${fmt(sc.routine_phrase, 0)}: ${fmt(sc.routine_similarity, 0)}/100`]);
+    if (sc.gaussian_mu != null) lines.push(["score", `${fmt(sc.gaussian_mu, 2)} ± ${fmt(sc.gaussian_sigma, 2)}`]);
+    if (sc.beat_alignment != null) lines.push(["on the beat", pct(sc.beat_alignment)]);
+    lines.push(["windows", `${sum.windows ?? "–"}${sum.late ? " (" + sum.late + " late)" : ""} · t=${fmt(w.t1, 1)} s`]);
+    d.meta.replaceChildren(...lines.map(([k, v]) => { const r = el("div"); r.append(el("span", null, k + ": "), el("b", null, v)); return r; }));
+    d.card.classList.toggle("idle", sum.active === false);
+    drawHistory(d);
+  }
+  function drawHistory(d) {
+    const [g, W, H] = fitCanvas(d.canvas);
+    g.clearRect(0, 0, W, H);
+    g.strokeStyle = "#2a3140"; g.lineWidth = 1;
+    for (const y of [0, 0.5, 1]) { g.beginPath(); g.moveTo(0, H - y * (H - 4) - 2); g.lineTo(W, H - y * (H - 4) - 2); g.stroke(); }
+    const now = Date.now() / 1000, hist = d.history.filter((h) => now - h.at <= HISTORY_S);
+    if (hist.length < 1) return;
+    const x = (at) => W - ((now - at) / HISTORY_S) * W, y = (p) => H - p * (H - 4) - 2;
+    for (const s of state.styles) {
+      g.strokeStyle = color(s); g.lineWidth = 1.8; g.beginPath();
+      hist.forEach((h, i) => { const p = (h.probs || {})[s] || 0; i ? g.lineTo(x(h.at), y(p)) : g.moveTo(x(h.at), y(p)); });
+      g.stroke();
+    }
+  }
+
+  // ---------- beats / timeline / eight-count ----------
+  function addBeats(session, beats) {
+    const arr = state.beats.get(session) || [];
+    for (const b of beats) if (!arr.length || b[0] > arr[arr.length - 1][0] + 1e-3) arr.push(b);
+    arr.sort((a, b) => a[0] - b[0]); if (arr.length > 2000) arr.splice(0, arr.length - 2000);
+    state.beats.set(session, arr);
+  }
+  function mediaNow() {
+    const w = state.latest; if (!w) return null;
+    return w.t1 + (Date.now() / 1000 - w.arrival);
+  }
+  function drawTimeline() {
+    const c = $("beat-canvas"); const [g, W, H] = fitCanvas(c); g.clearRect(0, 0, W, H);
+    const sess = state.lastSession; const tn = mediaNow(); if (tn == null) return;
+    const t1 = tn, t0 = t1 - TIMELINE_S, x = (t) => ((t - t0) / TIMELINE_S) * W;
+    const beats = state.beats.get(sess) || [];
+    for (const [t, count] of beats) {
+      if (t < t0 || t > t1) continue;
+      g.strokeStyle = count === 1 ? "#ffd60a" : "#4a5568"; g.lineWidth = count === 1 ? 2 : 1;
+      g.beginPath(); g.moveTo(x(t), count === 1 ? 0 : 10); g.lineTo(x(t), H); g.stroke();
+      if (count === 1) { g.fillStyle = "#ffd60a"; g.font = "10px sans-serif"; g.fillText("1", x(t) + 2, 10); }
+    }
+    const dancers = [...new Set(state.spans.filter((s) => s.session === sess).map((s) => s.dancer))].sort();
+    const rowH = Math.max(8, Math.min(22, (H - 20) / Math.max(dancers.length, 1)));
+    state.spans.forEach((s) => {
+      if (s.session !== sess || s.t1 < t0) return;
+      const row = dancers.indexOf(s.dancer), y = 16 + row * rowH;
+      g.fillStyle = s.ba == null ? "rgba(85,102,102,.5)" : `hsla(${Math.round(120 * s.ba)}, 80%, 50%, .45)`;
+      g.fillRect(x(s.t0), y, Math.max(1, x(s.t1) - x(s.t0)), rowH - 3);
+    });
+    g.fillStyle = "#8b93a5"; g.font = "11px sans-serif";
+    dancers.forEach((k, i) => g.fillText("#" + k.split("/").pop(), 2, 16 + i * rowH + rowH - 6));
+    g.fillText(`${t0.toFixed(0)} s`, 2, H - 2); g.fillText(`${t1.toFixed(0)} s`, W - 36, H - 2);
+  }
+  function currentCount() {
+    const tn = mediaNow(), beats = state.beats.get(state.lastSession) || [];
+    if (tn == null || !beats.length) return 0;
+    let i = beats.length - 1; while (i > 0 && beats[i][0] > tn) i--;
+    const [tb, cb] = beats[i]; if (tb > tn) return 0;
+    const period = state.bpm > 0 ? 60 / state.bpm : (i > 0 ? beats[i][0] - beats[i - 1][0] : 0.5);
+    const k = Math.floor((tn - tb) / Math.max(period, 0.1));
+    return ((cb - 1 + k) % 8 + 8) % 8 + 1;
+  }
+  function drawEight() {
+    const box = $("eight");
+    if (!box.children.length) for (let i = 1; i <= 8; i++) { const c = el("div", i === 1 ? "one" : "", String(i)); box.append(c); }
+    const n = currentCount();
+    [...box.children].forEach((c, i) => c.classList.toggle("on", i + 1 === n));
+    $("eight-info").textContent = n ? `count ${n}${state.bpm ? " · " + state.bpm.toFixed(0) + " BPM" : ""}` : "no beats yet";
+    $("eight").dataset.count = String(n);
+    const rows = [];
+    for (const d of state.dancers.values()) {
+      const ec = (d.summary && d.summary.eightcounts) || []; if (!ec.length) continue;
+      const row = el("div", "row"); row.append(el("span", null, "#" + d.key.split("/").pop() + " vs routine"));
+      const cells = el("div", "ecells");
+      ec.slice(-16).forEach((e) => { const s = el("span"); s.title = `8-count ${e.phrase}: ${e.score.toFixed(0)}/100`;
+        s.style.background = `hsl(${Math.round(1.2 * e.score)}, 70%, 45%)`; cells.append(s); });
+      row.append(cells); rows.push(row);
+    }
+    $("eight-scores").replaceChildren(...rows);
+  }
+
+  // ---------- nodes, sessions, latency ----------
+  function renderNodes(nodes, sessions) {
+    $("nodes").replaceChildren(...(nodes || []).map((n) => {
+      const li = el("li"); const a = el("span"); a.append(el("span", "dot" + (n.online ? " on" : "")), document.createTextNode(n.node_id));
+      li.append(a, el("span", "hint", n.online ? "online" : "seen " + new Date(n.last_seen * 1000).toLocaleTimeString())); return li; }));
+    $("sessions").replaceChildren(...(sessions || []).slice(0, 8).map((s) => {
+      const li = el("li"); const live = s.live || {}; const grp = live.group || {};
+      li.append(el("span", null, "▶ " + s.session_id), el("span", "hint", `${s.dancers} dancers · ${grp.style || live.style || "–"}`)); return li; }));
+  }
+  function renderLatency(stages) {
+    const rows = ["classify", "aggregate", "publish", "store", "total", "dashboard"].filter((k) => stages && stages[k]).map((k) => {
+      const s = stages[k], tr = el("tr"); tr.dataset.stage = k;
+      tr.append(el("td", null, k), el("td", null, fmt(s.p50_ms, 2)), el("td", null, fmt(s.p95_ms, 2)), el("td", null, String(s.count)));
+      return tr; });
+    $("latency").tBodies[0].replaceChildren(...rows);
+  }
+  function drawLatency() {
+    const c = $("latency-canvas"); const [g, W, H] = fitCanvas(c); g.clearRect(0, 0, W, H);
+    const L = state.latency.slice(-120); if (!L.length) return;
+    const max = Math.max(50, ...L); g.strokeStyle = "#5ac8fa"; g.lineWidth = 1.5; g.beginPath();
+    L.forEach((v, i) => { const x = (i / Math.max(L.length - 1, 1)) * W, y = H - (v / max) * (H - 4) - 2; i ? g.lineTo(x, y) : g.moveTo(x, y); });
+    g.stroke(); g.fillStyle = "#8b93a5"; g.font = "10px sans-serif"; g.fillText(max.toFixed(0) + " ms", 2, 10);
+    const sorted = [...L].sort((a, b) => a - b), med = sorted[Math.floor(sorted.length / 2)];
+    $("lat-dashboard").textContent = `median ${med.toFixed(1)} ms, last ${L[L.length - 1].toFixed(1)} ms`;
+    $("hdr-latency").textContent = med.toFixed(0) + " ms";
+  }
+  async function poll() {
+    try {
+      const [nodes, sessions, lat] = await Promise.all([api("/api/nodes"), api("/api/sessions?limit=8"), api("/api/latency")]);
+      renderNodes(nodes, sessions); renderLatency(lat.stages);
+    } catch (e) { /* shown by the status pill */ }
+  }
+
+  // ---------- live stream ----------
+  function onMessage(m) {
+    if (m.type === "hello") { setStyles(m.styles); return; }
+    if (m.type === "beats") { addBeats(m.session, m.beats); if (m.bpm) state.bpm = m.bpm; return; }
+    if (m.type === "dancer") { const d = dancerEntry(m.dancer); d.summary = m; d.dirty = true; return; }
+    if (m.type === "group") return;
+    if (m.type !== "window") return;
+    state.windows++; state.pending.push(m.arrival);
+    const d = dancerEntry(m.dancer);
+    d.last = m; d.dirty = true;
+    d.history.push({ at: m.arrival, probs: Object.keys(m.smoothed || {}).length ? m.smoothed : m.probs });
+    if (d.history.length > 600) d.history.splice(0, d.history.length - 600);
+    state.spans.push({ session: m.session, dancer: m.dancer, t0: m.t0, t1: m.t1, ba: (m.rhythm || {}).beat_alignment });
+    if (state.spans.length > 4000) state.spans.splice(0, state.spans.length - 4000);
+    if (!state.latest || m.arrival >= state.latest.arrival) { state.latest = m; state.lastSession = m.session; }
+    if (m.rhythm && m.rhythm.tempo_bpm) state.bpm = m.rhythm.tempo_bpm;
+  }
+  function queueDraw() {
+    if (state.drawQueued) return; state.drawQueued = true;
+    const run = () => { if (!state.drawQueued) return; state.drawQueued = false; draw(); };
+    requestAnimationFrame(run); setTimeout(run, 50);     // rAF can be throttled in background tabs
+  }
+  function draw() {
+    for (const d of state.dancers.values()) if (d.dirty) { d.dirty = false; renderDancer(d); }
+    $("windows-count").textContent = String(state.windows);
+    drawTimeline(); drawEight();
+    if (state.pending.length) {
+      const shown = Date.now() / 1000, arrivals = state.pending.splice(0);
+      for (const a of arrivals) state.latency.push(1000 * (shown - a));
+      if (state.latency.length > 1000) state.latency.splice(0, state.latency.length - 1000);
+      drawLatency();
+      if (state.ws && state.ws.readyState === 1) state.ws.send(JSON.stringify({ type: "drawn", shown, arrivals }));
+    }
+  }
+  function connect() {
+    const proto = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${proto}://${location.host}/api/live?token=${encodeURIComponent(state.token)}`);
+    state.ws = ws;
+    ws.onopen = () => { $("status").textContent = "live"; $("status").className = "pill on"; };
+    ws.onmessage = (ev) => { onMessage(JSON.parse(ev.data)); queueDraw(); };
+    ws.onclose = (ev) => {
+      $("status").textContent = ev.code === 4401 ? "bad token" : "offline"; $("status").className = "pill off";
+      if (ev.code === 4401) { localStorage.removeItem("dancewire-token"); askToken(); return; }
+      setTimeout(connect, 1000);
+    };
+  }
+  async function start() {
+    state.token = getToken();
+    if (!state.token) { askToken(); return; }
+    try {
+      const snap = await api("/api/live/snapshot");
+      setStyles(snap.styles);
+      for (const [sid, beats] of Object.entries(snap.beats || {})) addBeats(sid, beats);
+      for (const r of snap.results || []) {
+        onMessage({ type: "window", node: r.node_id, session: r.session_id, dancer: r.dancer, t0: r.t0, t1: r.t1,
+                    arrival: r.arrival, style: r.style, probs: r.probs, smoothed: null, stable_style: r.stable_style,
+                    stable_confidence: r.stable_confidence, nearest: r.nearest, nearest_groups: r.nearest_groups,
+                    scores: r.scores, rhythm: { beat_alignment: (r.scores || {}).beat_alignment } });
+      }
+      state.pending = []; state.windows = 0;
+      for (const s of snap.dancers || []) { const d = dancerEntry(s.dancer); d.summary = s; d.dirty = true; }
+      renderNodes(snap.nodes, []); renderLatency(snap.latency); draw();
+    } catch (e) { return; }
+    connect(); poll(); setInterval(poll, 2000);
+    setInterval(() => { drawEight(); drawTimeline(); }, 100);
+  }
+  window.addEventListener("resize", () => { for (const d of state.dancers.values()) drawHistory(d); drawTimeline(); drawLatency(); });
+  window.dancewire = state;    // for tests and curious people
+  start();
+})();

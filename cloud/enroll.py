@@ -1,0 +1,149 @@
+"""Enrolment: turn labelled recordings into gallery references.
+
+Accepted inputs (the cloud never runs edge code in-process):
+
+* ``.jsonl`` - the edge's analyze stream (``dancewire edge analyze ... `` writes it): its
+  ``window`` records (t0, t1, embedding, rhythm, dancer) become references; its ``beat`` records
+  (t, count) place each window in an eight-count of the routine (phrase = number of count-1
+  beats before the window's middle). An optional ``summary``/``encoder`` record names the encoder.
+* ``.npz`` - ``embeddings`` (N, D) and optionally ``t0``, ``t1``, ``phrase``, ``score`` arrays and
+  an ``encoder_hash`` string.
+* anything else (a video, a keypoint file) - handed to the edge as a separate process with
+  ``--analyze-cmd`` (default ``dancewire edge analyze {input} --jsonl {output}``), and its JSONL
+  read as above.
+
+Without beats, eight-counts are cut every ``phrase_s`` seconds (4 s = eight beats at 120 BPM).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shlex
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cloud.records import Reference
+from dancewire.errors import BadInputError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ANALYZE_CMD = f"{shlex.quote(sys.executable)} -m dancewire edge analyze {{input}} --jsonl {{output}}"
+
+
+@dataclass
+class Labels:
+    style: str
+    routine: str = ""
+    group: str = ""
+    video: str = ""            # default: the input file's stem
+    score: float = math.nan    # one score for every window of this input
+    dancer: int | None = None  # only this track of the input (default: all)
+
+
+def read_jsonl(path: Path) -> tuple[list[dict], list[tuple[float, int]], dict]:
+    windows, beats, encoder = [], [], {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise BadInputError(f"cannot read {path}: {exc.strerror}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            raise BadInputError(f"{path}:{n}: not JSON") from None
+        kind = rec.get("type")
+        if kind == "window" and rec.get("embedding"):
+            windows.append(rec)
+        elif kind == "beat" and "t" in rec:
+            beats.append((float(rec["t"]), int(rec.get("count", 0))))
+        elif kind in ("summary", "encoder"):
+            enc = rec.get("encoder") if isinstance(rec.get("encoder"), dict) else rec
+            for k_src, k_dst in (("encoder_hash", "hash"), ("hash", "hash"), ("encoder_model_id", "model_id"),
+                                 ("model_id", "model_id")):
+                if enc.get(k_src):
+                    encoder[k_dst] = enc[k_src]
+    return windows, sorted(beats), encoder
+
+
+def phrases_for(mids: np.ndarray, beats: list[tuple[float, int]], phrase_s: float) -> np.ndarray:
+    downs = np.array([t for t, c in beats if c == 1])
+    if len(downs):
+        return np.searchsorted(downs, mids, side="right") - 1
+    return np.floor(mids / phrase_s).astype(int)
+
+
+def references_from_file(path: Path, labels: Labels, *, phrase_s: float = 4.0,
+                         analyze_cmd: str = DEFAULT_ANALYZE_CMD) -> tuple[list[Reference], np.ndarray, dict]:
+    path = Path(path)
+    if not path.exists():
+        raise BadInputError(f"{path}: no such file")
+    video = labels.video or path.stem
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            emb = np.asarray(z["embeddings"], np.float32)
+            n = len(emb)
+            t0 = z["t0"] if "t0" in z else np.arange(n) * 0.5
+            t1 = z["t1"] if "t1" in z else t0 + 2.0
+            phrase = z["phrase"] if "phrase" in z else phrases_for((t0 + t1) / 2, [], phrase_s)
+            score = z["score"] if "score" in z else np.full(n, labels.score)
+            encoder = {"hash": str(z["encoder_hash"])} if "encoder_hash" in z else {}
+        rows = [(float(t0[i]), float(t1[i]), int(phrase[i]), float(score[i]), 0) for i in range(n)]
+    else:
+        if path.suffix != ".jsonl":
+            path = _analyze(path, analyze_cmd)
+        wins, beats, encoder = read_jsonl(path)
+        if labels.dancer is not None:
+            wins = [w for w in wins if int(w.get("dancer", 0)) == labels.dancer]
+        if not wins:
+            raise BadInputError(f"{path}: no window records with embeddings")
+        emb = np.array([w["embedding"] for w in wins], np.float32)
+        t0 = np.array([float(w["t0"]) for w in wins])
+        t1 = np.array([float(w["t1"]) for w in wins])
+        phrase = phrases_for((t0 + t1) / 2, beats, phrase_s)
+        rows = [(t0[i], t1[i], int(phrase[i]), labels.score, int(wins[i].get("dancer", 0))) for i in range(len(wins))]
+    if not np.isfinite(emb).all():
+        raise BadInputError(f"{path}: embeddings contain NaN/inf")
+    refs = [Reference(ref_id=f"{video}#{d}@{a:.2f}", style=labels.style, routine=labels.routine, group=labels.group,
+                      video=video, t0=float(a), t1=float(b), phrase=p if labels.routine else -1,
+                      score=float(sc) if sc is not None else math.nan)
+            for a, b, p, sc, d in rows]
+    return refs, emb, encoder
+
+
+def _analyze(path: Path, analyze_cmd: str) -> Path:
+    out = Path(tempfile.mkdtemp(prefix="dancewire-enrol-")) / (path.stem + ".jsonl")
+    cmd = analyze_cmd.format(input=shlex.quote(str(path)), output=shlex.quote(str(out)))
+    log.info("enrol: %s", cmd)
+    proc = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+    if proc.returncode != 0 or not out.exists():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise BadInputError(f"edge analysis of {path} failed: {tail[0]}")
+    return out
+
+
+def fit_gallery(gallery, settings) -> dict:
+    """Fit the classifier's calibration and the Gaussian score head on `gallery` (in place)."""
+    from cloud.classify import fit_temperature
+    from cloud.scores import fit_gaussian
+
+    report = {}
+    if settings.calibrate:
+        t, rep = fit_temperature(gallery, settings)
+        gallery.params["temperature"] = t
+        gallery.params["calibration"] = rep
+        report["calibration"] = rep
+    g = fit_gaussian(gallery)
+    if g:
+        gallery.params["gaussian"] = g
+    else:
+        gallery.params.pop("gaussian", None)
+    report["gaussian"] = {"n": g["n"], "loss": g["loss"]} if g else None
+    return report

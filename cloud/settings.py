@@ -1,0 +1,59 @@
+"""Settings of the cloud process (one typed object; file, then $DANCEWIRE_CLOUD_*, then --set)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dancewire.paths import state_dir
+
+
+def default_db_url() -> str:
+    return f"sqlite:///{state_dir() / 'cloud.sqlite3'}"
+
+
+def default_gallery_path() -> Path:
+    return state_dir() / "gallery.npz"
+
+
+@dataclass(frozen=True)
+class ClassifySettings:
+    k: int = 10                      # kNN neighbours (Tong reports top-3; more neighbours vote more smoothly)
+    knn_weight: float = 0.5          # share of the kNN vote in the style logits (the rest: prototypes)
+    knn_temperature: float = 0.05    # softmax temperature over neighbour cosines (vote weights)
+    proto_temperature: float = 0.05  # softmax temperature over prototype cosines
+    exact_max: int = 20000           # galleries up to this size use exact cosine search, larger ones HNSW
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 100
+    hnsw_ef: int = 128               # query-time beam (>= k): recall vs speed, see `dancewire bench cloud`
+    calibrate: bool = True           # fit a temperature on the gallery at enrolment (leave-one-video-out)
+
+
+@dataclass(frozen=True)
+class AggregateSettings:
+    horizon_s: float = 8.0           # per-dancer smoothing horizon in media time (windows older are "late")
+    tau_s: float = 3.0               # exponential weight time constant inside the horizon
+    switch_margin: float = 0.15      # a new label must beat the current one by this much probability...
+    switch_hold: int = 3             # ...for this many consecutive updates...
+    enter_threshold: float = 0.4     # ...and reach this probability (also needed for the first label)
+    late_s: float = 30.0             # windows older than this behind the newest are only counted per session
+    dancer_timeout_s: float = 10.0   # wall seconds without windows before a dancer is shown as idle
+
+
+@dataclass(frozen=True)
+class CloudSettings:
+    db_url: str = field(default_factory=default_db_url)   # sqlite:///path or postgresql://user@host:port/db
+    gallery_path: Path = field(default_factory=default_gallery_path)
+    api_host: str = "127.0.0.1"
+    api_port: int = 8765
+    token: str = ""                  # API/dashboard token; empty: generated once and kept in the state dir
+    metrics_public: bool = False     # serve /metrics without the token
+    zmq_bind: str = "tcp://127.0.0.1:5555"
+    retention_days: float = 30.0     # windows/results older than this are deleted (0 = keep forever)
+    store_embeddings: bool = True    # keep each window's embedding (re-classification after re-enrolment)
+    classify: ClassifySettings = field(default_factory=ClassifySettings)
+    aggregate: AggregateSettings = field(default_factory=AggregateSettings)
+
+
+def load_settings(file: str | Path | None = None, overrides: list[str] | None = None) -> CloudSettings:
+    from dancewire.config import load
+    return load(CloudSettings, file=file, env_prefix="DANCEWIRE_CLOUD", overrides=overrides)

@@ -1,0 +1,82 @@
+"""Eight-counts (DanceMVP's Eight-Beats segmentation), assigned causally beat by beat.
+
+Each beat gets a count 1..8; a phrase starts at every count 1 and `phrase` numbers the
+phrases since the tracker (re)started. Which beat is "1" is a **guess** until the rig says
+otherwise:
+
+* auto guess: dance music usually puts the kick on 1 (and 3), the snare on 2 and 4, so the
+  beat position in the bar (mod 4) whose low-band accent (kick energy at the beat) is the
+  strongest becomes the bar start, and the phrase starts on a bar start. The guess may move
+  during the first `downbeat_guess_beats` beats after the tracker locks, then it is frozen
+  so counts never jump under a dancer's feet. Telling 1 from 5 (mod 8) needs phrase-level
+  structure that a causal tracker does not have: the first bar start after lock is "1".
+* `reset(t)` ("this is 1"): the beat nearest media time `t` becomes count 1 and stays the
+  anchor (no more guessing) until the beat tracker loses the music (silence) and restarts.
+
+Missed beats (a gap of more than 1.5 periods) advance the count by the number of periods.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class EightCounter:
+    def __init__(self, auto: bool = True, guess_beats: int = 16):
+        self.auto = auto
+        self.guess_beats = max(0, int(guess_beats))
+        self.restart()
+
+    def restart(self) -> None:
+        """The tracker lost the beat: counting starts again from an automatic guess."""
+        self.k = -1                     # index of the last beat since restart
+        self.last_t: float | None = None
+        self.offset = 0                 # beat index k with (k - offset) % 8 == 0 is count 1
+        self.accents: list[float] = []
+        self.manual = False
+        self.pending_reset: float | None = None
+        self.phrase = -1
+        self._last_count = 0
+
+    def reset(self, t: float, period: float | None = None) -> None:
+        """The rig says: the beat at media time `t` is 1."""
+        self.manual = True
+        if self.last_t is not None and period:
+            if t <= self.last_t + period / 2.0:
+                # the last emitted beat (or an earlier one) was "1"
+                back = int(round((self.last_t - t) / period)) if t < self.last_t else 0
+                self.offset = self.k - back
+                self.pending_reset = None
+                return
+        self.pending_reset = t
+
+    def assign(self, t: float, period: float, accent: float = 0.0) -> tuple[int, int]:
+        """Count (1..8) and phrase index for a new beat at time `t`."""
+        step = 1
+        if self.last_t is not None and period > 0:
+            step = max(1, int(round((t - self.last_t) / period)))
+        self.k += step
+        self.last_t = t
+        if self.pending_reset is not None and t >= self.pending_reset - period / 2.0:
+            self.offset = self.k
+            self.pending_reset = None
+        elif self.auto and not self.manual:
+            self.accents.extend([0.0] * (step - 1))
+            self.accents.append(float(accent))
+            if self.k < self.guess_beats:
+                self.offset = self._guess()
+        count = (self.k - self.offset) % 8 + 1
+        if count <= self._last_count or self.phrase < 0 or step >= 8:
+            self.phrase += 1
+        elif count == 1:
+            self.phrase += 1
+        self._last_count = count
+        return count, max(self.phrase, 0)
+
+    def _guess(self) -> int:
+        acc = np.asarray(self.accents, dtype=float)
+        if acc.size < 4:
+            return self.offset
+        scores = [acc[p::4].mean() for p in range(4)]
+        p = int(np.argmax(scores))
+        # keep the current phase (mod 8) when it agrees with the bar start (mod 4)
+        return self.offset if (self.offset - p) % 4 == 0 else p

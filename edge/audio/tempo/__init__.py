@@ -1,0 +1,4 @@
+"""Online tempo and beat tracking."""
+from edge.audio.tempo.beats import BeatTracker
+
+__all__ = ["BeatTracker"]

@@ -1,0 +1,186 @@
+"""Causal tempo and beat tracking on the onset-strength envelope (predictive, BTrack-style).
+
+Per envelope frame (``beat_hop`` samples, ~86 per second at 44.1 kHz):
+
+1. **Cumulative score** (Ellis 2007, made causal by Stark et al. 2009):
+   ``C[n] = (1 - alpha) * E[n] + alpha * max_k W(k) * C[n - k]``, with ``k`` in
+   ``[P/2, 2P]`` frames, ``P`` the beat period and ``W`` a log-Gaussian around ``P``.
+   Peaks of ``C`` fall on the beat grid that best explains the past onsets.
+2. **Tempo**, every quarter second over the last ``tempo_window_s``: autocorrelation of the
+   (mean-removed, rectified) envelope, a comb over its first four multiples of each candidate
+   period, a log-normal prior, and a one-state-per-BPM filter whose Gaussian transition lets
+   the tempo follow gradual changes (a small uniform floor lets it jump to a new song's tempo).
+3. **Prediction**: half a period after each beat, ``C`` is extended one period into the future
+   with no new input and weighted by a Gaussian around the expected beat; its maximum is the
+   next beat. The beat is emitted when the audio reaches it, so a beat is known when it
+   happens (``known_at - t`` is at most one block) and its phase is that of the score.
+
+No lookahead: a frame is used only once all its samples have arrived.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edge.audio.settings import AudioSettings
+
+
+class BeatTracker:
+    def __init__(self, settings: AudioSettings, frame_rate: float):
+        s = settings
+        self.fr = float(frame_rate)
+        self.alpha = float(s.beat_alpha)
+        self.tightness = float(s.beat_tightness)
+        self.phase_sigma = float(s.beat_phase_sigma)
+        self.H = max(16, int(round(s.tempo_window_s * self.fr)))
+        self.bpms = np.arange(s.tempo_min_bpm, s.tempo_max_bpm + 1e-9, 1.0)
+        logdev = np.log2(self.bpms / s.tempo_prior_bpm) / max(s.tempo_prior_octaves, 1e-3)
+        self.prior = np.exp(-0.5 * logdev ** 2)
+        d = self.bpms[:, None] - self.bpms[None, :]
+        sig = max(float(s.tempo_change_sigma_bpm), 0.1)
+        self.transition = np.exp(-0.5 * (d / sig) ** 2)
+        self.transition /= self.transition.sum(axis=0, keepdims=True)
+        self.tempo_every = max(1, int(round(0.25 * self.fr)))
+        self.warmup_frames = int(round(s.beat_warmup_s * self.fr))
+        self.silence_reset_frames = max(1, int(round(s.silence_reset_s * self.fr)))
+        self.max_period = 60.0 * self.fr / self.bpms[0]
+        self.reset(keep_tempo=False)
+
+    # ------------------------------------------------------------------ state
+    def reset(self, keep_tempo: bool = True) -> None:
+        """Forget the beat grid (after silence, or on request). The tempo belief is kept unless asked."""
+        self.odf = np.zeros(self.H)
+        self.cum = np.zeros(self.H)
+        self.filled = 0                # frames of history in odf/cum
+        self.active = 0                # non-silent frames since the last reset
+        self.silent_run = 0
+        self.next_beat: int | None = None   # absolute frame index of the predicted beat
+        self.last_beat: int | None = None
+        self.predict_at: int | None = None
+        if not keep_tempo or not hasattr(self, "state"):
+            self.state = self.prior / self.prior.sum()
+            self.period = 60.0 * self.fr / float(self.bpms[np.argmax(self.state)])
+            self.tempo_known = False
+            self.confidence = 0.0
+        self._set_weights()
+
+    def _set_weights(self) -> None:
+        p = self.period
+        self.kmin = max(1, int(round(p / 2)))
+        self.kmax = min(self.H - 1, max(self.kmin + 1, int(round(2 * p))))
+        k = np.arange(self.kmin, self.kmax + 1, dtype=float)
+        self.w = np.exp(-0.5 * (self.tightness * np.log(k / p)) ** 2)
+
+    @property
+    def bpm(self) -> float:
+        return 60.0 * self.fr / self.period
+
+    # ------------------------------------------------------------------ step
+    def step(self, n: int, value: float, silent: bool, lead: float = 0.0) -> list[int]:
+        """Feed envelope frame `n` (absolute index). Returns the frame indices of beats that are
+        due: beat b is emitted at the first frame n >= b - lead."""
+        if silent:
+            self.silent_run += 1
+            if self.silent_run >= self.silence_reset_frames and (self.active or self.next_beat is not None):
+                self.reset(keep_tempo=True)
+            value = 0.0
+        else:
+            self.silent_run = 0
+            self.active += 1
+
+        # history and cumulative score
+        self.odf[:-1] = self.odf[1:]
+        self.odf[-1] = value
+        past = self.cum[self.H - self.kmax: self.H - self.kmin + 1][::-1]  # C[n-kmin] ... C[n-kmax]
+        best = float(np.max(self.w * past))
+        self.cum[:-1] = self.cum[1:]
+        self.cum[-1] = (1.0 - self.alpha) * value + self.alpha * best
+        self.filled = min(self.H, self.filled + 1)
+
+        if self.active and self.active % self.tempo_every == 0 and self.filled >= 2 * self.fr:
+            self._update_tempo()
+
+        out: list[int] = []
+        if self.silent_run >= self.silence_reset_frames:
+            return out
+        if self.next_beat is None:
+            if self.tempo_known and self.active >= self.warmup_frames:
+                self._predict(n)
+        elif self.predict_at is not None and n >= self.predict_at:
+            self._predict(n)
+        while self.next_beat is not None and n >= self.next_beat - lead:
+            b = self.next_beat
+            out.append(b)
+            self.last_beat = b
+            self.next_beat = None
+            self.predict_at = b + int(round(self.period / 2))
+            if n >= self.predict_at:  # only if lead exceeds half a period
+                self._predict(n)
+        return out
+
+    # ------------------------------------------------------------------ tempo
+    def _update_tempo(self) -> None:
+        o = self.odf[self.H - self.filled:]
+        if not np.any(o > 0):
+            return
+        k = 8
+        mean = np.convolve(o, np.ones(2 * k + 1) / (2 * k + 1), mode="same")
+        o = np.maximum(0.0, o - mean)
+        n = o.size
+        nfft = 1 << (2 * n - 1).bit_length()
+        spec = np.fft.rfft(o, nfft)
+        acf = np.fft.irfft(spec * np.conj(spec), nfft)[:n]
+        acf /= np.arange(n, 0, -1)
+        if acf[0] <= 0:
+            return
+        acf /= acf[0]
+        comb = np.zeros(self.bpms.size)
+        periods = 60.0 * self.fr / self.bpms
+        for a in range(1, 5):
+            for b in range(1 - a, a):
+                lags = np.round(a * periods).astype(int) + b
+                ok = (lags > 0) & (lags < n - n // 4)
+                comb[ok] += acf[lags[ok]] / (2 * a - 1)
+        obs = np.maximum(comb, 0.0) * self.prior
+        if obs.sum() <= 0:
+            return
+        obs /= obs.sum()
+        pred = self.transition @ self.state
+        pred = 0.98 * pred / pred.sum() + 0.02 / pred.size
+        state = pred * obs
+        if state.sum() <= 0:
+            return
+        self.state = state / state.sum()
+        i = int(np.argmax(self.state))
+        shift = 0.0
+        if 0 < i < self.state.size - 1:
+            y0, y1, y2 = self.state[i - 1], self.state[i], self.state[i + 1]
+            den = y0 - 2 * y1 + y2
+            shift = 0.5 * (y0 - y2) / den if den < 0 else 0.0
+        bpm = float(self.bpms[i] + shift)
+        self.confidence = float(self.state[i])
+        self.period = 60.0 * self.fr / bpm
+        self.tempo_known = True
+        self._set_weights()
+
+    # ------------------------------------------------------------------ prediction
+    def _predict(self, n: int) -> None:
+        """Extend the cumulative score one period into the future and pick the next beat."""
+        p = self.period
+        horizon = max(2, int(math.ceil(p)))
+        ext = np.concatenate([self.cum, np.zeros(horizon)])
+        base = self.H - 1  # index of frame n in ext
+        for m in range(1, horizon + 1):
+            i = base + m
+            seg = ext[i - self.kmax: i - self.kmin + 1][::-1]
+            ext[i] = self.alpha * float(np.max(self.w * seg))
+        future = ext[base + 1: base + 1 + horizon]
+        if self.last_beat is not None:
+            centre = self.last_beat + p - n
+        else:
+            centre = p / 2.0
+        m = np.arange(1, horizon + 1, dtype=float)
+        weight = np.exp(-0.5 * ((m - centre) / (p * self.phase_sigma)) ** 2)
+        self.next_beat = n + 1 + int(np.argmax(future * weight))
+        self.predict_at = None

@@ -1,0 +1,210 @@
+"""Draw the rig's live feedback on a BGR frame with OpenCV.
+
+What is drawn:
+* every dancer's COCO-17 skeleton in a colour fixed by its track ID, with an ID tag;
+* per dancer, the style label and probability and the similarity sent back by the cloud,
+  and the on-beat percentage;
+* a beat pulse (a disc that flashes on each beat and fades) and the eight-count (eight
+  boxes, the current count lit) with the tempo;
+* the end-to-end latency.
+
+Inputs are the typed records: `edge.records.PoseFrame`, the latest `edge.records.Beat`, a
+feedback dict ``{track_id: {"style": str, "prob": float, "similarity": float, "on_beat": float}}``
+(``on_beat`` is a fraction in [0, 1]; any key may be missing) and a latency in ms.
+"""
+from __future__ import annotations
+
+import colorsys
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import cv2
+import numpy as np
+
+from edge.records import Beat, Pose, PoseFrame
+
+# COCO-17 skeleton: face, arms, torso, legs (indices into edge.records.COCO17).
+COCO17_EDGES: tuple[tuple[int, int], ...] = (
+    (0, 1), (0, 2), (1, 3), (2, 4),
+    (5, 7), (7, 9), (6, 8), (8, 10),
+    (5, 6), (5, 11), (6, 12), (11, 12),
+    (11, 13), (13, 15), (12, 14), (14, 16),
+)
+
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+WHITE, BLACK = (255, 255, 255), (0, 0, 0)
+
+
+def track_color(track_id: int) -> tuple[int, int, int]:
+    """A saturated BGR colour per track ID; neighbouring IDs get far-apart hues."""
+    hue = (int(track_id) * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 1.0)
+    return int(b * 255), int(g * 255), int(r * 255)
+
+
+@dataclass
+class OverlayStyle:
+    min_score: float = 0.3          # joints below this confidence are not drawn
+    pulse_decay_s: float = 0.18     # beat flash fades with this time constant
+    show_boxes: bool = False
+    scale: float | None = None      # text/line scale; None: from the frame height
+
+
+def _text(img, text: str, org: tuple[int, int], scale: float, color=WHITE, thickness: int = 1) -> None:
+    """Text with a dark outline so it stays readable on any background."""
+    x, y = int(org[0]), int(org[1])
+    cv2.putText(img, text, (x, y), FONT, scale, BLACK, thickness + 2 * max(1, thickness), cv2.LINE_AA)
+    cv2.putText(img, text, (x, y), FONT, scale, color, thickness, cv2.LINE_AA)
+
+
+def _label(img, lines: list[str], anchor: tuple[int, int], scale: float, color, thick: int) -> None:
+    """A small panel with coloured border, text lines stacked upwards from `anchor` (bottom-left)."""
+    if not lines:
+        return
+    sizes = [cv2.getTextSize(s, FONT, scale, thick)[0] for s in lines]
+    line_h = max(h for _, h in sizes) + int(8 * scale) + 2
+    w = max(w for w, _ in sizes) + int(12 * scale) + 4
+    h = line_h * len(lines) + 4
+    H, W = img.shape[:2]
+    x0 = int(min(max(anchor[0], 0), max(W - w, 0)))
+    y1 = int(min(max(anchor[1], h), H))
+    y0 = y1 - h
+    roi = img[max(y0, 0):y1, x0:x0 + w]
+    if roi.size:
+        roi[:] = (roi * 0.35).astype(np.uint8)     # darken behind the text
+    cv2.rectangle(img, (x0, max(y0, 0)), (x0 + w - 1, y1 - 1), color, max(1, thick))
+    for i, s in enumerate(lines):
+        _text(img, s, (x0 + int(6 * scale) + 2, y0 + line_h * (i + 1) - int(4 * scale)), scale, WHITE, thick)
+
+
+def draw_skeleton(img: np.ndarray, pose: Pose, color, thickness: int, min_score: float) -> None:
+    kp = np.asarray(pose.kp17, dtype=np.float64)
+    ok = np.isfinite(kp[:, :2]).all(1) & (kp[:, 2] >= min_score)
+    pts = np.round(kp[:, :2]).astype(np.int64)
+    for a, b in COCO17_EDGES:
+        if ok[a] and ok[b]:
+            cv2.line(img, tuple(map(int, pts[a])), tuple(map(int, pts[b])), color, thickness, cv2.LINE_AA)
+    radius = max(2, int(thickness * 1.4))
+    for j in np.flatnonzero(ok):
+        cv2.circle(img, tuple(map(int, pts[j])), radius, color, -1, cv2.LINE_AA)
+        cv2.circle(img, tuple(map(int, pts[j])), radius, BLACK, 1, cv2.LINE_AA)
+
+
+def _dancer_lines(track_id: int, info: Mapping | None) -> list[str]:
+    lines = [f"#{track_id}"]
+    if not info:
+        return lines
+    style = info.get("style")
+    if style:
+        prob = info.get("prob")
+        lines[0] += f" {style}" + (f" {100 * float(prob):.0f}%" if prob is not None else "")
+    sim = info.get("similarity")
+    on_beat = info.get("on_beat")
+    second = []
+    if sim is not None:
+        second.append(f"sim {float(sim):.2f}")
+    if on_beat is not None:
+        second.append(f"on-beat {100 * float(on_beat):.0f}%")
+    if second:
+        lines.append("  ".join(second))
+    return lines
+
+
+def draw_beat(img: np.ndarray, beat: Beat | None, t: float, scale: float, pulse_decay_s: float = 0.18) -> None:
+    """Beat pulse and eight-count, top right."""
+    H, W = img.shape[:2]
+    thick = max(1, int(round(scale * 2)))
+    r_max = int(22 * scale) + 6
+    cx, cy = W - r_max - int(10 * scale) - 4, r_max + int(10 * scale) + 4
+    since = (t - beat.t) if beat is not None else math.inf
+    pulse = math.exp(-since / pulse_decay_s) if 0 <= since < 10 * pulse_decay_s else 0.0
+    # ring always visible; the disc flashes on the beat
+    cv2.circle(img, (cx, cy), r_max, WHITE, thick, cv2.LINE_AA)
+    if pulse > 0.02:
+        r = max(3, int(r_max * (0.55 + 0.45 * pulse)))
+        level = int(80 + 175 * pulse)
+        cv2.circle(img, (cx, cy), r, (0, level, 255), -1, cv2.LINE_AA)
+    # eight-count boxes to the left of the pulse
+    box = int(14 * scale) + 6
+    gap = max(2, int(4 * scale))
+    x_end = cx - r_max - int(10 * scale) - 4
+    x0 = x_end - 8 * box - 7 * gap
+    y0 = cy - box // 2
+    count = int(beat.count) if beat is not None else 0
+    for i in range(8):
+        x = x0 + i * (box + gap)
+        lit = (i + 1) == count
+        fill = (0, 200, 255) if lit else (60, 60, 60)
+        cv2.rectangle(img, (x, y0), (x + box, y0 + box), fill, -1)
+        cv2.rectangle(img, (x, y0), (x + box, y0 + box), WHITE, 1)
+        if lit:
+            _text(img, str(count), (x + box // 4, y0 + int(box * 0.8)), 0.45 * scale + 0.1, BLACK, 1)
+    if beat is not None:
+        caption = f"count {count}/8   {beat.bpm:.0f} BPM"
+    else:
+        caption = "no beat yet"
+    _text(img, caption, (x0, y0 + box + int(22 * scale) + 4), 0.55 * scale, WHITE, max(1, thick // 2))
+
+
+def draw_overlay(image: np.ndarray, poses: PoseFrame | None, beat: Beat | None = None,
+                 feedback: Mapping[int, Mapping] | None = None, latency_ms: float | None = None, *,
+                 t: float | None = None, style: OverlayStyle | None = None, copy: bool = True) -> np.ndarray:
+    """The annotated frame (a copy unless ``copy=False``). ``t`` defaults to the PoseFrame's time."""
+    style = style or OverlayStyle()
+    img = image.copy() if copy else image
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"expected a BGR uint8 image (H, W, 3), got {img.shape} {img.dtype}")
+    H, W = img.shape[:2]
+    scale = style.scale or max(0.5, min(H, W * 9 / 16) / 720.0 * 1.4)
+    thick = max(2, int(round(3 * scale)))
+    text_thick = max(1, int(round(scale * 1.5)))
+    feedback = feedback or {}
+    if t is None:
+        t = poses.t if poses is not None else (beat.t if beat is not None else 0.0)
+
+    for pose in (poses.poses if poses is not None else []):
+        color = track_color(pose.track_id)
+        draw_skeleton(img, pose, color, thick, style.min_score)
+        kp = np.asarray(pose.kp17, dtype=np.float64)
+        ok = np.isfinite(kp[:, :2]).all(1) & (kp[:, 2] >= style.min_score)
+        if style.show_boxes:
+            x0, y0, x1, y1 = (int(round(v)) for v in pose.box)
+            cv2.rectangle(img, (x0, y0), (x1, y1), color, 1)
+        if ok.any():
+            top = kp[ok][:, 1].min()
+            left = kp[ok][:, 0].min()
+        else:
+            left, top = float(pose.box[0]), float(pose.box[1])
+        info = feedback.get(pose.track_id, feedback.get(str(pose.track_id)))
+        _label(img, _dancer_lines(pose.track_id, info), (int(left), int(top - 8 * scale)),
+               0.5 * scale, color, text_thick)
+
+    draw_beat(img, beat, t, scale, style.pulse_decay_s)
+
+    hud = [f"dancers {len(poses.poses) if poses is not None else 0}"]
+    if latency_ms is not None:
+        hud.append(f"latency {latency_ms:.0f} ms")
+    _label(img, ["   ".join(hud)], (int(8 * scale), H - int(8 * scale)), 0.55 * scale, WHITE, text_thick)
+    return img
+
+
+class Overlay:
+    """Keeps the latest beat and cloud feedback so each frame can be drawn with one call."""
+
+    def __init__(self, style: OverlayStyle | None = None):
+        self.style = style or OverlayStyle()
+        self.beat: Beat | None = None
+        self.feedback: dict[int, dict] = {}
+        self.latency_ms: float | None = None
+
+    def on_beat(self, beat: Beat) -> None:
+        self.beat = beat
+
+    def on_feedback(self, track_id: int, **fields) -> None:
+        self.feedback.setdefault(int(track_id), {}).update(fields)
+
+    def draw(self, image: np.ndarray, poses: PoseFrame | None, latency_ms: float | None = None) -> np.ndarray:
+        if latency_ms is not None:
+            self.latency_ms = latency_ms
+        return draw_overlay(image, poses, self.beat, self.feedback, self.latency_ms, style=self.style)

@@ -1,0 +1,600 @@
+"""EdgeLink: the edge's side of the wire. A DEALER socket talks to the cloud's ROUTER.
+
+Delivery is at-least-once, made exactly-once by the cloud's deduplication:
+
+1. ``submit(...)`` (any thread; never blocks) gives the batch its sequence numbers and queues
+   it in memory; the I/O thread writes it to the durable spool (``edge.link.spool``) before
+   it is ever sent.
+2. On every connection the link first sends ``Hello`` (node, encoder hash, dim, dtype, spool
+   epoch). The cloud answers with an ``Ack`` holding its cumulative sequence number for this
+   node and epoch; the link drops what the cloud already has and (re)sends the rest in order.
+3. The cloud acks cumulatively after it has committed a batch; the link then deletes the
+   acked batches from the spool. No ack progress for ``ack_timeout_s`` -> resend from the ack.
+4. Heartbeats: the link sends one whenever it has sent nothing for ``heartbeat_s``; the cloud
+   echoes it. Nothing heard for ``heartbeat_misses * heartbeat_s`` -> the socket is closed and
+   a new one is made after an exponential backoff (``reconnect_min_s`` .. ``reconnect_max_s``).
+   libzmq's own reconnect (same bounds) and ZMTP heartbeats run underneath.
+5. The socket uses ``ZMQ_IMMEDIATE`` and non-blocking sends under a send high-water mark, and
+   at most ``max_inflight`` unacked batches are on the wire: a slow or absent cloud only makes
+   the spool grow; the camera loop never waits.
+
+Security: CURVE with the node's keypair (``client_key``: a ``.key_secret`` file) and the
+cloud's public key (``server_key``). Plaintext only with ``insecure_dev=True``.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import socket as _socket
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from dancewire.errors import DancewireError
+from dancewire.paths import state_dir
+from edge.link.spool import Spool
+from proto import codec
+from proto import dancewire_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+
+
+class LinkError(DancewireError):
+    """The cloud refused this edge, or the link is misconfigured."""
+
+
+class EncoderMismatchError(LinkError):
+    """The cloud's gallery was built with another encoder than this edge's."""
+
+
+class AuthRejectedError(LinkError):
+    """The cloud rejected this edge's CURVE key (not on its allow-list)."""
+
+
+_MONITOR_EVENTS = (zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+                   | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                   | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class EdgeLink:
+    """Reliable, authenticated uplink of window embeddings; downlink of Feedback.
+
+    ``submit(item)`` accepts an ``edge.records.WindowResult``, a ``pb.WindowEmbedding`` (its
+    seq is overwritten), a ``pb.BeatGrid``, or a list of these (sent as one message: the
+    dancers of one hop). It returns the first sequence number given, or None when the
+    in-memory queue is full (only if the disk stalls; counted as ``submit_dropped``).
+    """
+
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, encoder_hash: str, embedding_dim: int,
+                 node_id: str | None = None, session_id: str = "", dtype: str = "int8",
+                 encoder_model_id: str = "", spool_path: str | os.PathLike | None = None,
+                 spool_max_bytes: int = 64 * 2**20, spool_max_batches: int = 500_000,
+                 spool_on_full: str = "drop_oldest", fsync: str = "interval", fsync_interval: float = 0.2,
+                 client_key: str | os.PathLike | None = None, server_key: str | os.PathLike | bytes | None = None,
+                 insecure_dev: bool = False, heartbeat_s: float = 1.0, heartbeat_misses: int = 3,
+                 reconnect_min_s: float = 0.1, reconnect_max_s: float = 5.0, ack_timeout_s: float = 2.0,
+                 max_inflight: int = 256, sndhwm: int = 1000, submit_queue: int = 10_000,
+                 feedback_queue: int = 1000, on_feedback: Callable[[pb.Feedback], Any] | None = None,
+                 capabilities: Iterable[str] = ("feedback", "beats", "int8", "fp16"),
+                 limits: codec.Limits = codec.LIMITS):
+        if not encoder_hash:
+            raise LinkError("EdgeLink needs the encoder hash of the motion encoder in use")
+        self.endpoint = endpoint
+        self.node_id = node_id or _socket.gethostname()
+        self.session_id = session_id
+        self.encoder_hash, self.encoder_model_id = encoder_hash, encoder_model_id
+        self.embedding_dim = int(embedding_dim)
+        self.dtype = codec.dtype_code(dtype)
+        self.capabilities = tuple(capabilities)
+        self.limits = limits
+        self.heartbeat_s, self.heartbeat_misses = float(heartbeat_s), int(heartbeat_misses)
+        self.reconnect_min_s, self.reconnect_max_s = float(reconnect_min_s), float(reconnect_max_s)
+        self.ack_timeout_s, self.max_inflight, self.sndhwm = float(ack_timeout_s), int(max_inflight), int(sndhwm)
+        self.on_feedback = on_feedback
+
+        self._curve = self._load_keys(client_key, server_key, insecure_dev)
+        path = Path(spool_path) if spool_path else state_dir() / "spool" / f"{self.node_id}.sqlite"
+        self.spool = Spool(path, max_bytes=spool_max_bytes, max_batches=spool_max_batches,
+                           on_full=spool_on_full, fsync=fsync, fsync_interval=fsync_interval)
+        self.epoch = self.spool.epoch
+
+        # submit side (any thread)
+        self._submit_lock = threading.Lock()
+        self._queue: collections.deque = collections.deque()
+        self._queue_max = int(submit_queue)
+        self._seq_next = self.spool.next_seq
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._wake_pending = False
+
+        # feedback side
+        self._fb_cond = threading.Condition()
+        self._feedback: collections.deque = collections.deque(maxlen=int(feedback_queue))
+
+        # I/O thread state
+        self._state_cond = threading.Condition()
+        self.state = "idle"            # idle | connecting | hello_sent | ready | rejected | closed
+        self._fatal: LinkError | None = None
+        self._acked = 0                # cumulative seq acked by the cloud
+        self._sent_upto = 0            # highest last_seq sent on this connection
+        self._inflight: collections.deque = collections.deque()  # last_seq of sent, unacked batches
+        self._stopping = False
+        self._flush_deadline = 0.0
+        self._thread: threading.Thread | None = None
+        self._ctx: zmq.Context | None = None
+        self._sock: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
+        self._counters = collections.Counter()
+        self.last_error: str = ""
+        self.rtt_ms: float | None = None
+        self._backoff = self.reconnect_min_s
+
+    # ------------------------------------------------------------------ public API
+    def start(self) -> "EdgeLink":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"edge-link-{self.node_id}", daemon=True)
+            self._thread.start()
+        return self
+
+    def __enter__(self) -> "EdgeLink":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def set_session(self, session_id: str) -> None:
+        self.session_id = session_id
+
+    def submit(self, item: Any, session_id: str | None = None) -> int | None:
+        """Queue windows / beat grids for delivery; never blocks. Returns the first seq, or None if dropped."""
+        items = list(item) if isinstance(item, (list, tuple)) else [item]
+        if not items:
+            return None
+        if self._stopping:
+            raise LinkError("link is closed")
+        session = self.session_id if session_id is None else session_id
+        cap = self.limits.max_windows_per_batch
+        chunks = [items[i:i + cap] for i in range(0, len(items), cap)]
+        first_seq = None
+        with self._submit_lock:
+            if len(self._queue) + len(chunks) > self._queue_max:
+                self._counters["submit_dropped"] += len(items)
+                return None
+            for chunk in chunks:
+                first = self._seq_next
+                self._seq_next += len(chunk)
+                self._queue.append((first, chunk, session))
+                if first_seq is None:
+                    first_seq = first
+            self._counters["submitted"] += len(items)
+            wake = not self._wake_pending
+            self._wake_pending = True
+        if wake:
+            os.eventfd_write(self._wake_fd, 1)
+        return first_seq
+
+    def feedback(self, timeout: float | None = 0.0) -> pb.Feedback | None:
+        """The oldest unread Feedback, waiting up to `timeout` s (None: forever)."""
+        with self._fb_cond:
+            if not self._feedback and timeout != 0.0:
+                self._fb_cond.wait_for(lambda: bool(self._feedback), timeout)
+            return self._feedback.popleft() if self._feedback else None
+
+    def wait_ready(self, timeout: float = 10.0) -> bool:
+        """Wait until the cloud accepted our Hello. Raises the cloud's refusal (e.g. EncoderMismatchError)."""
+        with self._state_cond:
+            self._state_cond.wait_for(lambda: self.state == "ready" or self._fatal is not None, timeout)
+            if self._fatal is not None:
+                raise self._fatal
+            return self.state == "ready"
+
+    def wait_acked(self, timeout: float = 10.0) -> bool:
+        """Wait until every submitted item so far is acked by the cloud."""
+        with self._submit_lock:
+            target = self._seq_next - 1
+        with self._state_cond:
+            self._state_cond.wait_for(lambda: self._acked >= target or self._fatal is not None, timeout)
+            return self._acked >= target
+
+    @property
+    def acked_seq(self) -> int:
+        return self._acked
+
+    @property
+    def error(self) -> LinkError | None:
+        return self._fatal
+
+    def stats(self) -> dict:
+        with self._submit_lock:
+            queued = len(self._queue)
+            next_seq = self._seq_next
+        return {"node_id": self.node_id, "state": self.state, "endpoint": self.endpoint, "epoch": self.epoch,
+                "next_seq": next_seq, "acked_seq": self._acked, "queued": queued,
+                "inflight": len(self._inflight), "rtt_ms": self.rtt_ms, "last_error": self.last_error,
+                "spool": self.spool.stats(), **dict(self._counters)}
+
+    def close(self, flush_timeout: float = 5.0) -> None:
+        """Write everything submitted to the spool, wait up to `flush_timeout` s for acks, stop.
+        Whatever is not acked stays in the spool and is sent by the next EdgeLink on that spool."""
+        if self._thread is None:
+            if not self._stopping:
+                self._stopping = True
+                self._drain_submits()
+                self.spool.close()
+                os.close(self._wake_fd)
+            return
+        self._flush_deadline = time.monotonic() + max(0.0, flush_timeout)
+        self._stopping = True
+        os.eventfd_write(self._wake_fd, 1)
+        self._thread.join()
+        self._thread = None
+        os.close(self._wake_fd)
+
+    # ------------------------------------------------------------------ set-up
+    @staticmethod
+    def _load_keys(client_key, server_key, insecure_dev: bool):
+        from proto import keys
+
+        if client_key is None and server_key is None:
+            if not insecure_dev:
+                raise LinkError("the link needs CURVE keys (client_key=.key_secret, server_key=cloud .key); "
+                                "plaintext only with the development flag insecure_dev=True / --insecure-dev")
+            log.warning("edge link in PLAINTEXT development mode: no encryption, no authentication")
+            return None
+        if client_key is None or server_key is None:
+            raise LinkError("CURVE needs both client_key (this node's .key_secret) and server_key (the cloud's .key)")
+        public, secret = keys.load_keypair(client_key)
+        server = server_key if isinstance(server_key, bytes) else keys.load_public(server_key)
+        return public, secret, server
+
+    def _open_socket(self) -> None:
+        assert self._ctx is not None
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.sndhwm = self.sndhwm
+        sock.rcvhwm = self.sndhwm
+        sock.immediate = 1
+        sock.reconnect_ivl = int(self.reconnect_min_s * 1000)
+        sock.reconnect_ivl_max = int(self.reconnect_max_s * 1000)
+        sock.heartbeat_ivl = int(self.heartbeat_s * 1000)
+        sock.heartbeat_timeout = int(self.heartbeat_s * self.heartbeat_misses * 1000)
+        if self._curve is not None:
+            public, secret, server = self._curve
+            sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = public, secret, server
+        self._monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
+        sock.connect(self.endpoint)
+        self._sock = sock
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
+        self._poller.register(self._wake_fd, zmq.POLLIN)
+        now = time.monotonic()
+        self._set_state("connecting")
+        self._hello_due = now
+        self._last_recv = now
+        self._last_send = now
+        self._reset_flow()
+        self._counters["connects"] += 1
+
+    def _close_socket(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            if self._monitor is not None:
+                self._monitor.close(linger=0)
+            self._sock.close(linger=0)
+        self._sock = self._monitor = None
+        self._poller = zmq.Poller()
+        self._poller.register(self._wake_fd, zmq.POLLIN)
+
+    def _reset_flow(self) -> None:
+        self._sent_upto = self._acked
+        self._inflight.clear()
+        self._last_ack_progress = time.monotonic()
+
+    def _set_state(self, state: str) -> None:
+        with self._state_cond:
+            if state != self.state:
+                log.debug("link %s: %s -> %s", self.node_id, self.state, state)
+            self.state = state
+            self._state_cond.notify_all()
+
+    # ------------------------------------------------------------------ I/O thread
+    def _run(self) -> None:
+        self._ctx = zmq.Context()
+        self._poller = zmq.Poller()
+        self._next_connect = time.monotonic()
+        try:
+            while True:
+                now = time.monotonic()
+                if self._sock is None and now >= self._next_connect and not (self._stopping and self._flushed()):
+                    self._open_socket()
+                events = dict(self._poller.poll(self._poll_timeout_ms()))
+                if self._wake_fd in events:
+                    try:
+                        os.eventfd_read(self._wake_fd)
+                    except BlockingIOError:
+                        pass
+                self._drain_submits()
+                if self._sock is not None and self._sock in events:
+                    self._recv_all()
+                if self._monitor is not None and self._monitor in events:
+                    self._monitor_events()
+                if self._sock is not None:
+                    self._timers()
+                    self._pump()
+                self.spool.maybe_sync()
+                if self._stopping and (self._flushed() or time.monotonic() >= self._flush_deadline):
+                    break
+        except Exception:  # pragma: no cover - last resort: never die silently
+            log.exception("edge link I/O thread failed")
+            self.last_error = "I/O thread failed (see log)"
+        finally:
+            self._drain_submits()
+            self._close_socket()
+            self.spool.maybe_sync(force=True)
+            self.spool.close()
+            self._ctx.term()
+            self._set_state("closed")
+
+    def _flushed(self) -> bool:
+        with self._submit_lock:
+            if self._queue:
+                return False
+            target = self._seq_next - 1
+        return self._acked >= target or self._fatal is not None
+
+    def _poll_timeout_ms(self) -> int:
+        if self._stopping:
+            return 10
+        if self._sock is None:
+            return max(1, min(100, int((self._next_connect - time.monotonic()) * 1000) + 1))
+        return 50
+
+    def _drain_submits(self) -> None:
+        with self._submit_lock:
+            if not self._queue:
+                self._wake_pending = False
+                return
+            work = list(self._queue)
+            self._queue.clear()
+            self._wake_pending = False
+        rows = []
+        for first, items, session in work:
+            try:
+                rows.append(self._encode_batch(first, items, session))
+            except Exception as exc:  # bad input from the caller: count it, keep going
+                self._counters["submit_invalid"] += len(items)
+                self.last_error = f"could not encode a submitted batch: {exc}"
+                log.error("link: could not encode a submitted batch (seq %d..): %s", first, exc)
+        stored = self.spool.append(rows)
+        self._counters["spooled_batches"] += sum(stored)
+
+    def _encode_batch(self, first: int, items: list, session: str) -> tuple[int, int, int, bytes]:
+        batch = pb.WindowBatch(node_id=self.node_id, session_id=session, dtype=self.dtype)
+        seq = first
+        for item in items:
+            if isinstance(item, pb.WindowEmbedding):
+                w = batch.windows.add()
+                w.CopyFrom(item)
+                w.seq = seq
+            elif isinstance(item, pb.BeatGrid):
+                g = batch.beats.add()
+                g.CopyFrom(item)
+                g.seq = seq
+            else:
+                batch.windows.append(codec.window_from_result(item, seq, self.dtype))
+            seq += 1
+        for w in batch.windows:
+            if len(w.embedding) != self.embedding_dim * codec.ITEMSIZE[self.dtype]:
+                raise ValueError(f"embedding of {len(w.embedding)} bytes, expected dim {self.embedding_dim}")
+        payload = batch.SerializeToString()
+        codec.frame_batch(payload, 1, self.limits)  # raises if over the frame limit
+        return first, seq - 1, len(items), payload
+
+    def _send(self, body_frame: bytes) -> bool:
+        try:
+            self._sock.send(body_frame, zmq.NOBLOCK)
+        except zmq.Again:
+            self._counters["send_would_block"] += 1
+            return False
+        self._last_send = time.monotonic()
+        return True
+
+    def _send_hello(self) -> None:
+        hello = codec.make_hello(self.node_id, self.encoder_hash, self.embedding_dim, self.dtype,
+                                 encoder_model_id=self.encoder_model_id, epoch=self.epoch,
+                                 session_id=self.session_id, capabilities=self.capabilities)
+        now = time.monotonic()
+        if self._send(codec.encode(hello, self.limits)):
+            self._counters["hellos"] += 1
+            if self.state != "rejected":
+                self._set_state("hello_sent")
+            self._hello_due = now + max(1.0, self.heartbeat_s)
+        else:
+            self._hello_due = now + 0.05
+
+    def _timers(self) -> None:
+        now = time.monotonic()
+        if self.state in ("connecting", "hello_sent") and now >= self._hello_due:
+            self._send_hello()
+        elif self.state == "rejected" and now >= self._hello_due:
+            self._send_hello()   # the cloud's gallery may have changed; ask again, slowly
+            self._hello_due = now + 30.0
+        if self.state in ("hello_sent", "ready"):
+            if now - self._last_send >= self.heartbeat_s:
+                self._send(codec.encode(pb.Heartbeat(t_us=_now_us()), self.limits))
+                self._counters["heartbeats_sent"] += 1
+            if now - self._last_recv > self.heartbeat_s * self.heartbeat_misses:
+                self._counters["peer_timeouts"] += 1
+                log.warning("link %s: no word from the cloud for %.1f s; reconnecting in %.1f s",
+                            self.node_id, now - self._last_recv, self._backoff)
+                self._reconnect_later()
+                return
+        if self.state == "ready" and self._inflight and now - self._last_ack_progress > self.ack_timeout_s:
+            self._counters["ack_timeouts"] += 1
+            log.info("link %s: no ack progress for %.1f s; resending from seq %d",
+                     self.node_id, now - self._last_ack_progress, self._acked + 1)
+            self._reset_flow()
+
+    def _reconnect_later(self) -> None:
+        self._close_socket()
+        self._set_state("connecting")
+        self._next_connect = time.monotonic() + self._backoff
+        self._backoff = min(self.reconnect_max_s, self._backoff * 2)
+
+    def _pump(self) -> None:
+        if self.state != "ready" or self._fatal is not None:
+            return
+        while len(self._inflight) < self.max_inflight:
+            if self._sent_upto >= self.spool.next_seq - 1:
+                return
+            rows = self.spool.pending(self._sent_upto, min(64, self.max_inflight - len(self._inflight)))
+            if not rows:
+                return
+            floor = self.spool.floor()
+            for first, last, payload in rows:
+                if not self._send(codec.frame_batch(payload, floor, self.limits)):
+                    return
+                if not self._inflight:
+                    self._last_ack_progress = time.monotonic()
+                self._inflight.append(last)
+                self._sent_upto = last
+                self._counters["sent_batches"] += 1
+
+    def _recv_all(self) -> None:
+        while self._sock is not None:
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._last_recv = time.monotonic()
+            if len(frames) != 1:
+                self._counters["rx_rejected"] += 1
+                continue
+            try:
+                kind, body = codec.decode(frames[0], self.limits)
+            except codec.WireError as exc:
+                self._counters["rx_rejected"] += 1
+                log.warning("link: unusable frame from the cloud: %s", exc)
+                continue
+            self._counters["rx_" + kind] += 1
+            getattr(self, "_on_" + kind, self._on_unexpected)(body)
+
+    def _on_ack(self, ack: pb.Ack) -> None:
+        if ack.epoch != self.epoch:
+            self._counters["rx_foreign_ack"] += 1
+            return
+        if self.state in ("connecting", "hello_sent"):
+            self._backoff = self.reconnect_min_s
+            self._apply_ack(ack.seq)
+            self._reset_flow()          # resend everything the cloud does not have, in order
+            self._set_state("ready")
+            log.info("link %s: connected to %s, cloud has seq <= %d", self.node_id, self.endpoint, ack.seq)
+            return
+        self._apply_ack(ack.seq)
+
+    def _apply_ack(self, seq: int) -> None:
+        if seq > self._acked:
+            self.spool.ack(seq)
+            self._last_ack_progress = time.monotonic()
+            while self._inflight and self._inflight[0] <= seq:
+                self._inflight.popleft()
+            if self._sent_upto < seq:
+                self._sent_upto = seq
+            with self._state_cond:
+                self._acked = seq
+                self._state_cond.notify_all()
+
+    def _on_heartbeat(self, hb: pb.Heartbeat) -> None:
+        if hb.echo_us:
+            self.rtt_ms = (_now_us() - hb.echo_us) / 1000.0
+
+    def _on_feedback(self, fb: pb.Feedback) -> None:
+        with self._fb_cond:
+            self._feedback.append(fb)
+            self._fb_cond.notify_all()
+        if self.on_feedback is not None:
+            try:
+                self.on_feedback(fb)
+            except Exception:
+                log.exception("feedback callback failed")
+
+    def _on_error(self, err: pb.Error) -> None:
+        name = pb.Error.Code.Name(err.code)
+        self.last_error = f"{name}: {err.message}"
+        if err.code == pb.Error.HELLO_REQUIRED:
+            # the cloud restarted or lost us: introduce ourselves again, then resend from the ack
+            if self.state == "ready":
+                log.info("link %s: cloud asks for Hello again (restarted?)", self.node_id)
+                self._set_state("connecting")
+                self._hello_due = time.monotonic()
+                self._reset_flow()
+            return
+        if err.fatal:
+            cls = EncoderMismatchError if err.code == pb.Error.ENCODER_MISMATCH else LinkError
+            msg = f"cloud refused this edge ({name}): {err.message}"
+            if err.code == pb.Error.ENCODER_MISMATCH:
+                msg = (f"encoder mismatch: this edge runs encoder {self.encoder_hash!r} but the cloud's gallery "
+                       f"expects {err.expected!r}. Export/use the cloud's encoder on the edge or re-enrol the "
+                       f"gallery with this one. ({err.message})")
+            log.error("link %s: %s", self.node_id, msg)
+            with self._state_cond:
+                self._fatal = cls(msg)
+            self._set_state("rejected")
+            self._hello_due = time.monotonic() + 30.0
+            return
+        log.warning("link %s: cloud reported %s", self.node_id, self.last_error)
+
+    def _on_unexpected(self, body: Any) -> None:
+        self._counters["rx_unexpected"] += 1
+
+    _on_hello = _on_batch = _on_unexpected
+
+    def _monitor_events(self) -> None:
+        while self._monitor is not None:
+            try:
+                evt = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:
+                return
+            event = evt["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._counters["handshakes"] += 1
+                with self._state_cond:
+                    if isinstance(self._fatal, AuthRejectedError):  # the key was allowed meanwhile
+                        self._fatal = None
+                if self.state != "rejected":
+                    # a (re)connection: the cloud may be a new process; introduce ourselves, then resend
+                    self._set_state("connecting")
+                    self._hello_due = time.monotonic()
+                    self._reset_flow()
+                self._last_recv = time.monotonic()
+            elif event == zmq.EVENT_DISCONNECTED:
+                self._counters["disconnects"] += 1
+                if self.state != "rejected":
+                    self._set_state("connecting")
+            elif event in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                           zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+                self._counters["auth_failures"] += 1
+                self.last_error = ("CURVE handshake refused by the cloud: this node's key is not on its "
+                                   "allow-list (dancewire keys allow FILE on the cloud), or the server key is wrong")
+                if self._counters["auth_failures"] in (1, 10, 100) or self._counters["auth_failures"] % 1000 == 0:
+                    log.error("link %s: %s", self.node_id, self.last_error)
+                with self._state_cond:
+                    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH and self._fatal is None:
+                        self._fatal = AuthRejectedError(self.last_error)
+                    self._state_cond.notify_all()

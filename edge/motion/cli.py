@@ -1,0 +1,152 @@
+"""`dancewire encoder train | eval | export`: the motion encoder's commands."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from edge.motion.settings import WEIGHTS_DIR
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    enc = sub.add_parser("encoder", help="motion encoder: train, evaluate, export")
+    cmds = enc.add_subparsers(dest="encoder_cmd", metavar="CMD")
+
+    t = cmds.add_parser("train", help="pretrain (InfoNCE) + fine-tune on AIST++, evaluate, export ONNX")
+    t.add_argument("--data", type=Path, default=None, help="shared data folder (default ../shared/data or $DANCEWIRE_DATA)")
+    t.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where encoder.pt, encoder.onnx and metrics go")
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--pretrain-steps", type=int, default=None)
+    t.add_argument("--finetune-steps", type=int, default=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--normalization", choices=("ban", "tong"), default="ban")
+    t.set_defaults(func=_train)
+
+    e = cmds.add_parser("eval", help="top-1/top-3 kNN genre accuracy of QUERY windows against a --gallery; "
+                                     "or --suite for the full evaluation")
+    e.add_argument("query", type=Path, nargs="?", help="folder (or file) of labelled keypoint sequences")
+    e.add_argument("--gallery", type=Path, help="folder (or file) of labelled keypoint sequences")
+    e.add_argument("--suite", action="store_true", help="AIST++ held-out genres, cross-view, ballroom enrolment")
+    e.add_argument("--data", type=Path, default=None)
+    e.add_argument("--model", type=Path, default=None, help="encoder ONNX (default: the shipped one)")
+    e.add_argument("--hop", type=float, default=0.5, help="hop between windows, seconds")
+    e.add_argument("--json", type=Path, default=None, help="write the figures here")
+    e.set_defaults(func=_eval)
+
+    x = cmds.add_parser("export", help="ONNX export of a checkpoint, with the PyTorch parity check")
+    x.add_argument("--ckpt", type=Path, default=WEIGHTS_DIR / "encoder.pt")
+    x.add_argument("--onnx", type=Path, default=WEIGHTS_DIR / "encoder.onnx")
+    x.add_argument("--data", type=Path, default=None)
+    x.set_defaults(func=_export)
+    enc.set_defaults(func=lambda args: (enc.print_help(), 2)[1])
+
+
+def _data(args) -> Path:
+    from dancewire.errors import DancewireError
+    from dancewire.paths import shared_data_dir
+
+    root = args.data or shared_data_dir()
+    if not (root / "keypoints").exists():
+        raise DancewireError(f"no keypoints/ under {root} (set --data or $DANCEWIRE_DATA)")
+    return root
+
+
+def _train(args) -> int:
+    from dataclasses import replace
+
+    from edge.motion.settings import MotionSettings
+    from edge.motion.train import TrainConfig, train
+
+    cfg = TrainConfig(threads=args.threads, seed=args.seed)
+    if args.pretrain_steps is not None:
+        cfg = replace(cfg, pretrain_steps=args.pretrain_steps)
+    if args.finetune_steps is not None:
+        cfg = replace(cfg, finetune_steps=args.finetune_steps)
+    root = _data(args)
+    summary = train(root, args.out, cfg, MotionSettings(normalization=args.normalization), progress=_say)
+    onnx_path = args.out / "encoder.onnx"
+    diff = _export_and_check(args.out / "encoder.pt", onnx_path, root)
+    summary["onnx_parity_max_abs"] = diff
+    (args.out / "train_metrics.json").write_text(json.dumps(summary, indent=2, default=float))
+    best = summary["results"][summary["shipped"]]
+    print(json.dumps({"shipped": summary["shipped"], "aist_genre_top1": best["aist_genre"]["top1"],
+                      "cross_view_top1": best["cross_view"]["top1"], "ballroom_top1": best["ballroom_enrol"]["top1"],
+                      "onnx_parity_max_abs": diff, "train_seconds": summary["train_seconds"]}, indent=2))
+    return 0
+
+
+def _export_and_check(ckpt: Path, onnx_path: Path, root: Path | None) -> float:
+    import numpy as np
+
+    from edge.motion.export import export_onnx, parity
+
+    _say(f"exporting {onnx_path}")
+    export_onnx(ckpt, onnx_path)
+    feats, mask = None, None
+    if root is not None:
+        from edge.motion import datasets as ds
+        from edge.motion.evaluate import window_set
+        seqs = [q for f in ds.aist_files(root)[:2] for q in ds.load_path(f)][:3]
+        ws = window_set(seqs)
+        feats, mask = ws.feats[:256], ws.mask[:256]
+    if feats is None or len(feats) == 0:
+        rng = np.random.default_rng(0)
+        feats = rng.normal(0, 0.3, (64, 60, 34)).astype(np.float32)
+        mask = rng.random((64, 60)) > 0.2
+    diff = parity(ckpt, onnx_path, feats, mask)
+    _say(f"ONNX parity: max |torch - onnxruntime| = {diff:.2e} over {len(feats)} windows")
+    if diff > 1e-4:
+        from dancewire.errors import DancewireError
+        raise DancewireError(f"ONNX parity {diff:.2e} exceeds 1e-4")
+    return diff
+
+
+def _export(args) -> int:
+    from dancewire.paths import shared_data_dir
+
+    root = args.data or shared_data_dir()
+    _export_and_check(args.ckpt, args.onnx, root if (root / "keypoints").exists() else None)
+    return 0
+
+
+def _print_genre(title: str, r: dict) -> None:
+    lp = r.get("linear_probe")
+    print(f"{title}: top-1 {r['top1']:.3f}  top-3 {r['top3']:.3f}  ({r['n']} query windows"
+          + (f", linear probe {lp:.3f}" if lp is not None else "")
+          + (f", per-sequence vote {r['per_sequence_top1']:.3f} over {r['sequences']}" if "per_sequence_top1" in r else "")
+          + ")")
+
+
+def _eval(args) -> int:
+    from dancewire.errors import DancewireError
+    from edge.motion.encoder import MotionEncoder
+    from edge.motion.evaluate import evaluate_all, folder_eval
+
+    enc = MotionEncoder(args.model)
+    if args.suite:
+        res = evaluate_all(enc, _data(args), hop_s=args.hop, progress=_say)
+        _print_genre("AIST++ genre (held-out performances)", res["aist_genre"])
+        cv = res["cross_view"]
+        print(f"cross-view routine retrieval: top-1 {cv['top1']:.3f}  top-3 {cv['top3']:.3f}  "
+              f"({cv['routines']} routines x {cv['views']} cameras, chance {cv['chance']:.2f})")
+        _print_genre("ballroom enrolment (unseen genres)", res["ballroom_enrol"])
+    else:
+        if args.query is None or args.gallery is None:
+            raise DancewireError("give QUERY_DIR and --gallery GALLERY_DIR (or --suite)")
+        res = folder_eval(enc, args.query, args.gallery, hop_s=args.hop)
+        if res["n"] == 0:
+            raise DancewireError("no windows in the query folder (sequences shorter than 18 samples?)")
+        _print_genre(f"genre kNN ({', '.join(res['genres'])})", res)
+        if res["shared_sequences"]:
+            _say(f"warning: {len(res['shared_sequences'])} sequences are in both folders")
+    res["model"] = {"id": enc.model_id, "sha256": enc.sha256, "path": str(enc.path)}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=2, default=float))
+        _say(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,107 @@
+"""The motion encoder (PyTorch; imported only by training, evaluation and export, never at edge runtime).
+
+Tong's architecture, kept small for live use: per-frame linear embedding of the normalised
+keypoints (plus their frame-to-frame differences), learned positions, a pre-norm transformer
+encoder with the padding mask, masked mean pooling over frames, then a projection to an
+L2-normalised embedding. Attention is written out with matmuls so the ONNX graph stays plain.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self, d: int, heads: int, ff: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.ln1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+        self.ln2 = nn.LayerNorm(d)
+        self.ff = nn.Sequential(nn.Linear(d, ff), nn.GELU(), nn.Linear(ff, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        B, N, D = x.shape
+        h = self.heads
+        q, k, v = self.qkv(self.ln1(x)).reshape(B, N, 3, h, D // h).permute(2, 0, 3, 1, 4)
+        att = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(D // h)) + bias      # (B, h, N, N)
+        att = torch.softmax(att, dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(B, N, D)
+        x = x + self.drop(self.out(y))
+        return x + self.drop(self.ff(self.ln2(x)))
+
+
+class MotionEncoder(nn.Module):
+    def __init__(self, in_dim: int = 34, d_model: int = 64, heads: int = 4, layers: int = 2, ff: int = 128,
+                 emb_dim: int = 64, max_len: int = 60, dropout: float = 0.1):
+        super().__init__()
+        self.config = dict(in_dim=in_dim, d_model=d_model, heads=heads, layers=layers, ff=ff,
+                           emb_dim=emb_dim, max_len=max_len, dropout=dropout)
+        self.inp = nn.Linear(2 * in_dim, d_model)
+        self.pos = nn.Parameter(torch.zeros(1, max_len, d_model))
+        nn.init.normal_(self.pos, std=0.02)
+        self.blocks = nn.ModuleList(Block(d_model, heads, ff, dropout) for _ in range(layers))
+        self.ln = nn.LayerNorm(d_model)
+        self.proj = nn.Sequential(nn.Linear(d_model, d_model), nn.GELU(), nn.Linear(d_model, emb_dim))
+
+    def pooled(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, N, 34) normalised keypoints, zero where masked; mask (B, N) 1.0 for real samples."""
+        m = mask.unsqueeze(-1)
+        vel = (x[:, 1:] - x[:, :-1]) * (m[:, 1:] * m[:, :-1])
+        vel = torch.cat([torch.zeros_like(x[:, :1]), vel], dim=1) * 10.0
+        h = self.inp(torch.cat([x, vel], dim=-1)) + self.pos[:, : x.shape[1]]
+        bias = ((1.0 - mask) * -1e4).unsqueeze(1).unsqueeze(1)                    # (B, 1, 1, N)
+        for blk in self.blocks:
+            h = blk(h, bias)
+        h = self.ln(h)
+        return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj(self.pooled(x, mask)), dim=-1, eps=1e-6)
+
+
+def info_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
+    """DanceMVP's InfoNCE (NT-Xent) over 2N augmented views; the other 2(N-1) are negatives."""
+    z = torch.cat([z1, z2], 0)
+    n = z1.shape[0]
+    sim = z @ z.t() / tau
+    sim.fill_diagonal_(-1e9)
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, target)
+
+
+def supcon(z: torch.Tensor, labels: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020): all same-label items are positives."""
+    sim = z @ z.t() / tau
+    n = z.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(eye, -1e9)
+    logp = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    pos = (labels[:, None] == labels[None, :]) & ~eye
+    cnt = pos.sum(1)
+    loss = -(logp * pos).sum(1) / cnt.clamp(min=1)
+    return loss[cnt > 0].mean()
+
+
+def tong_pairwise(z: torch.Tensor, y_group: torch.Tensor, y_video: torch.Tensor, w: float = 0.33,
+                  eps: float = 1.0) -> torch.Tensor:
+    """Tong's loss: over all pairs, w * L(group) + (1 - w) * L(video), L = contrastive (Hadsell) loss.
+
+    Tong used eps = 20 on unnormalised 1024-d outputs; on the unit sphere distances lie in [0, 2],
+    so the margin is scaled to eps = 1. Averaged over pairs instead of summed (same optimum).
+    """
+    d2 = (z[:, None, :] - z[None, :, :]).pow(2).sum(-1)
+    d = (d2 + 1e-9).sqrt()
+    iu = torch.triu_indices(z.shape[0], z.shape[0], 1, device=z.device)
+
+    def pair_loss(y):
+        same = (y[:, None] == y[None, :]).float()
+        return same * d2 + (1 - same) * F.relu(eps - d).pow(2)
+
+    L = w * pair_loss(y_group) + (1 - w) * pair_loss(y_video)
+    return L[iu[0], iu[1]].mean()

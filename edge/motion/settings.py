@@ -1,0 +1,33 @@
+"""Settings of the motion area: windows, normalization, rhythm metrics, encoder."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@dataclass(frozen=True)
+class MotionSettings:
+    # Windows (Tong: 2 s, <= 60 samples at about 30 fps, step s = max(1, floor(f/30))).
+    window_s: float = 2.0
+    max_frames: int = 60
+    base_fps: float = 30.0
+    hop_s: float = 0.5                 # live hop between window starts
+    min_valid: int = 18                # windows with fewer real samples are dropped
+    min_joint_conf: float = 0.15       # a sample is real when the pose's mean confidence reaches this
+    max_track_gap_s: float = 1.0       # a track unseen this long is flushed and forgotten
+    eight_beats: bool = True           # also cut DanceMVP eight-beat primitives when beats arrive
+    # Normalization: "ban" (relocate, scale by body size) or "tong" (first-frame right ankle).
+    normalization: str = "ban"
+    # Rhythm metrics.
+    align_tol_s: float = 0.2           # DanceMVP: motion and music peaks match within 0.2 s
+    bas_sigma_s: float = 0.1           # beat-align score Gaussian width
+    smooth_s: float = 0.1              # Gaussian smoothing of joint speed before peak picking
+    min_peak_gap_s: float = 0.2        # minimum distance between two motion beats / peaks
+    audio_offset_s: float = 0.0        # music event at audio time t happens at media time t + offset
+    # Encoder runtime.
+    encoder_onnx: Path = WEIGHTS_DIR / "encoder.onnx"
+    backend: str = "onnxruntime"
+    threads: int = 1
+    batch: int = 32

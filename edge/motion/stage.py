@@ -1,0 +1,91 @@
+"""MotionStage: pose frames and music events in, per-dancer window results (embedding + rhythm) out.
+
+    stage = MotionStage(settings, audio_offset=0.0)
+    for event in audio_events: stage.push_audio(event)      # edge.records.Onset / Beat, any time
+    for frame in pose_frames:
+        for result in stage.push(frame):                     # WindowResult, to_json() -> "window" record
+            ...
+    stage.session_summary()                                  # {dancer: rhythm metrics over the session}
+
+Music events may come from the live tracker or from another file (`--audio FILE --audio-offset S`):
+an event at audio time t is taken to happen at media time t + audio_offset. A window's rhythm is
+computed against the events known when the window closes. The encoder is loaded lazily; pass
+`encoder=False` for rhythm only.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from edge.motion import rhythm
+from edge.motion.settings import MotionSettings
+from edge.motion.windows import WindowCutter
+from edge.records import Beat, Onset, PoseFrame, Window, WindowResult, stamp
+
+
+class MotionStage:
+    name = "motion"
+
+    def __init__(self, settings: MotionSettings | None = None, encoder=None, audio_offset: float | None = None,
+                 fps: float | None = None):
+        self.s = settings or MotionSettings()
+        self.offset = self.s.audio_offset_s if audio_offset is None else float(audio_offset)
+        self.cutter = WindowCutter(self.s, fps=fps)
+        self._encoder = encoder
+        self.onsets: list[Onset] = []
+        self.beats: list[Beat] = []
+        self.session: dict[int, rhythm.SessionRhythm] = {}
+        self.windows_out = 0
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from edge.motion.encoder import MotionEncoder
+            self._encoder = MotionEncoder(settings=self.s, threads=self.s.threads, backend=self.s.backend)
+        return self._encoder or None
+
+    def push_audio(self, event: Onset | Beat) -> None:
+        if isinstance(event, Beat):
+            self.beats.append(event)
+            shifted = Beat(event.t + self.offset, event.known_at + self.offset, event.count, event.bpm, event.phrase)
+            self.cutter.push_beat(shifted)
+        elif isinstance(event, Onset):
+            self.onsets.append(event)
+
+    def push_audio_events(self, events: Iterable[Onset | Beat]) -> None:
+        for e in events:
+            self.push_audio(e)
+
+    def push(self, frame: PoseFrame) -> list[WindowResult]:
+        for pose in frame.poses:
+            kp = np.asarray(pose.kp17)
+            valid = kp.shape[1] < 3 or float(np.mean(kp[:, 2])) >= self.s.min_joint_conf
+            self.session.setdefault(int(pose.track_id), rhythm.SessionRhythm(self.s)).push(frame.t, kp, valid)
+        windows = self.cutter.push(frame)
+        return self.process(windows, frame.stamps)
+
+    def process(self, windows: list[Window], stamps: dict | None = None) -> list[WindowResult]:
+        if not windows:
+            return []
+        enc = self.encoder if self._encoder is not False else None
+        if enc:
+            emb = enc.encode(windows)
+        else:
+            emb = np.zeros((len(windows), 0), np.float32)
+        out = []
+        for w, e in zip(windows, emb):
+            r = rhythm.window_metrics(w.kp, w.times, w.mask, self.onsets, self.beats, self.offset, self.s, w.t0, w.t1)
+            st = dict(stamps or {})
+            stamp(st, self.name)
+            out.append(WindowResult(w, e, r, st))
+        self.windows_out += len(out)
+        return out
+
+    def primitives(self) -> list[WindowResult]:
+        """Eight-beat primitives cut since the last call (needs Beat events with counts)."""
+        prims, self.cutter.primitives = self.cutter.primitives, []
+        return self.process(prims)
+
+    def session_summary(self) -> dict[int, dict]:
+        return {tid: sr.summary(self.onsets, self.beats, self.offset) for tid, sr in sorted(self.session.items())}

@@ -1,0 +1,201 @@
+"""Training: self-supervised InfoNCE pretraining on AIST++, then supervised fine-tuning on its genres.
+
+`dancewire encoder train` runs it all on CPU (about 10 min on 1-2 cores): pretrain, fine-tune
+two ways from the same checkpoint (Tong's pairwise loss, supervised contrastive; both keep the
+InfoNCE term so the embedding still separates performances, not just four genres), evaluate both,
+keep the better, write weights, ONNX and metrics.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.motion import augment as aug
+from edge.motion import datasets as ds
+from edge.motion.normalize import normalize
+from edge.motion.settings import MotionSettings
+from edge.motion.windows import sample_step, samples_per_window
+
+log = logging.getLogger("dancewire.motion.train")
+SIM_FPS = np.array([24.0, 25.0, 30.0, 30.0, 50.0, 60.0])
+
+
+@dataclass
+class TrainConfig:
+    pretrain_steps: int = 900
+    finetune_steps: int = 400
+    batch: int = 96
+    lr: float = 1e-3
+    tau: float = 0.1
+    tong_w: float = 0.33
+    tong_eps: float = 1.0
+    ssl_weight: float = 1.0
+    seed: int = 0
+    threads: int = 2
+    d_model: int = 64
+    layers: int = 2
+    emb_dim: int = 64
+
+
+class SeqBank:
+    """Training sequences concatenated for vectorised window sampling (with speed change by interpolation)."""
+
+    def __init__(self, seqs: list[ds.Sequence]):
+        self.seqs = seqs
+        kps = [np.nan_to_num(s.kp[..., :2]).astype(np.float32) for s in seqs]
+        self.valid = np.concatenate([np.isfinite(s.kp[..., :2]).all((1, 2)) for s in seqs])
+        self.xy = np.concatenate(kps)
+        self.len = np.array([len(s.kp) for s in seqs])
+        self.off = np.concatenate([[0], np.cumsum(self.len)[:-1]])
+        self.fps = np.array([s.fps for s in seqs])
+        names = sorted({s.name for s in seqs})
+        genres = sorted({s.genre for s in seqs})
+        self.genres = genres
+        self.perf = np.array([names.index(s.name) for s in seqs])
+        self.genre = np.array([genres.index(s.genre) for s in seqs])
+        self.views_of = {p: np.nonzero(self.perf == p)[0] for p in range(len(names))}
+
+    def pick(self, B: int, rng) -> np.ndarray:
+        """Genre-balanced choice of sequences."""
+        g = rng.integers(0, len(self.genres), B)
+        out = np.empty(B, int)
+        for k in range(len(self.genres)):
+            idx = np.nonzero(self.genre == k)[0]
+            sel = g == k
+            out[sel] = rng.choice(idx, sel.sum())
+        return out
+
+    def gather(self, si: np.ndarray, t0: np.ndarray, fsim: np.ndarray, speed: np.ndarray, N: int = 60):
+        step = np.array([sample_step(f) for f in fsim])
+        n = np.array([samples_per_window(f) for f in fsim])
+        dt = step / fsim * speed
+        times = t0[:, None] + np.arange(N)[None, :] * dt[:, None]
+        fidx = times * self.fps[si][:, None]
+        i0 = np.floor(fidx).astype(int)
+        a = (fidx - i0)[..., None, None].astype(np.float32)
+        T = self.len[si][:, None]
+        inside = (i0 >= 0) & (i0 + 1 < T) & (np.arange(N)[None, :] < n[:, None])
+        i0c = np.clip(i0, 0, T - 2) + self.off[si][:, None]
+        kp = (1 - a) * self.xy[i0c] + a * self.xy[i0c + 1]
+        mask = inside & self.valid[i0c] & self.valid[i0c + 1]
+        return np.where(mask[..., None, None], kp, 0.0).astype(np.float32), mask
+
+    def batch(self, B: int, rng, settings: MotionSettings, cross_view: float = 0.8, strength: float = 1.0):
+        """Two augmented views of B windows: the same moment of one performance, maybe another camera."""
+        si = self.pick(B, rng)
+        speed = np.exp(rng.uniform(-0.22, 0.22, B))
+        dur = self.len[si] / self.fps[si]
+        t0 = rng.uniform(0, np.maximum(dur - 2.0 * speed - 0.2, 0.01))
+        si2 = si.copy()
+        for b in range(B):
+            v = self.views_of[self.perf[si[b]]]
+            if len(v) > 1 and rng.random() < cross_view:
+                si2[b] = rng.choice(v)
+        out = []
+        for idx, tt, sp in ((si, t0, speed),
+                            (si2, np.maximum(t0 + rng.uniform(-0.1, 0.1, B), 0), speed * np.exp(rng.uniform(-0.08, 0.08, B)))):
+            fsim = rng.choice(SIM_FPS, B)
+            kp, mask = self.gather(idx, tt, fsim, sp)
+            mask = aug.temporal_crop(mask, rng)
+            kp = aug.estimator_noise(kp, mask, rng, strength)
+            kp = aug.geometry(kp, mask, rng, strength)
+            feats = normalize(kp, mask, settings.normalization)
+            feats, mask = aug.dropout(feats, mask, rng, strength)
+            out.append((feats, mask))
+        return out, self.genre[si], self.perf[si]
+
+
+def _torch_embed(model):
+    import torch
+
+    def embed(feats, mask):
+        with torch.no_grad():
+            return model(torch.from_numpy(np.ascontiguousarray(feats, np.float32)),
+                         torch.from_numpy(mask.astype(np.float32))).numpy()
+    return embed
+
+
+def _score(metrics: dict) -> float:
+    return float(np.mean([metrics["aist_genre"]["top1"], metrics["cross_view"]["top1"], metrics["ballroom_enrol"]["top1"]]))
+
+
+def train(data_root: Path, out_dir: Path, cfg: TrainConfig | None = None, settings: MotionSettings | None = None,
+          losses=("tong", "supcon"), progress=print) -> dict:
+    import torch
+
+    from edge.motion.evaluate import evaluate_all
+    from edge.motion.model import MotionEncoder, info_nce, supcon, tong_pairwise
+
+    cfg = cfg or TrainConfig()
+    s = settings or MotionSettings()
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    t_start = time.monotonic()
+    seqs = [q for f in ds.aist_files(data_root) for q in ds.load_path(f)]
+    train_seqs, test_seqs = ds.aist_split(seqs)
+    bank = SeqBank(train_seqs)
+    progress(f"train: {len(train_seqs)} sequences ({len({q.name for q in train_seqs})} performances), "
+             f"held out: {sorted({q.name for q in test_seqs})}")
+
+    def run(model, steps, loss_kind, lr, desc):
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+        model.train()
+        t0, ema = time.monotonic(), None
+        for step in range(steps):
+            (v1, v2), genre, perf = bank.batch(cfg.batch, rng, s)
+            x1, m1 = torch.from_numpy(v1[0]), torch.from_numpy(v1[1].astype(np.float32))
+            x2, m2 = torch.from_numpy(v2[0]), torch.from_numpy(v2[1].astype(np.float32))
+            z1, z2 = model(x1, m1), model(x2, m2)
+            loss = info_nce(z1, z2, cfg.tau)
+            if loss_kind != "ssl":
+                z = torch.cat([z1, z2])
+                g = torch.from_numpy(np.concatenate([genre, genre]))
+                p = torch.from_numpy(np.concatenate([perf, perf]))
+                sup = supcon(z, g, cfg.tau) if loss_kind == "supcon" else tong_pairwise(z, g, p, cfg.tong_w, cfg.tong_eps)
+                loss = sup + cfg.ssl_weight * loss
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            ema = float(loss) if ema is None else 0.95 * ema + 0.05 * float(loss)
+            if step % 50 == 0 or step == steps - 1:
+                el = time.monotonic() - t0
+                progress(f"{desc}: step {step + 1}/{steps} loss {ema:.3f} {el:.0f}s (eta {el / (step + 1) * (steps - step - 1):.0f}s)")
+        model.eval()
+        return model
+
+    model = MotionEncoder(d_model=cfg.d_model, layers=cfg.layers, emb_dim=cfg.emb_dim)
+    run(model, cfg.pretrain_steps, "ssl", cfg.lr, "pretrain (InfoNCE)")
+    pre_state = {k: v.clone() for k, v in model.state_dict().items()}
+    results = {}
+    progress("evaluating the pretrained encoder")
+    results["ssl_only"] = evaluate_all(_torch_embed(model), data_root, s)
+    states = {}
+    for kind in losses:
+        m = MotionEncoder(d_model=cfg.d_model, layers=cfg.layers, emb_dim=cfg.emb_dim)
+        m.load_state_dict(pre_state)
+        run(m, cfg.finetune_steps, kind, cfg.lr * 0.5, f"fine-tune ({kind} + InfoNCE)")
+        progress(f"evaluating {kind}")
+        results[kind] = evaluate_all(_torch_embed(m), data_root, s)
+        states[kind] = m.state_dict()
+    states["ssl_only"] = pre_state
+    best = max(results, key=lambda k: _score(results[k]))
+    progress("scores (mean of AIST++ genre, cross-view, ballroom top-1): "
+             + ", ".join(f"{k} {_score(v):.3f}" for k, v in results.items()) + f" -> ship {best}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = {"state_dict": states[best], "config": model.config, "normalization": s.normalization,
+            "loss": best, "train_config": cfg.__dict__, "genres": bank.genres}
+    torch.save(ckpt, out_dir / "encoder.pt")
+    summary = {"shipped": best, "results": results, "train_config": cfg.__dict__, "normalization": s.normalization,
+               "train_sequences": sorted({q.name for q in train_seqs}), "test_sequences": sorted({q.name for q in test_seqs}),
+               "train_seconds": round(time.monotonic() - t_start, 1)}
+    (out_dir / "train_metrics.json").write_text(json.dumps(summary, indent=2, default=float))
+    return summary

@@ -1,0 +1,201 @@
+"""Per-dancer windows (Tong's sampling) and DanceMVP eight-beat primitives.
+
+Tong: windows of `window_s` (2 s) holding at most `max_frames` (60) samples, taking every
+s-th frame with s = max(1, floor(f / 30)). Live, the sampling grid is laid in media time:
+sample j of a window starting at t0 sits at t0 + j * s / f and takes the pose frame nearest
+to it (within 0.6 frame periods); a missing or unconfident pose leaves the sample masked.
+Windows with fewer than `min_valid` (18) real samples are dropped.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.motion.settings import MotionSettings
+from edge.records import Beat, PoseFrame, Window
+
+
+def sample_step(fps: float) -> int:
+    """Tong's step: every s-th frame, s = max(1, floor(f / 30))."""
+    return max(1, int(math.floor(fps / 30.0 + 1e-6)))
+
+
+def samples_per_window(fps: float, window_s: float = 2.0, max_frames: int = 60) -> int:
+    return max(1, min(max_frames, int(math.floor(window_s * fps / sample_step(fps) + 1e-6))))
+
+
+def cut_sequence(kp: np.ndarray, fps: float, settings: MotionSettings | None = None, *,
+                 hop_s: float | None = None, valid: np.ndarray | None = None, track_id: int = 0,
+                 t_start: float = 0.0) -> list[Window]:
+    """Cut a regularly sampled sequence (T, 17, C) into windows (offline: datasets, files)."""
+    s = settings or MotionSettings()
+    arr = cut_arrays(kp, fps, s, hop_s=hop_s, valid=valid)
+    windows = []
+    for k, (w, m, start) in enumerate(zip(*arr)):
+        times = t_start + (start + np.arange(s.max_frames) * sample_step(fps)) / fps
+        t0 = t_start + start / fps
+        windows.append(Window(track_id, float(t0), float(t0 + s.window_s), w, m, times))
+    return windows
+
+
+def cut_arrays(kp: np.ndarray, fps: float, settings: MotionSettings | None = None, *,
+               hop_s: float | None = None, valid: np.ndarray | None = None):
+    """Vectorised `cut_sequence`: (W, max_frames, 17, C) keypoints, (W, max_frames) masks, (W,) start frames.
+
+    Samples past the window's n = min(max_frames, floor(window_s * f / s)) samples, past the
+    end of the sequence, or on invalid frames (NaN, or `valid` False) are masked and zero.
+    """
+    s = settings or MotionSettings()
+    kp = np.asarray(kp, np.float32)
+    T = len(kp)
+    step = sample_step(fps)
+    n = samples_per_window(fps, s.window_s, s.max_frames)
+    hop = max(1, int(round((s.hop_s if hop_s is None else hop_s) * fps)))
+    ok = np.isfinite(kp[..., :2]).all(axis=(-1, -2))
+    if valid is not None:
+        ok &= np.asarray(valid, bool)
+    span = (n - 1) * step + 1
+    starts = np.arange(0, max(T - span, 0) + 1, hop)
+    if T == 0:
+        starts = np.zeros(0, int)
+    idx = starts[:, None] + np.arange(s.max_frames)[None, :] * step          # (W, max_frames)
+    inside = (np.arange(s.max_frames)[None, :] < n) & (idx < T)
+    idx_c = np.minimum(idx, max(T - 1, 0))
+    mask = inside & ok[idx_c] if T else np.zeros(idx.shape, bool)
+    w = kp[idx_c] if T else np.zeros(idx.shape + kp.shape[1:], np.float32)
+    w = np.where(mask[..., None, None], np.nan_to_num(w), 0.0).astype(np.float32)
+    keep = mask.sum(1) >= s.min_valid
+    return w[keep], mask[keep], starts[keep]
+
+
+@dataclass
+class _Track:
+    times: deque = field(default_factory=deque)
+    kps: deque = field(default_factory=deque)
+    valid: deque = field(default_factory=deque)
+    next_t0: float | None = None
+    last_seen: float = 0.0
+
+
+class WindowCutter:
+    """Live windows per track: `push(pose_frame)` returns the windows that this frame completed.
+
+    `push_beat(beat)` feeds the audio tracker's beats; with `eight_beats` on, each span between
+    two downbeats (count 1) becomes one eight-beat primitive per track, returned by `push`
+    once the poses have caught up with it (`Window` over the phrase, `max_frames` samples spread
+    evenly across it).
+    """
+
+    def __init__(self, settings: MotionSettings | None = None, fps: float | None = None):
+        self.s = settings or MotionSettings()
+        self.fixed_fps = fps
+        self._dts: deque = deque(maxlen=60)
+        self._last_t: float | None = None
+        self.tracks: dict[int, _Track] = {}
+        self._downbeat: float | None = None
+        self._phrases: deque = deque()       # (t_start, t_end) waiting for poses
+        self.primitives: list[Window] = []   # eight-beat primitives cut so far (drained by the caller)
+
+    @property
+    def fps(self) -> float:
+        if self.fixed_fps:
+            return float(self.fixed_fps)
+        if len(self._dts) < 3:
+            return self.s.base_fps
+        dt = float(np.median(self._dts))
+        return 1.0 / dt if dt > 0 else self.s.base_fps
+
+    def push_beat(self, beat: Beat) -> None:
+        if not self.s.eight_beats or beat.count != 1:
+            return
+        if self._downbeat is not None and beat.t > self._downbeat:
+            self._phrases.append((self._downbeat, beat.t))
+        self._downbeat = beat.t
+
+    def push(self, frame: PoseFrame) -> list[Window]:
+        t = float(frame.t)
+        if self._last_t is not None and t > self._last_t:
+            self._dts.append(t - self._last_t)
+        self._last_t = t
+        for pose in frame.poses:
+            tr = self.tracks.setdefault(int(pose.track_id), _Track())
+            kp = np.asarray(pose.kp17, np.float32)
+            conf_ok = kp.shape[1] < 3 or float(np.mean(kp[:, 2])) >= self.s.min_joint_conf
+            tr.times.append(t)
+            tr.kps.append(kp[:, :3] if kp.shape[1] >= 3 else np.concatenate([kp, np.ones((17, 1), np.float32)], 1))
+            tr.valid.append(bool(conf_ok and np.isfinite(kp[:, :2]).all()))
+            tr.last_seen = t
+            if tr.next_t0 is None:
+                tr.next_t0 = t
+        out: list[Window] = []
+        for tid in list(self.tracks):
+            tr = self.tracks[tid]
+            while tr.next_t0 is not None and t >= tr.next_t0 + self.s.window_s - 0.5 / self.fps:
+                w = self._cut(tid, tr, tr.next_t0)
+                tr.next_t0 += self.s.hop_s
+                if w is not None:
+                    out.append(w)
+            if t - tr.last_seen > self.s.max_track_gap_s:
+                del self.tracks[tid]
+        while self._phrases and t >= self._phrases[0][1]:
+            a, b = self._phrases.popleft()
+            for tid, tr in self.tracks.items():
+                grid = np.linspace(a, b, self.s.max_frames, endpoint=False)
+                w = self._sample(tid, tr, grid, a, b)
+                if w is not None:
+                    self.primitives.append(w)
+        self._prune(t)
+        return out
+
+    def flush(self) -> list[Window]:
+        """Forget all tracks (end of stream); partial windows are dropped."""
+        self.tracks.clear()
+        return []
+
+    def _cut(self, tid: int, tr: _Track, t0: float) -> Window | None:
+        fps = self.fps
+        step = sample_step(fps)
+        n = samples_per_window(fps, self.s.window_s, self.s.max_frames)
+        grid = t0 + np.arange(n) * step / fps
+        return self._sample(tid, tr, grid, t0, t0 + self.s.window_s)
+
+    def _sample(self, tid: int, tr: _Track, grid: np.ndarray, t0: float, t1: float) -> Window | None:
+        if not tr.times:
+            return None
+        times = np.fromiter(tr.times, float, len(tr.times))
+        kps = np.stack(tr.kps)
+        valid = np.fromiter(tr.valid, bool, len(tr.valid))
+        j = np.clip(np.searchsorted(times, grid), 1, max(len(times) - 1, 1))
+        j0 = np.clip(j - 1, 0, len(times) - 1)
+        j1 = np.clip(j, 0, len(times) - 1)
+        near = np.where(np.abs(times[j0] - grid) <= np.abs(times[j1] - grid), j0, j1)
+        tol = 0.6 / self.fps
+        ok = (np.abs(times[near] - grid) <= tol) & valid[near]
+        N = self.s.max_frames
+        kp = np.zeros((N, 17, 3), np.float32)
+        mask = np.zeros(N, bool)
+        tt = np.zeros(N, float)
+        n = len(grid)
+        kp[:n] = np.where(ok[:, None, None], kps[near], 0.0)
+        mask[:n] = ok
+        tt[:n] = grid
+        if n < N and n > 1:
+            tt[n:] = grid[-1] + (np.arange(1, N - n + 1)) * (grid[1] - grid[0])
+        if mask.sum() < self.s.min_valid:
+            return None
+        return Window(tid, float(t0), float(t1), kp, mask, tt)
+
+    def _prune(self, t: float) -> None:
+        keep_from = t - 30.0
+        for tr in self.tracks.values():
+            horizon = min(tr.next_t0 if tr.next_t0 is not None else t, t) - 1.0
+            if self._phrases:
+                horizon = min(horizon, self._phrases[0][0] - 1.0)
+            elif self._downbeat is not None and self.s.eight_beats:
+                horizon = min(horizon, self._downbeat - 1.0)
+            horizon = max(horizon, keep_from)
+            while tr.times and tr.times[0] < horizon:
+                tr.times.popleft(); tr.kps.popleft(); tr.valid.popleft()

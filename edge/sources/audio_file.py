@@ -1,0 +1,138 @@
+"""The audio track of a video or audio file through PyAV, as AudioBlocks on the media clock.
+
+Decoded with libavcodec, converted by `av.AudioResampler` to mono float32 at the analysis
+rate, and cut into blocks of `block_size` samples. A block's `t` is the media time of its
+first sample: the decoded frame's pts relative to the container's start (the same origin
+as the video frames of edge/sources/video.py), continued by sample counting inside a frame.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from dancewire.errors import BadInputError
+from edge.records import AudioBlock, stamp
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    path: str
+    codec: str
+    sample_rate: int          # the stream's own rate
+    channels: int
+    duration: float | None
+
+
+def _open(path: Path):
+    import av
+
+    if not path.exists():
+        raise BadInputError(f"audio/video file not found: {path}")
+    if path.is_dir():
+        raise BadInputError(f"{path} is a folder, not a media file")
+    try:
+        return av.open(str(path))
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise BadInputError(f"cannot read {path}: {exc.__class__.__name__}: {exc}") from None
+
+
+def has_audio(path: str | Path) -> bool:
+    """True when the file opens and has at least one audio stream."""
+    try:
+        container = _open(Path(path))
+    except BadInputError:
+        return False
+    try:
+        return bool(container.streams.audio)
+    finally:
+        container.close()
+
+
+class AudioFileSource:
+    """Yields mono float32 AudioBlocks at `sample_rate` from a file's first audio stream."""
+
+    def __init__(self, path: str | Path, sample_rate: int = 44100, block_size: int = 1024):
+        self.path = Path(path)
+        self.sample_rate = int(sample_rate)
+        self.block_size = int(block_size)
+        if self.block_size <= 0:
+            raise ValueError("block_size must be > 0")
+        container = _open(self.path)
+        try:
+            if not container.streams.audio:
+                raise BadInputError(f"{self.path} has no audio stream")
+            st = container.streams.audio[0]
+            ctx = st.codec_context
+            duration = float(st.duration * st.time_base) if st.duration else (
+                container.duration / 1e6 if container.duration else None)
+            self.info = AudioInfo(str(self.path), ctx.name, int(ctx.sample_rate or 0),
+                                  int(ctx.channels or 0), duration)
+        finally:
+            container.close()
+        self.corrupt_packets = 0
+
+    def blocks(self) -> Iterator[AudioBlock]:
+        import av
+
+        container = _open(self.path)
+        try:
+            stream = container.streams.audio[0]
+            start = container.start_time / 1e6 if container.start_time is not None else 0.0
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=self.sample_rate)
+            buf = np.zeros(0, np.float32)
+            buf_t: float | None = None       # media time of buf[0]
+            produced = 0
+
+            def emit(final: bool):
+                nonlocal buf, buf_t
+                while buf.size >= self.block_size or (final and buf.size):
+                    n = min(self.block_size, buf.size)
+                    block = AudioBlock(t=float(buf_t), samples=buf[:n].copy(), sample_rate=self.sample_rate)
+                    stamp(block.stamps, "capture")
+                    yield block
+                    buf = buf[n:]
+                    buf_t += n / self.sample_rate
+
+            def take(frames):
+                nonlocal buf, buf_t, produced
+                for f in frames:
+                    x = f.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                    if x.size == 0:
+                        continue
+                    if buf_t is None:
+                        # the first resampled frame: its pts (in 1/rate) relative to the container start
+                        t0 = float(f.pts * f.time_base) - start if f.pts is not None and f.time_base else 0.0
+                        buf_t = max(t0, 0.0)
+                    buf = np.concatenate([buf, x]) if buf.size else x
+                    produced += x.size
+
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError as exc:
+                    self.corrupt_packets += 1
+                    log.warning("%s: skipping corrupt audio packet (%s)", self.path.name, exc)
+                    continue
+                for frame in frames:
+                    take(resampler.resample(frame))
+                yield from emit(False)
+            take(resampler.resample(None))
+            yield from emit(True)
+            if produced == 0:
+                raise BadInputError(f"{self.path}: no decodable audio")
+        except av.error.FFmpegError as exc:
+            raise BadInputError(f"cannot decode audio of {self.path}: {exc}") from None
+        finally:
+            container.close()
+
+
+def read_audio(path: str | Path, sample_rate: int = 44100) -> tuple[np.ndarray, float]:
+    """Whole track as one mono float32 array and the media time of its first sample."""
+    blocks = list(AudioFileSource(path, sample_rate, block_size=1 << 16).blocks())
+    return np.concatenate([b.samples for b in blocks]), blocks[0].t

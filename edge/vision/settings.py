@@ -1,0 +1,75 @@
+"""Settings of the vision area: detector, landmarks, multi-person estimator, tracker, smoothing,
+cleaning and quality filters. Every knob of `PoseStage` lives here (loaded by dancewire.config).
+
+Defaults follow mediapipe 0.10.21's pose graphs (shared/docs/pose-models.md), ByteTrack's
+published defaults (Zhang et al. 2022), Tong's quality filters and Ban's pose cleaning.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class VisionSettings:
+    # --- detector (BlazePose pose_detection) -------------------------------------------
+    det_min_score: float = 0.5          # sigmoid score threshold (mediapipe)
+    det_nms_iou: float = 0.3            # weighted NMS IoU threshold (mediapipe)
+    # Square tiles for frames much wider (or taller) than square: the 224x224 detector
+    # letterboxes the whole frame, so people in a wide multi-dancer frame get tiny. With
+    # tiling on, a frame whose long/short side ratio exceeds `det_tile_ratio` is instead cut
+    # into overlapping squares of the short side, all run through the detector in one batch
+    # (one NMS over all tiles in frame space).
+    det_tiles: bool = True
+    det_tile_ratio: float = 2.0
+    det_tile_overlap: float = 0.25      # overlap between neighbouring tiles (fraction of a tile)
+
+    # --- landmarks (BlazePose GHUM full) --------------------------------------------------
+    roi_scale: float = 1.25             # ROI = 2 x |kp0 kp1| x roi_scale, square (mediapipe)
+    pose_threshold: float = 0.5         # pose flag below this = person lost (mediapipe)
+
+    # --- multi-person estimator -------------------------------------------------------
+    detector_period: int = 10           # run the detector every N frames (and when someone is lost)
+    max_people: int = 8
+    # A new detection is "the same person" as a tracked ROI (and ignored) when its hip and
+    # shoulder centres lie within this many torso lengths of the tracked person's.
+    det_same_person: float = 0.5
+    # The detector reports about one person per image; known people are masked out and it
+    # runs again while it finds someone new, at most this many times per detection frame.
+    det_max_rounds: int = 4
+    # Two tracked ROIs that converged on one dancer: the weaker one is dropped when their
+    # body keypoints are closer than this (mean distance / body size).
+    dedupe_dist: float = 0.12
+    keep_low_poses: float = 0.2         # pose flags in [this, pose_threshold) go to the tracker as low-score boxes
+
+    # --- tracker (ByteTrack) ------------------------------------------------------------
+    track_high: float = 0.6             # high-score detections (first association)
+    track_low: float = 0.1              # low-score detections (second association) above this
+    track_new: float = 0.7              # a new track starts only from a detection this confident
+    track_match_iou: float = 0.2        # first association: accepted when IoU x score >= this (ByteTrack 0.8 cost)
+    track_low_iou: float = 0.5          # second association: IoU >= this (ByteTrack 0.5 cost)
+    track_buffer_s: float = 1.5         # a lost track is kept this long (ByteTrack: 30 frames at 30 fps)
+    track_min_hits: int = 2             # frames before a new track is confirmed (not on the first frame)
+
+    # --- smoothing (one-euro, mediapipe's landmark parameters) --------------------------
+    smooth: bool = True
+    smooth_min_cutoff: float = 0.05     # Hz
+    smooth_beta: float = 80.0           # applied to speed in body scales per second (see smoothing.py)
+    smooth_d_cutoff: float = 1.0        # Hz
+    smooth_score_alpha: float = 0.1     # low-pass on keypoint scores (mediapipe visibility filter); 1 = off
+    smooth_reset_s: float = 0.3         # a track unseen this long restarts its filters
+
+    # --- cleaning (Ban: jump rejection + spline interpolation) -------------------------
+    clean: bool = True
+    # A joint is rejected when it moves more than `jump_max` body sizes in 1/30 s (scaled by
+    # the real time step) from its last valid position; Ban used 50 px per 1/30 s.
+    jump_max: float = 0.35
+    jump_max_rejects: int = 2           # consecutive rejections after which the new position is accepted (Ban: 2)
+    clean_max_gap: int = 4              # longest gap (frames) filled by spline interpolation
+    clean_delay: int = 5                # frames the cleaned stream lags the live one (>= clean_max_gap)
+    clean_context: int = 4              # valid frames on each side used to fit the spline
+
+    # --- quality (Tong) -------------------------------------------------------------
+    min_keypoint_conf: float = 0.15     # a keypoint below this is unreliable (Tong: every keypoint of an example)
+    min_mean_conf: float = 0.5          # a pose whose mean keypoint confidence is below this is dropped
+    min_frames: int = 18                # Tong: an example needs at least this many frames (sequence check)
+    keypoint_score: str = "visibility"  # per-keypoint score: "visibility", "presence" or "min" of both

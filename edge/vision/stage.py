@@ -1,0 +1,141 @@
+"""`PoseStage`: the one object the pipeline calls for vision.
+
+    stage = PoseStage.from_settings(VisionSettings())
+    for frame in source:
+        posefr = stage(frame)              # live: this frame, at once
+        for done in stage.cleaned():       # final: frames `clean_delay` frames old, gaps filled
+            ...
+    rest = stage.flush()                   # end of stream: the last delayed frames
+
+`__call__` runs estimate (detector + landmarks) -> track (ByteTrack) -> smooth (one-euro)
+-> clean (Ban's jump rejection; spline gap filling on the delayed copy) -> quality (Tong),
+and writes the stage stamps "detect", "landmarks", "track", "clean" into `frame.stamps`;
+the returned PoseFrame carries a copy of them (with whatever the source wrote before).
+
+Delay: spline filling needs frames after a gap, so it cannot be live. The live PoseFrame is
+returned immediately (jump-rejected joints hold their last accepted position with score 0
+and `Pose.filled` set); the same frames come out again through `cleaned()` exactly
+`clean_delay` frames later (0.2 s at 25 fps with the defaults), with gaps of up to
+min(clean_max_gap, clean_delay) frames filled and `Pose.filled` marking the filled joints.
+The overlay and the wire can use the live frames; windows for the encoder can use the
+cleaned ones. With `clean=False`, `cleaned()` returns the live frames without delay.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from edge.engines.base import Engine
+from edge.records import Frame, Pose, PoseFrame, stamp
+from edge.vision.blazepose_detector import BlazePoseDetector
+from edge.vision.blazepose_landmarks import BlazePoseLandmarks
+from edge.vision.cleaning import PoseCleaner
+from edge.vision.estimator import MultiPoseEstimator
+from edge.vision.quality import QualityFilter
+from edge.vision.settings import VisionSettings
+from edge.vision.smoothing import PoseSmoother
+from edge.vision.tracker import ByteTracker
+
+log = logging.getLogger(__name__)
+
+
+class PoseStage:
+    def __init__(self, settings: VisionSettings, detector: Engine, landmarks: Engine):
+        self.settings = s = settings
+        self.detector_engine, self.landmarks_engine = detector, landmarks
+        self.detector = BlazePoseDetector(detector, s.det_min_score, s.det_nms_iou, s.det_tiles,
+                                          s.det_tile_ratio, s.det_tile_overlap)
+        self.landmarks = BlazePoseLandmarks(landmarks)
+        self.estimator = MultiPoseEstimator(self.detector, self.landmarks, s)
+        self.reset()
+
+    @classmethod
+    def from_settings(cls, settings: VisionSettings | None = None, backend: str = "onnxruntime",
+                      threads: int = 2) -> "PoseStage":
+        """Open both BlazePose models from the model cache on `backend`."""
+        from edge.engines import open_engine
+        from edge.models.registry import model_path
+
+        det = open_engine(model_path("pose_detector"), backend, threads=threads)
+        lmk = open_engine(model_path("pose_landmarks"), backend, threads=threads)
+        return cls(settings or VisionSettings(), det, lmk)
+
+    def reset(self) -> None:
+        """Forget every track (a new stream starts)."""
+        s = self.settings
+        self.estimator.reset()
+        self._fps: float | None = None
+        self._first_t: float | None = None
+        self.tracker = ByteTracker(s.track_high, s.track_low, s.track_new, s.track_match_iou,
+                                   s.track_low_iou, buffer_frames=round(s.track_buffer_s * 30),
+                                   min_hits=s.track_min_hits)
+        self.smoother = PoseSmoother(s.smooth_min_cutoff, s.smooth_beta, s.smooth_d_cutoff,
+                                     s.smooth_score_alpha, s.smooth_reset_s)
+        self.cleaner = PoseCleaner(s.jump_max, s.jump_max_rejects, s.clean_max_gap, s.clean_delay,
+                                   s.clean_context)
+        self.quality = QualityFilter(s.min_keypoint_conf, s.min_mean_conf)
+        self._final: list[PoseFrame] = []
+        self.frames = 0
+
+    def _learn_fps(self, frame: Frame) -> None:
+        """The tracker counts frames: size its buffer from the stream's real frame rate."""
+        if self._first_t is None:
+            self._first_t = frame.t
+        elif self._fps is None and self.frames >= 5 and frame.t > self._first_t:
+            self._fps = self.frames / (frame.t - self._first_t)
+            self.tracker.buffer = max(1, round(self.settings.track_buffer_s * self._fps))
+
+    def __call__(self, frame: Frame) -> PoseFrame:
+        s = self.settings
+        self._learn_fps(frame)
+        self.frames += 1
+        estimates = self.estimator(frame.image, frame.stamps)           # stamps detect, landmarks
+
+        boxes = np.array([e.result.box() for e in estimates], np.float64).reshape(-1, 4)
+        scores = np.array([e.score for e in estimates], np.float64)
+        pairs = self.tracker.update(boxes, scores)
+        stamp(frame.stamps, "track")
+
+        poses = []
+        for tid, di in pairs:
+            res = estimates[di].result
+            kp = res.coco17(s.keypoint_score)
+            if s.smooth:
+                kp = self.smoother(tid, frame.t, kp, res.object_scale).astype(np.float32)
+            poses.append(Pose(tid, frame.t, kp, boxes[di].astype(np.float32), float(res.flag)))
+        self.smoother.forget(t.track_id for t in self.tracker.tracks)
+
+        h, w = frame.image.shape[:2]
+        posefr = PoseFrame(frame.index, frame.t, w, h, poses)
+        if s.clean:
+            self.cleaner.live(posefr)
+            final = self.cleaner.pop_final()
+        else:
+            final = []
+        stamp(frame.stamps, "clean")
+        posefr.stamps = dict(frame.stamps)
+        for f in final:
+            stamp(f.stamps, "clean")
+            self._final.append(self.quality(f))
+        self.quality(posefr)
+        if not s.clean:
+            self._final.append(posefr)
+        return posefr
+
+    def cleaned(self) -> list[PoseFrame]:
+        """Final frames ready since the last call (each `clean_delay` frames behind the live one)."""
+        out, self._final = self._final, []
+        return out
+
+    def flush(self) -> list[PoseFrame]:
+        """End of stream: every frame still waiting for cleaning, finalised."""
+        out = self.cleaned()
+        for f in self.cleaner.flush():
+            stamp(f.stamps, "clean")
+            out.append(self.quality(f))
+        return out
+
+    def close(self) -> None:
+        for e in (self.detector_engine, self.landmarks_engine):
+            e.close()

@@ -1,0 +1,134 @@
+"""Gallery, index and classifier: exact vs approximate search, real-data accuracy, calibration, Tong's two levels."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cloud.classify import Classifier, ece, fit_temperature
+from cloud.gallery import Gallery
+from cloud.index import ExactIndex, HnswIndex, build_index, normalize
+from cloud.records import Reference
+from cloud.settings import ClassifySettings
+
+
+def clustered(n, dim=64, classes=8, spread=0.6, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = normalize(rng.normal(size=(classes, dim)))
+    y = rng.integers(0, classes, n)
+    x = normalize(centres[y] + spread * rng.normal(size=(n, dim)) / np.sqrt(dim) * 3)
+    return x, y
+
+
+def test_exact_index_matches_brute_force():
+    x, _ = clustered(500)
+    q, _ = clustered(20, seed=1)
+    sims, rows = ExactIndex(x).search(q, 7)
+    full = q @ x.T
+    for i in range(len(q)):
+        want = np.argsort(-full[i])[:7]
+        assert set(rows[i]) == set(want)
+        assert np.all(np.diff(sims[i]) <= 1e-6)
+        np.testing.assert_allclose(sims[i], full[i, rows[i]], rtol=1e-5)
+
+
+def test_hnsw_recall_against_exact(tmp_path):
+    x, _ = clustered(5000, seed=2)
+    q, _ = clustered(200, seed=3)
+    exact = ExactIndex(x).search(q, 10)[1]
+    cache = tmp_path / "g.hnsw"
+    h = HnswIndex(x, ef=128, cache=cache)
+    approx = h.search(q, 10)[1]
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(approx, exact)])
+    assert recall > 0.9
+    # the saved index is reused when the vectors are the same
+    assert cache.exists()
+    again = HnswIndex(x, ef=128, cache=cache).search(q, 10)[1]
+    assert np.array_equal(again, approx)
+    assert build_index(x, exact_max=1000).kind == "hnsw"
+    assert build_index(x, exact_max=10000).kind == "exact"
+
+
+def test_same_answers_from_exact_and_hnsw_classifiers():
+    x, y = clustered(3000, classes=5, seed=4)
+    refs = [Reference(f"r{i}", f"s{c}", video=f"v{i // 20}", group=f"g{c % 2}") for i, c in enumerate(y)]
+    g = Gallery(x, refs)
+    q, _ = clustered(100, classes=5, seed=5)
+    a = Classifier(g, index_kind="exact").classify(q)
+    g2 = Gallery(x, refs)
+    b = Classifier(g2, index_kind="hnsw").classify(q)
+    agree = np.mean([ra.style == rb.style for ra, rb in zip(a, b)])
+    assert agree > 0.97
+
+
+def test_gallery_roundtrip(tmp_path, ballroom_gallery):
+    g, _ = ballroom_gallery
+    g.save(tmp_path / "g.npz")
+    h = Gallery.load(tmp_path / "g.npz")
+    assert len(h) == len(g) and h.styles == g.styles
+    np.testing.assert_array_equal(h.embeddings, g.embeddings)
+    assert h.params["temperature"] == g.params["temperature"]
+    assert h.refs[5] == g.refs[5] or (math.isnan(h.refs[5].score) and h.refs[5].ref_id == g.refs[5].ref_id)
+
+
+def test_real_ballroom_windows_classified(ballroom_gallery):
+    """Unseen ballroom performances (one per style), real mocap: most windows get the right style."""
+    g, holdout = ballroom_gallery
+    clf = Classifier(g)
+    for s in holdout:
+        res = clf.classify(s["emb"])
+        acc = np.mean([r.style == s["style"] for r in res])
+        assert acc >= 0.6, (s["name"], acc)
+        for r in res[:5]:
+            assert abs(sum(r.probs.values()) - 1) < 1e-6
+            assert 0 < r.confidence <= 1
+            # Tong's two levels: nearest reference videos and nearest groups, best first, no repeats
+            assert 1 <= len(r.nearest) <= 3 and len({n.ref_id for n in r.nearest}) == len(r.nearest)
+            assert [n.score for n in r.nearest] == sorted([n.score for n in r.nearest], reverse=True)
+            assert r.nearest_groups and r.nearest_groups[0].label.endswith("-crew")
+            assert r.nearest[0].ref_id not in {h["name"] for h in holdout}
+
+
+def test_calibration_report(ballroom_gallery):
+    g, _ = ballroom_gallery
+    rep = g.params["calibration"]
+    assert rep["method"] == "leave-one-video-out" and rep["samples"] > 100
+    assert rep["nll_after"] <= rep["nll_before"] + 1e-9
+    assert 0.05 <= rep["temperature"] <= 20
+    assert rep["ece_after"] < 0.15
+
+
+def test_temperature_fixes_overconfidence():
+    """A deliberately over-sharp classifier gets T > 1 and a lower ECE."""
+    x, y = clustered(1500, classes=4, spread=1.6, seed=7)
+    refs = [Reference(f"r{i}", f"s{c}", video=f"v{i // 10}") for i, c in enumerate(y)]
+    g = Gallery(x, refs)
+    sharp = ClassifySettings(knn_temperature=0.005, proto_temperature=0.005)
+    t, rep = fit_temperature(g, sharp)
+    assert t > 1.0
+    assert rep["ece_after"] < rep["ece_before"]
+
+
+def test_ece_of_perfectly_calibrated():
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.5, 1.0, 20000)
+    correct = rng.uniform(size=conf.size) < conf
+    p = np.stack([conf, 1 - conf], 1)
+    y = np.where(correct, 0, 1)
+    assert ece(p, y) < 0.02
+
+
+def test_empty_gallery_gives_no_classification():
+    g = Gallery.empty(16)
+    assert Classifier(g).classify(np.ones((2, 16))) == [None, None]
+
+
+def test_encoder_mismatch_refused():
+    from dancewire.errors import BadInputError
+    x, y = clustered(20, dim=8)
+    g = Gallery(x, [Reference(f"r{i}", "a") for i in range(20)], {"hash": "aaa"})
+    with pytest.raises(BadInputError):
+        g.merged([Reference("n", "b")], x[:1], {"hash": "bbb"})
+    h = g.merged([Reference("r0", "b")], x[:1], {"hash": "aaa"})
+    assert len(h) == 20 and h.refs[-1].style == "b"

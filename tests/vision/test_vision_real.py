@@ -1,0 +1,147 @@
+"""PoseStage on real data: the shared videos and COCO images with human keypoint labels.
+
+Skips when ../shared/data is absent or when the pose models are not built.
+"""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from edge.records import Frame
+
+pytestmark = [pytest.mark.data, pytest.mark.slow]
+
+STAGE_KEYS = ("detect", "landmarks", "track", "clean")
+
+
+def test_single_dancer_found_in_almost_every_frame(shared_data, pose_stage, read_frames):
+    frames, fps = read_frames(shared_data / "video" / "qengineering_Dance.mp4")
+    assert len(frames) > 200
+    found, ids, live_kp = 0, set(), []
+    final = []
+    for i, image in enumerate(frames):
+        frame = Frame(i, i / fps, image)
+        pf = pose_stage(frame)
+        assert all(k in frame.stamps and k in pf.stamps for k in STAGE_KEYS)
+        assert frame.stamps["detect"] <= frame.stamps["landmarks"] <= frame.stamps["track"] <= frame.stamps["clean"]
+        if pf.poses:
+            found += 1
+            ids.update(p.track_id for p in pf.poses)
+            assert pf.poses[0].kp17.shape == (17, 3)
+        final.extend(pose_stage.cleaned())
+    final.extend(pose_stage.flush())
+    rate = found / len(frames)
+    print(f"qengineering_Dance: dancer found in {found}/{len(frames)} frames ({rate:.1%}), "
+          f"detector ran {pose_stage.estimator.detector_runs} times, ids {sorted(ids)}, "
+          f"joints rejected {pose_stage.cleaner.rejected_total}, filled {pose_stage.cleaner.filled_total}")
+    assert rate >= 0.95
+    assert len(ids) == 1
+    assert pose_stage.estimator.detector_runs < len(frames) / 2     # ROIs carry over between frames
+    # the cleaned stream has every frame exactly once, in order
+    assert [f.index for f in final] == list(range(len(frames)))
+    assert sum(bool(f.poses) for f in final) >= found
+
+
+def _pck(gt: np.ndarray, pred: np.ndarray, scale: float, alpha: float) -> tuple[int, int]:
+    vis = gt[:, 2] > 0
+    err = np.linalg.norm(gt[vis, :2] - pred[vis, :2], axis=1)
+    return int((err <= alpha * scale).sum()), int(vis.sum())
+
+
+def test_pck_against_coco_labels(shared_data, pose_stage):
+    """PCK@0.2 of the people the detector finds in 4 COCO val images (14 labelled people).
+
+    Normalisation (asserted): 0.2 x max(width, height) of the person's labelled COCO box, the
+    classic PCK of Yang & Ramanan. Also printed: PCK@0.1 with the same box, and PCK@0.2 of the
+    torso (distance between the shoulder and hip mid-points, BlazePose's own metric), which
+    is much stricter on COCO labels because COCO and BlazePose place the hips differently.
+    """
+    ref = shared_data / "reference" / "mmpose_coco"
+    data = json.loads((ref / "test_coco.json").read_text())
+    hits = {"box@0.2": [0, 0], "box@0.1": [0, 0], "torso@0.2": [0, 0]}
+    people = 0
+    for img in data["images"]:
+        image = cv2.imread(str(ref / img["file_name"]))
+        assert image is not None
+        pose_stage.reset()
+        pf = pose_stage(Frame(0, 0.0, image))
+        anns = [a for a in data["annotations"] if a["image_id"] == img["id"] and a["num_keypoints"] > 0]
+        if not pf.poses or not anns:
+            continue
+        gts = [np.asarray(a["keypoints"], float).reshape(17, 3) for a in anns]
+        cost = np.zeros((len(gts), len(pf.poses)))
+        for i, g in enumerate(gts):
+            vis = g[:, 2] > 0
+            for j, p in enumerate(pf.poses):
+                cost[i, j] = np.linalg.norm(g[vis, :2] - p.kp17[vis, :2], axis=1).mean()
+        for i, j in zip(*linear_sum_assignment(cost)):
+            g, p = gts[i], pf.poses[j].kp17
+            box = max(anns[i]["bbox"][2], anns[i]["bbox"][3])
+            if cost[i, j] > 0.5 * box:          # a found person with no labelled match
+                continue
+            people += 1
+            for key, alpha in (("box@0.2", 0.2), ("box@0.1", 0.1)):
+                ok, n = _pck(g, p, box, alpha)
+                hits[key][0] += ok
+                hits[key][1] += n
+            if (g[[5, 6, 11, 12], 2] > 0).all():
+                torso = float(np.linalg.norm(g[[5, 6], :2].mean(0) - g[[11, 12], :2].mean(0)))
+                ok, n = _pck(g, p, torso, 0.2)
+                hits["torso@0.2"][0] += ok
+                hits["torso@0.2"][1] += n
+    scores = {k: (v[0] / v[1] if v[1] else float("nan")) for k, v in hits.items()}
+    print(f"COCO PCK on {people} matched people of 14 labelled: "
+          + ", ".join(f"{k} {v:.3f} ({hits[k][0]}/{hits[k][1]})" for k, v in scores.items()))
+    assert people >= 4
+    assert scores["box@0.2"] >= 0.8
+
+
+def _mosaic_frames(shared_data, read_frames, height: int = 360):
+    names = ("qengineering_Dance.mp4", "footskate_reducer_dance.mp4", "controlvideo_moonwalk.mp4")
+    clips = [read_frames(shared_data / "video" / n)[0] for n in names]
+    n = min(len(c) for c in clips)
+    widths = [round(c[0].shape[1] * height / c[0].shape[0]) for c in clips]
+    edges = np.cumsum([0] + widths)
+    frames = [np.hstack([cv2.resize(c[i], (w, height), interpolation=cv2.INTER_AREA)
+                         for c, w in zip(clips, widths)]) for i in range(n)]
+    return frames, edges
+
+
+def test_three_dancers_mosaic_keep_three_ids(shared_data, pose_stage, read_frames):
+    frames, edges = _mosaic_frames(shared_data, read_frames)
+    ids_per_tile = [dict() for _ in range(3)]
+    seen = np.zeros(3, int)
+    for i, image in enumerate(frames):
+        pf = pose_stage(Frame(i, i / 25.0, image))
+        for p in pf.poses:
+            cx = (p.box[0] + p.box[2]) / 2
+            tile = int(np.searchsorted(edges, cx, side="right") - 1)
+            assert 0 <= tile < 3
+            ids_per_tile[tile][p.track_id] = ids_per_tile[tile].get(p.track_id, 0) + 1
+        tiles = [int(np.searchsorted(edges, (p.box[0] + p.box[2]) / 2, side="right") - 1) for p in pf.poses]
+        for t in set(tiles):
+            seen[t] += 1
+    print(f"mosaic {frames[0].shape[1]}x{frames[0].shape[0]}, {len(frames)} frames: ids per tile "
+          f"{ids_per_tile}, frames with each tile's dancer {seen.tolist()}, "
+          f"detector runs {pose_stage.estimator.detector_runs}")
+    assert all(len(d) == 1 for d in ids_per_tile), "an id switched or a second id appeared in a tile"
+    assert len({next(iter(d)) for d in ids_per_tile}) == 3
+    assert (seen >= 0.9 * len(frames)).all()
+
+
+def test_from_settings_opens_the_cached_models(pose_model_paths, shared_data, read_frames):
+    from edge.vision.settings import VisionSettings
+    from edge.vision.stage import PoseStage
+
+    stage = PoseStage.from_settings(VisionSettings(detector_period=3), threads=1)
+    try:
+        frames, fps = read_frames(shared_data / "video" / "qengineering_Dance.mp4", limit=3)
+        out = [stage(Frame(i, i / fps, f)) for i, f in enumerate(frames)]
+        assert all(len(pf.poses) == 1 for pf in out)
+        assert stage.landmarks_engine.backend == "onnxruntime"
+    finally:
+        stage.close()
