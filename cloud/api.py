@@ -241,5 +241,14 @@ def create_app(service, token: str) -> FastAPI:
     return app
 
 
+def ws_impl() -> str:
+    """uvicorn's sans-I/O websockets implementation where this uvicorn has it."""
+    try:
+        from uvicorn.config import WS_PROTOCOLS
+        return "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "auto"
+    except ImportError:
+        return "auto"
+
+
 def new_token() -> str:
     return secrets.token_urlsafe(24)

@@ -147,7 +147,7 @@ def cmd_enroll(args) -> int:
 def cmd_serve(args) -> int:
     import uvicorn
 
-    from cloud.api import create_app
+    from cloud.api import create_app, ws_impl
     from cloud.service import CloudService
 
     s = _settings(args)
@@ -162,7 +162,7 @@ def cmd_serve(args) -> int:
     if ingest is not None:
         print(f"dancewire cloud: ingest on {s.zmq_bind}", flush=True)
     try:
-        uvicorn.run(app, host=s.api_host, port=s.api_port, log_level="warning", ws="auto")
+        uvicorn.run(app, host=s.api_host, port=s.api_port, log_level="warning", ws=ws_impl())
     finally:
         if ingest is not None:
             ingest.stop()

@@ -118,7 +118,8 @@ class AudioAnalyzer:
         n_env = max(1, int(round(s.envelope_seconds * self.sample_rate / s.beat_hop)))
         self._env_t: deque[float] = deque(maxlen=n_env)
         self._env_v: deque[float] = deque(maxlen=n_env)
-        self._low: deque[float] = deque(maxlen=8)
+        self._low: deque[tuple[int, float]] = deque(maxlen=16)   # (frame, kick-band flux)
+        self._accent_due: list[tuple[int, int]] = []                # (beat index k, frame b)
         self._pending = np.zeros(0, np.float32)
         self._frame_buf: list[np.ndarray] = []
         self._n = 0                        # analysis samples consumed into hops
@@ -225,19 +226,28 @@ class AudioAnalyzer:
         t_env = self.time_of(self._n - self.env.centre_offset)
         self._env_t.append(t_env)
         self._env_v.append(value)
-        self._low.append(low)
+        self._low.append((n, low))
+        if self._accent_due:
+            still = []
+            for k, b in self._accent_due:
+                if n >= b + 2:
+                    self.counter.add_accent(k, max((v for f, v in self._low if b - 1 <= f <= b + 2), default=0.0))
+                else:
+                    still.append((k, b))
+            self._accent_due = still
         due = self.tracker.step(n, value, silent, lead=self._lead)
         tracking = self.tracker.active > 0 or self.tracker.next_beat is not None
         if self._was_tracking and not tracking:
             self.counter.restart()
+            self._accent_due.clear()
         self._was_tracking = tracking
         out = []
         for b in due:
             # frame b's value sits at its window centre: (b + 1) * beat_hop - centre_offset
             t = self.time_of((b + 1) * s.beat_hop - self.env.centre_offset)
-            accent = float(max(self._low)) if self._low else 0.0
             period_s = self.tracker.period * s.beat_hop / self.sample_rate
-            count, phrase = self.counter.assign(t, period_s, accent)
+            count, phrase = self.counter.assign(t, period_s)
+            self._accent_due.append((self.counter.k, b))
             bpm = self.tracker.bpm
             out.append(Beat(t=t, known_at=max(known_at, t), count=count, bpm=bpm, phrase=phrase))
             self._beat_lat.append(max(known_at, t) - t)

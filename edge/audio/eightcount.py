@@ -31,7 +31,8 @@ class EightCounter:
         self.k = -1                     # index of the last beat since restart
         self.last_t: float | None = None
         self.offset = 0                 # beat index k with (k - offset) % 8 == 0 is count 1
-        self.accents: list[float] = []
+        self.accents: dict[int, float] = {}
+        self._changed_at = -4
         self.manual = False
         self.pending_reset: float | None = None
         self.phrase = -1
@@ -49,8 +50,8 @@ class EightCounter:
                 return
         self.pending_reset = t
 
-    def assign(self, t: float, period: float, accent: float = 0.0) -> tuple[int, int]:
-        """Count (1..8) and phrase index for a new beat at time `t`."""
+    def assign(self, t: float, period: float) -> tuple[int, int]:
+        """Count (1..8), phrase index and beat index for a new beat at time `t`."""
         step = 1
         if self.last_t is not None and period > 0:
             step = max(1, int(round((t - self.last_t) / period)))
@@ -59,24 +60,39 @@ class EightCounter:
         if self.pending_reset is not None and t >= self.pending_reset - period / 2.0:
             self.offset = self.k
             self.pending_reset = None
-        elif self.auto and not self.manual:
-            self.accents.extend([0.0] * (step - 1))
-            self.accents.append(float(accent))
-            if self.k < self.guess_beats:
-                self.offset = self._guess()
+        elif self.auto and not self.manual and self.k < self.guess_beats:
+            guess = self._guess()
+            # move to a new guess only where it starts a bar, so the count restarts at 1
+            # instead of jumping into the middle of a phrase
+            if (guess is not None and (self.k - guess) % 4 == 0 and (self.k - self.offset) % 4 != 0
+                    and self.k - self._changed_at >= 4):
+                self.offset = self.k
+                self._changed_at = self.k
         count = (self.k - self.offset) % 8 + 1
-        if count <= self._last_count or self.phrase < 0 or step >= 8:
-            self.phrase += 1
-        elif count == 1:
+        if self.phrase < 0 or count <= self._last_count or step >= 8:
             self.phrase += 1
         self._last_count = count
-        return count, max(self.phrase, 0)
+        return count, self.phrase
 
-    def _guess(self) -> int:
-        acc = np.asarray(self.accents, dtype=float)
-        if acc.size < 4:
-            return self.offset
-        scores = [acc[p::4].mean() for p in range(4)]
+    def add_accent(self, k: int, accent: float) -> None:
+        """Kick-band accent measured around beat `k` (known a few frames after the beat)."""
+        if 0 <= k < max(self.guess_beats, 1) * 2:
+            self.accents[k] = float(accent)
+
+    def _guess(self) -> int | None:
+        """Bar phase (mod 4) with the strongest mean accent, if clearly the strongest."""
+        if len(self.accents) < 4:
+            return None
+        sums = np.zeros(4)
+        counts = np.zeros(4)
+        for k, a in self.accents.items():
+            sums[k % 4] += a
+            counts[k % 4] += 1
+        if np.any(counts == 0):
+            return None
+        scores = sums / counts
         p = int(np.argmax(scores))
-        # keep the current phase (mod 8) when it agrees with the bar start (mod 4)
-        return self.offset if (self.offset - p) % 4 == 0 else p
+        current = self.offset % 4
+        if p != current and scores[p] < 1.2 * scores[current]:
+            return current  # hysteresis: keep the current bar phase unless clearly weaker
+        return p

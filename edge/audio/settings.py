@@ -41,7 +41,7 @@ class AudioSettings:
     beat_warmup_s: float = 2.0           # non-silent audio needed before the first beat
     beat_tightness: float = 5.0          # cumulative-score transition tightness (Ellis / BTrack)
     beat_alpha: float = 0.9              # weight of the past in the cumulative score
-    beat_phase_sigma: float = 0.5        # width (in periods) of the window around the expected next beat
+    beat_phase_sigma: float = 0.1        # width (in periods) of the window around the expected next beat
     silence_reset_s: float = 2.0         # this long below `silence_db`: beats stop, tracker resets
 
     # --- eight-counts ---

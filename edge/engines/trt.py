@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from dancewire.errors import DancewireError, DeviceError, ModelCacheError
-from dancewire.paths import cache_dir
+from dancewire.paths import cache_dir, state_dir
 from dancewire.progress import Progress
 from edge.engines.base import Engine, TensorSpec
 
@@ -135,11 +135,17 @@ def file_sha256(path: str | Path) -> str:
 
 
 def engine_key_fields(onnx_sha256: str, gpu_name: str, compute_capability: tuple[int, int],
-                      trt_version: str, precision: str, max_batch: int) -> dict:
-    """Everything a serialized plan depends on; a change in any field means a rebuild."""
-    return {"onnx_sha256": onnx_sha256, "gpu": gpu_name,
-            "compute_capability": f"{compute_capability[0]}.{compute_capability[1]}",
-            "tensorrt": str(trt_version), "precision": precision, "max_batch": int(max_batch)}
+                      trt_version: str, precision: str, max_batch: int,
+                      int8_calibration_sha256: str | None = None) -> dict:
+    """Everything a serialized plan depends on; a change in any field means a rebuild.
+
+    INT8 plans also depend on the calibration (the per-tensor scales): its cache's sha256."""
+    fields = {"onnx_sha256": onnx_sha256, "gpu": gpu_name,
+              "compute_capability": f"{compute_capability[0]}.{compute_capability[1]}",
+              "tensorrt": str(trt_version), "precision": precision, "max_batch": int(max_batch)}
+    if precision == "int8":
+        fields["int8_calibration_sha256"] = int8_calibration_sha256 or "none"
+    return fields
 
 
 def engine_key(fields: dict) -> str:
@@ -160,6 +166,37 @@ def _write_atomic(path: Path, data: bytes) -> None:
     with open(tmp, "wb") as fh:
         fh.write(data)
     os.replace(tmp, path)
+
+
+def int8_cache_path(onnx_path: str | Path, onnx_sha256: str | None = None) -> Path:
+    """Where `dancewire calibrate int8` keeps a model's INT8 calibration cache (per rig:
+    the scales come from frames recorded on it): ``state_dir()/calibration/int8/``."""
+    sha = onnx_sha256 or file_sha256(onnx_path)
+    return state_dir() / "calibration" / "int8" / f"{Path(onnx_path).stem}-{sha[:12]}.calib"
+
+
+def cache_only_calibrator(trt, cache_file: Path, batch_size: int = 1):
+    """An entropy calibrator that only replays a calibration cache (no calibration data):
+    lets an INT8 engine be rebuilt (new TensorRT, new GPU) without the recorded frames."""
+    data = Path(cache_file).read_bytes()
+
+    class _CacheOnly(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            trt.IInt8EntropyCalibrator2.__init__(self)
+
+        def get_batch_size(self):
+            return batch_size
+
+        def get_batch(self, names):
+            return None     # no data: TensorRT must use the cache
+
+        def read_calibration_cache(self):
+            return data
+
+        def write_calibration_cache(self, cache):
+            pass
+
+    return _CacheOnly()
 
 
 # --------------------------------------------------------------------------- build
@@ -361,12 +398,20 @@ class TrtEngine(Engine):
         self._trt, self._cudart = trt, cudart
         gpu = gpu_info(cudart, device)
         self.gpu = gpu
-        fields = engine_key_fields(file_sha256(self.path), gpu.name, gpu.compute_capability,
-                                   trt.__version__, precision, int(max_batch))
-        self.key_fields = fields
-        self.key = engine_key(fields)
-        self.cache_path = engine_cache_path(self.path, fields,
-                                            Path(cache_root) if cache_root is not None else None)
+        onnx_sha = file_sha256(self.path)
+        root = Path(cache_root) if cache_root is not None else None
+        calib_file: Path | None = None
+        if precision == "int8":
+            calib_file = Path(getattr(calibrator, "cache_file", None) or int8_cache_path(self.path, onnx_sha))
+
+        def key_now() -> None:
+            calib_sha = file_sha256(calib_file) if calib_file is not None and calib_file.is_file() else None
+            self.key_fields = engine_key_fields(onnx_sha, gpu.name, gpu.compute_capability, trt.__version__,
+                                                precision, int(max_batch), calib_sha)
+            self.key = engine_key(self.key_fields)
+            self.cache_path = engine_cache_path(self.path, self.key_fields, root)
+
+        key_now()
         self._logger = _trt_logger(trt)
 
         self.cache_hit = False
@@ -381,12 +426,19 @@ class TrtEngine(Engine):
             if plan is not None:
                 log.warning("cached engine %s could not be loaded; rebuilding", self.cache_path)
                 self.cache_hit = False
+            if precision == "int8" and calibrator is None:
+                if not calib_file.is_file():
+                    raise DancewireError(f"an INT8 engine for {self.path.name} needs a calibration: run "
+                                         "`dancewire calibrate int8 FRAMES_OR_VIDEO` on this rig first")
+                calibrator = cache_only_calibrator(trt, calib_file)
             plan = build_serialized_engine(trt, self._logger, self.path, precision, int(max_batch),
                                            calibrator=calibrator, opt_batch=opt_batch,
                                            workspace_mib=workspace_mib)
+            if precision == "int8":
+                key_now()        # the calibrator may just have written the calibration cache
             _write_atomic(self.cache_path, plan)
             _write_atomic(self.cache_path.with_suffix(".json"),
-                          json.dumps({**fields, "onnx": str(self.path), "key": self.key,
+                          json.dumps({**self.key_fields, "onnx": str(self.path), "key": self.key,
                                       "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2).encode())
             engine = runtime.deserialize_cuda_engine(plan)
             if engine is None:

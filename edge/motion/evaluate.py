@@ -177,10 +177,14 @@ def normalization_consistency(data_root: Path, methods=("ban", "tong"), hop_s: f
     out = {}
     aist = [q for f in sorted((data_root / "keypoints" / "aistpp").glob("*.pkl")) for q in ds.load_path(f)]
     br = [q for d in ds.ballroom_dirs(data_root)[::3] for q in ds.load_ballroom(d)]
+    dist_cams = (ds.VirtualCamera(20, 10, 4.0, 800, 1280, 720), ds.VirtualCamera(20, 10, 6.0, 1200),
+                 ds.VirtualCamera(20, 10, 9.0, 1800, 3840, 2160), ds.VirtualCamera(20, 10, 12.0, 900, 640, 480))
+    brd = [q for d in ds.ballroom_dirs(data_root)[::3] for q in ds.load_ballroom(d, dist_cams)]
     for method in methods:
         s = MotionSettings(normalization=method)
         res = {}
-        for label, seqs in (("aistpp_9_views", aist), ("ballroom_virtual_cameras", br)):
+        for label, seqs in (("aistpp_9_views", aist), ("ballroom_virtual_cameras", br),
+                            ("ballroom_same_angle_distance_resolution", brd)):
             ws = window_set(seqs, s, hop_s)
             x = (ws.feats * ws.mask[..., None]).reshape(len(ws), -1)
             key = np.array([f"{n}|{t:.2f}" for n, t in zip(ws.name, ws.start)])

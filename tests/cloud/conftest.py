@@ -145,14 +145,14 @@ class RunningServer:
     def __init__(self, service, token: str):
         import uvicorn
 
-        from cloud.api import create_app
+        from cloud.api import create_app, ws_impl
 
         self.service, self.token = service, token
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(service, token)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    ws="websockets"))
+                                                    ws=ws_impl()))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.time() + 20

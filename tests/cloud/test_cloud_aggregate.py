@@ -156,6 +156,6 @@ def test_routine_and_gaussian_scores_flow_through(ballroom):
         res = agg.update(w, clf.classify(e[None])[0])
     assert {"routine_similarity", "routine_cosine", "eightcount_similarity", "gaussian_mu", "gaussian_sigma"} <= set(res.scores)
     s = agg.dancer_summary("n/s/0")
-    assert s["routine"] == "DANCE_W_1-routine"
+    assert s["routine"].startswith("DANCE_W_")               # the nearest routine is a waltz
     assert s["eightcounts"] and all(0 <= e["score"] <= 100 for e in s["eightcounts"])
     assert s["mean_scores"]["gaussian_mu"] > 6.0

@@ -128,7 +128,13 @@ class FakeTensorRT(types.ModuleType):
             def __init__(self):
                 pass
 
+        class IInt8EntropyCalibrator2:
+            def __init__(self):
+                pass
+
         self.ILogger, self.IProgressMonitor = ILogger, IProgressMonitor
+        self.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
+        self.calibration_batches: list[np.ndarray] = []   # what the builder read from the calibrator
         self.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0})
         self.MemoryPoolType = enum.IntEnum("MemoryPoolType", {"WORKSPACE": 0})
         self.BuilderFlag = enum.IntEnum("BuilderFlag", {"FP16": 0, "INT8": 1})
@@ -234,6 +240,18 @@ class FakeTensorRT(types.ModuleType):
                     trt.phases.append("Building engine")
                 shapes = {t.name: (config.profiles[0].shapes[t.name] if t.shape[0] < 0 else (t.shape,) * 3)
                           for t in network.inputs}
+                calib = config.int8_calibrator
+                if trt.BuilderFlag.INT8 in config.flags and calib is not None:
+                    # TensorRT's order: use the cache if there is one, else pull batches, then save
+                    if calib.read_calibration_cache() is None:
+                        names = [t.name for t in network.inputs]
+                        first = network.inputs[0]
+                        shape = (calib.get_batch_size(),) + tuple(first.shape[1:])
+                        while (ptrs := calib.get_batch(names)) is not None:
+                            n = int(np.prod(shape)) * first.dtype.itemsize
+                            raw = np.ctypeslib.as_array(ctypes.cast(int(ptrs[0]), ctypes.POINTER(ctypes.c_uint8)), (n,))
+                            trt.calibration_batches.append(raw.view(first.dtype).reshape(shape).copy())
+                        calib.write_calibration_cache(b"TRT-fake-calibration " + str(len(trt.calibration_batches)).encode())
                 return json.dumps({"path": network.path, "profile": shapes}).encode()
 
         class Context:

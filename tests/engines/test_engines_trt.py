@@ -131,23 +131,47 @@ def test_fixed_batch_model_with_stand_ins(tmp_path, monkeypatch):
     np.testing.assert_allclose(eng.run_batched("x", x)["y"], x * 2 + 1)
 
 
-def test_int8_needs_a_calibrator_and_sets_calibration_profile(tmp_path, monkeypatch):
+def test_int8_calibration_cache_and_engine_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("DANCEWIRE_HOME", str(tmp_path / "home"))
     fake_trt, _ = fakes.install(monkeypatch)
     model = affine_model(tmp_path / "dyn.onnx")
     with pytest.raises(DancewireError, match="calibrate int8"):
         trt_mod.TrtEngine(model, precision="int8", cache_root=tmp_path)
+    calib_file = trt_mod.int8_cache_path(model)
+    assert calib_file.parent == tmp_path / "home" / "calibration" / "int8"
 
-    class Calib:
+    class Calib:                                   # what calibrate/int8.py hands over, minimally
+        cache_file = calib_file
+
         def get_batch_size(self):
             return 2
 
-    trt_mod.TrtEngine(model, precision="int8", max_batch=4, calibrator=(c := Calib()), cache_root=tmp_path)
+        def get_batch(self, names):
+            return None
+
+        def read_calibration_cache(self):
+            return None
+
+        def write_calibration_cache(self, cache):
+            calib_file.parent.mkdir(parents=True, exist_ok=True)
+            calib_file.write_bytes(bytes(cache))
+
+    first = trt_mod.TrtEngine(model, precision="int8", max_batch=4, calibrator=(c := Calib()),
+                              cache_root=tmp_path)
     cfg = fake_trt.configs[-1]
     assert {fake_trt.BuilderFlag.INT8, fake_trt.BuilderFlag.FP16} <= cfg.flags
     assert cfg.int8_calibrator is c
-    assert cfg.calibration_profile.shapes["x"] == ((2, 3),) * 3
-    # once built, the cached INT8 engine opens without a calibrator (the pipeline's case)
-    assert trt_mod.TrtEngine(model, precision="int8", max_batch=4, cache_root=tmp_path).cache_hit
+    assert cfg.calibration_profile.shapes["x"] == ((2, 3),) * 3     # calibration at the calibrator's batch
+    assert calib_file.is_file()
+    assert first.key_fields["int8_calibration_sha256"] == trt_mod.file_sha256(calib_file)
+    # the pipeline opens the cached INT8 engine without any calibrator
+    again = trt_mod.TrtEngine(model, precision="int8", max_batch=4, cache_root=tmp_path)
+    assert again.cache_hit and again.cache_path == first.cache_path and fake_trt.builds == 1
+    # a new calibration means a new engine, rebuilt from the calibration cache alone
+    calib_file.write_bytes(b"TRT-fake-calibration recalibrated")
+    third = trt_mod.TrtEngine(model, precision="int8", max_batch=4, cache_root=tmp_path)
+    assert not third.cache_hit and fake_trt.builds == 2 and third.cache_path != first.cache_path
+    assert fake_trt.configs[-1].int8_calibrator.read_calibration_cache() == calib_file.read_bytes()
 
 
 # ----------------------------------------------------------------------------- real TensorRT

@@ -176,11 +176,12 @@ class BeatTracker:
             seg = ext[i - self.kmax: i - self.kmin + 1][::-1]
             ext[i] = self.alpha * float(np.max(self.w * seg))
         future = ext[base + 1: base + 1 + horizon]
-        if self.last_beat is not None:
-            centre = self.last_beat + p - n
-        else:
-            centre = p / 2.0
         m = np.arange(1, horizon + 1, dtype=float)
-        weight = np.exp(-0.5 * ((m - centre) / (p * self.phase_sigma)) ** 2)
+        if self.last_beat is not None:
+            # continue the grid: a Gaussian around the beat one period after the last one
+            weight = np.exp(-0.5 * ((m - (self.last_beat + p - n)) / (p * self.phase_sigma)) ** 2)
+        else:
+            # first beat: any phase within the coming period
+            weight = np.ones_like(m)
         self.next_beat = n + 1 + int(np.argmax(future * weight))
         self.predict_at = None

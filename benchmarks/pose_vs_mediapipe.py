@@ -1,0 +1,276 @@
+"""Pose: our PoseStage vs MediaPipe's legacy pose solution, fps and per-frame latency.
+
+Two scenes from the shared data: one dancer (video/qengineering_Dance.mp4) and a mosaic of
+three real clips side by side (qengineering_Dance, footskate_reducer_dance,
+controlvideo_moonwalk, resized to one height; the shorter clips play back and forth to the
+first one's length). Frames are decoded once, before timing; both sides are timed per frame
+on the same frames, pinned to the same `--cores` CPUs:
+
+* ours: `PoseStage` (detector + landmarks on onnxruntime with `--threads`, tracker, one-euro,
+  cleaning, quality), in this process;
+* MediaPipe: `mp.solutions.pose.Pose(model_complexity=1)` (the same BlazePose GHUM full and
+  detector models, TFLite/XNNPACK) in a subprocess of its own virtualenv
+  (`cache_dir()/mediapipe-venv`, mediapipe==0.10.21, created on first use: it pins numpy<2
+  and protobuf<5, so it cannot share ours). MediaPipe's graph is single-person: on the mosaic
+  it follows one dancer while ours follows three.
+
+The runs alternate (ours, MediaPipe, ours, ...) `--repeats` times and the median run of each
+is reported, because the machine may be shared. Goals: >= 1.5x MediaPipe's fps with one
+dancer on 2 cores; >= 25 processed fps with three dancers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import percentiles, pyplot
+from dancewire.errors import DancewireError
+from dancewire.paths import cache_dir, shared_data_dir
+
+log = logging.getLogger(__name__)
+
+MEDIAPIPE_VERSION = "0.10.21"
+RUNNER = Path(__file__).with_name("_mediapipe_runner.py")
+SINGLE = "qengineering_Dance.mp4"
+MOSAIC = ("qengineering_Dance.mp4", "footskate_reducer_dance.mp4", "controlvideo_moonwalk.mp4")
+WARMUP = 5          # first frames of each run left out of fps and percentiles
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=None, help="shared data folder (default: ../shared/data)")
+    p.add_argument("--cores", type=int, default=2, help="CPUs both sides are pinned to (default 2)")
+    p.add_argument("--threads", type=int, default=2, help="onnxruntime threads per model (default 2)")
+    p.add_argument("--repeats", type=int, default=3, help="alternating runs of each side (default 3)")
+    p.add_argument("--mosaic-height", type=int, default=480, help="tile height of the 3-dancer mosaic")
+    p.add_argument("--max-frames", type=int, default=None, help="cut each scene to this many frames")
+    p.add_argument("--backend", default="onnxruntime", help="engine backend for ours")
+    p.add_argument("--skip-mediapipe", action="store_true", help="time ours only")
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def _decode(path: Path, height: int | None = None) -> np.ndarray:
+    import av
+    import cv2
+
+    frames = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(container.streams.video[0]):
+            img = frame.to_ndarray(format="bgr24")
+            if height is not None and img.shape[0] != height:
+                w = round(img.shape[1] * height / img.shape[0])
+                img = cv2.resize(img, (w, height), interpolation=cv2.INTER_AREA)
+            frames.append(img)
+    if not frames:
+        raise DancewireError(f"no frames decoded from {path}")
+    return np.stack(frames)
+
+
+def _pingpong(n_frames: int, length: int) -> list[int]:
+    period = max(1, 2 * n_frames - 2)
+    out = []
+    for i in range(length):
+        k = i % period
+        out.append(k if k < n_frames else period - k)
+    return out
+
+
+def _scene(clips: list[np.ndarray], max_frames: int | None) -> list[list[int]]:
+    length = len(clips[0]) if max_frames is None else min(len(clips[0]), max_frames)
+    columns = [_pingpong(len(c), length) for c in clips]
+    return [list(col) for col in zip(*columns)]
+
+
+def _frame(clips: list[np.ndarray], idx: list[int]) -> np.ndarray:
+    parts = [c[i] for c, i in zip(clips, idx)]
+    return parts[0] if len(parts) == 1 else np.hstack(parts)
+
+
+# ----------------------------------------------------------------------------- mediapipe side
+
+def mediapipe_python() -> Path:
+    """The isolated virtualenv's python with mediapipe==0.10.21, created on first use."""
+    venv = cache_dir() / "mediapipe-venv"
+    py = venv / "bin" / "python"
+    stamp = venv / ".installed"
+    if stamp.exists() and stamp.read_text().strip() == MEDIAPIPE_VERSION and py.exists():
+        return py
+    log.warning("creating %s with mediapipe==%s (first run only, ~1 min)", venv, MEDIAPIPE_VERSION)
+    try:
+        if not py.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, text=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", f"mediapipe=={MEDIAPIPE_VERSION}"],
+                       check=True, capture_output=True, text=True)
+    except subprocess.CalledProcessError as exc:
+        tail = (exc.stderr or exc.stdout or "").strip().splitlines()[-1:] or ["?"]
+        raise DancewireError(f"cannot install mediapipe=={MEDIAPIPE_VERSION} into {venv}: {tail[0]}") from None
+    stamp.write_text(MEDIAPIPE_VERSION + "\n")
+    return py
+
+
+def run_mediapipe(py: Path, clip_files: list[str], frames: list[list[int]], cpus: list[int], work: Path) -> dict:
+    job = work / "job.json"
+    out = work / "mediapipe.json"
+    job.write_text(json.dumps({"clips": clip_files, "frames": frames, "cpus": cpus}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.setdefault("GLOG_minloglevel", "2")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    proc = subprocess.run([str(py), str(RUNNER), str(job), str(out)], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise DancewireError(f"mediapipe run failed: {' | '.join(tail)}")
+    return json.loads(out.read_text())
+
+
+# ----------------------------------------------------------------------------- our side
+
+def run_ours(clips: list[np.ndarray], frames: list[list[int]], args) -> dict:
+    from edge.records import Frame
+    from edge.vision.settings import VisionSettings
+    from edge.vision.stage import PoseStage
+
+    stage = PoseStage.from_settings(VisionSettings(), backend=args.backend, threads=args.threads)
+    latencies, counts, parts = [], [], {k: [] for k in ("detect", "landmarks", "track", "clean")}
+    ids: set[int] = set()
+    try:
+        for i, idx in enumerate(frames):
+            image = _frame(clips, idx)
+            frame = Frame(i, i / 25.0, image)
+            t0 = time.perf_counter()
+            pf = stage(frame)
+            stage.cleaned()
+            latencies.append(time.perf_counter() - t0)
+            counts.append(len(pf.poses))
+            ids.update(p.track_id for p in pf.poses)
+            prev = t0
+            for k in parts:
+                parts[k].append(frame.stamps[k] - prev)
+                prev = frame.stamps[k]
+        stage.flush()
+        det_runs = stage.estimator.detector_runs
+    finally:
+        stage.close()
+    return {"latencies_s": latencies, "poses_per_frame": counts, "ids": sorted(ids),
+            "detector_runs": det_runs, "stage_s": parts}
+
+
+# ----------------------------------------------------------------------------- report
+
+def _summary(latencies: list[float]) -> dict:
+    lat = np.asarray(latencies[WARMUP:] if len(latencies) > 2 * WARMUP else latencies)
+    ms = percentiles(lat * 1e3, (50, 95))
+    return {"fps": float(len(lat) / lat.sum()), "latency_ms_p50": ms["p50"], "latency_ms_p95": ms["p95"],
+            "frames": int(len(lat))}
+
+
+def _median_run(runs: list[dict]) -> dict:
+    order = sorted(range(len(runs)), key=lambda i: _summary(runs[i]["latencies_s"])["fps"])
+    return runs[order[len(order) // 2]]
+
+
+def _plot(results: dict, path: Path) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, scene in zip(axes[:2], ("one_dancer", "three_dancers")):
+        r = results[scene]
+        for side, color in (("ours", "tab:blue"), ("mediapipe", "tab:orange")):
+            if side in r:
+                ms = np.asarray(r[side]["latencies_s"]) * 1e3
+                ax.plot(ms, lw=0.8, color=color, label=f"{side} p50 {np.median(ms[WARMUP:]):.1f} ms")
+        ax.set_title(f"{scene.replace('_', ' ')}: per-frame latency")
+        ax.set_xlabel("frame")
+        ax.set_ylabel("ms")
+        ax.legend()
+    ax = axes[2]
+    labels, values, colors = [], [], []
+    for scene in ("one_dancer", "three_dancers"):
+        for side, color in (("ours", "tab:blue"), ("mediapipe", "tab:orange")):
+            m = results[scene].get("metrics", {}).get(f"{side}_fps")
+            if m is not None:
+                labels.append(f"{side}\n{scene.split('_')[0]}")
+                values.append(m)
+                colors.append(color)
+    ax.bar(labels, values, color=colors)
+    ax.axhline(25, ls="--", color="gray", lw=0.8)
+    ax.set_title("processed fps (median run)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(args) -> dict:
+    data = args.data or shared_data_dir()
+    if not (data / "video").is_dir():
+        raise DancewireError(f"shared data not found at {data} (set DANCEWIRE_DATA or --data)")
+    cpus = sorted(os.sched_getaffinity(0))[:max(1, args.cores)]
+    os.sched_setaffinity(0, set(cpus))
+    py = None if args.skip_mediapipe else mediapipe_python()
+
+    single = [_decode(data / "video" / SINGLE)]
+    height = args.mosaic_height
+    mosaic = [_decode(data / "video" / n, height) for n in MOSAIC]
+    scenes = {"one_dancer": (single, _scene(single, args.max_frames)),
+              "three_dancers": (mosaic, _scene(mosaic, args.max_frames))}
+
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="dancewire-bench-") as tmp:
+        work = Path(tmp)
+        for scene, (clips, frames) in scenes.items():
+            files = []
+            for k, clip in enumerate(clips):
+                f = work / f"{scene}_{k}.npy"
+                np.save(f, clip)
+                files.append(str(f))
+            ours_runs, mp_runs = [], []
+            for rep in range(max(1, args.repeats)):
+                ours_runs.append(run_ours(clips, frames, args))
+                log.info("%s ours run %d: %.1f fps", scene, rep, _summary(ours_runs[-1]["latencies_s"])["fps"])
+                if py is not None:
+                    mp_runs.append(run_mediapipe(py, files, frames, cpus, work))
+                    log.info("%s mediapipe run %d: %.1f fps", scene, rep, _summary(mp_runs[-1]["latencies_s"])["fps"])
+            h, w = _frame(clips, frames[0]).shape[:2]
+            entry: dict = {"frames": len(frames), "size": [w, h], "ours": _median_run(ours_runs)}
+            o = _summary(entry["ours"]["latencies_s"])
+            metrics = {"ours_fps": o["fps"], "ours_latency_ms_p50": o["latency_ms_p50"],
+                       "ours_latency_ms_p95": o["latency_ms_p95"],
+                       "ours_fps_runs": [_summary(r["latencies_s"])["fps"] for r in ours_runs],
+                       "ours_mean_poses_per_frame": float(np.mean(entry["ours"]["poses_per_frame"])),
+                       "ours_ids": entry["ours"]["ids"], "ours_detector_runs": entry["ours"]["detector_runs"],
+                       "ours_stage_ms_p50": {k: float(np.median(v[WARMUP:]) * 1e3)
+                                             for k, v in entry["ours"]["stage_s"].items()}}
+            if mp_runs:
+                entry["mediapipe"] = _median_run(mp_runs)
+                m = _summary(entry["mediapipe"]["latencies_s"])
+                metrics.update({"mediapipe_fps": m["fps"], "mediapipe_latency_ms_p50": m["latency_ms_p50"],
+                                "mediapipe_latency_ms_p95": m["latency_ms_p95"],
+                                "mediapipe_fps_runs": [_summary(r["latencies_s"])["fps"] for r in mp_runs],
+                                "mediapipe_frames_with_pose": entry["mediapipe"]["frames_with_pose"],
+                                "fps_ratio": o["fps"] / m["fps"]})
+            entry["metrics"] = metrics
+            results[scene] = entry
+
+    plot = args.plots / "pose_vs_mediapipe.png"
+    _plot(results, plot)
+    one, three = results["one_dancer"]["metrics"], results["three_dancers"]["metrics"]
+    metrics = {f"one_dancer_{k}": v for k, v in one.items()}
+    metrics.update({f"three_dancers_{k}": v for k, v in three.items()})
+    metrics["goal_one_dancer_ratio_1_5x"] = (one.get("fps_ratio", 0) >= 1.5) if "fps_ratio" in one else None
+    metrics["goal_three_dancers_25fps"] = three["ours_fps"] >= 25
+    for scene in results.values():         # keep the JSON small: per-frame series only in the plot
+        for side in ("ours", "mediapipe"):
+            if side in scene:
+                scene[side] = {k: v for k, v in scene[side].items()
+                               if k not in ("latencies_s", "poses_per_frame", "stage_s")}
+    return {"metrics": metrics, "cpus": cpus, "threads": args.threads, "backend": args.backend,
+            "repeats": args.repeats, "scenes": results, "plot": str(plot),
+            "note": "shared machine: timings are noisy; median of alternating runs; "
+                    "mediapipe's graph tracks one person (on the mosaic too)"}

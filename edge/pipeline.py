@@ -1,0 +1,197 @@
+"""The edge graph: stages wired together with explicit flows.
+
+    frames ──> PoseStage ──> (live PoseFrame: overlay) ──> cleaned PoseFrames ──> MotionStage ──> WindowResults
+    audio  ──> AudioAnalyzer ──> Onset/Beat ──────────────────────────────────────^
+
+`EdgeGraph` is shared by `dancewire edge analyze` (offline, as fast as it can) and
+`dancewire edge run` (live, paced, threads and leaky queues in `edge.live`): only the source
+and the pacing differ. Every record carries its stage stamps for the latency suite.
+"""
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from dancewire.errors import BadInputError
+from edge.latency import LatencyRecorder
+from edge.records import AudioBlock, Beat, Frame, Onset, PoseFrame, WindowResult
+from edge.settings import EdgeSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepOutput:
+    live: PoseFrame | None = None                               # this frame's poses, at once
+    cleaned: list[PoseFrame] = field(default_factory=list)      # delayed, gap-filled frames
+    windows: list[WindowResult] = field(default_factory=list)
+
+
+class EdgeGraph:
+    """Owns the stages; `on_frame`, `on_poses` and `on_audio` move records through them."""
+
+    def __init__(self, settings: EdgeSettings, *, pose=None, audio=None, motion=None):
+        self.settings = settings
+        self.pose, self.audio, self.motion = pose, audio, motion
+        self.latency = LatencyRecorder()
+        self.frames = 0
+        self.frames_with_dancer = 0
+        self.dancers: set[int] = set()
+
+    @classmethod
+    def build(cls, settings: EdgeSettings, *, video: bool = True, audio: bool = True,
+              encoder: bool = True, audio_offset: float = 0.0) -> "EdgeGraph":
+        from edge.audio.analyzer import AudioAnalyzer
+        from edge.motion.encoder import MotionEncoder
+        from edge.motion.stage import MotionStage
+        from edge.vision.stage import PoseStage
+
+        eng = settings.engine
+        pose = PoseStage.from_settings(settings.vision, eng.backend, eng.threads) if video else None
+        enc = MotionEncoder(settings=settings.motion, backend=settings.motion.backend,
+                            threads=settings.motion.threads) if encoder else False
+        motion = MotionStage(settings.motion, encoder=enc, audio_offset=0.0)
+        analyzer = AudioAnalyzer(settings.audio) if audio else None
+        graph = cls(settings, pose=pose, audio=analyzer, motion=motion)
+        graph.audio_offset = audio_offset
+        return graph
+
+    audio_offset: float = 0.0   # music at audio time a is heard at media time a + offset
+
+    def validate(self, frame: Frame) -> None:
+        if frame.image is None or frame.image.size == 0 or min(frame.image.shape[:2]) == 0:
+            raise BadInputError(f"zero-size frame at index {frame.index} (t={frame.t:.3f}s)")
+
+    def on_frame(self, frame: Frame) -> StepOutput:
+        self.validate(frame)
+        live = self.pose(frame)
+        self.latency.add(live.stamps)
+        out = StepOutput(live=live)
+        for pf in self.pose.cleaned():
+            out.cleaned.append(pf)
+            out.windows.extend(self._motion(pf))
+        return out
+
+    def on_poses(self, pf: PoseFrame) -> StepOutput:
+        """Keypoint-level input (the demo source): everything after the pose stage runs."""
+        return StepOutput(live=pf, cleaned=[pf], windows=self._motion(pf))
+
+    def _motion(self, pf: PoseFrame) -> list[WindowResult]:
+        self.frames += 1
+        if pf.poses:
+            self.frames_with_dancer += 1
+            self.dancers.update(p.track_id for p in pf.poses)
+        if self.motion is None:
+            return []
+        results = self.motion.push(pf)
+        for r in results:
+            self.latency.add(r.stamps)
+        return results
+
+    def on_audio(self, block: AudioBlock) -> list[Onset | Beat]:
+        """Audio stage only (the live runner calls it on the audio thread)."""
+        if self.audio_offset:
+            block.t += self.audio_offset
+        return self.audio.process(block)
+
+    def deliver_audio(self, events: list[Onset | Beat]) -> None:
+        """Hand music events to the motion stage (on the thread that runs `on_frame`)."""
+        if self.motion is not None and events:
+            self.motion.push_audio_events(events)
+
+    def flush(self) -> StepOutput:
+        out = StepOutput()
+        if self.pose is not None:
+            for pf in self.pose.flush():
+                out.cleaned.append(pf)
+                out.windows.extend(self._motion(pf))
+        if self.motion is not None:
+            out.windows.extend(self.motion.flush())
+        return out
+
+    def close(self) -> None:
+        if self.pose is not None:
+            self.pose.close()
+
+
+def merge_by_time(*streams: Iterator) -> Iterator:
+    """Interleave records of several sources in media-time order (each stream is already ordered)."""
+    return heapq.merge(*streams, key=lambda r: r.t)
+
+
+def analyze(settings: EdgeSettings, video: str | Path, out, *, audio: str | Path | None = None,
+            audio_offset: float = 0.0, max_frames: int | None = None, encoder: bool = True) -> dict:
+    """Run the graph over a file as fast as possible; write frame/onset/beat/window records + summary."""
+    from edge.sources.audio_file import AudioFileSource
+    from edge.sources.video import VideoFileSource
+
+    source = VideoFileSource(video, max_frames=max_frames)
+    audio_path = audio if audio is not None else (video if source.info.has_audio else None)
+    graph = EdgeGraph.build(settings, audio=audio_path is not None, encoder=encoder, audio_offset=audio_offset)
+    streams = [source.frames()]
+    audio_src = None
+    if audio_path is not None:
+        audio_src = AudioFileSource(audio_path, settings.audio.sample_rate)
+        duration = (max_frames / source.info.fps) if (max_frames and source.info.fps) else None
+        streams.append(_until(audio_src.blocks(), duration))
+
+    counts = {"onset": 0, "beat": 0, "window": 0}
+    start = time.perf_counter()
+    try:
+        for item in merge_by_time(*streams):
+            if isinstance(item, Frame):
+                step = graph.on_frame(item)
+                _write_step(out, step, counts)
+            else:
+                events = graph.on_audio(item)
+                graph.deliver_audio(events)
+                for ev in events:
+                    out.write(ev.to_json())
+                    counts["onset" if isinstance(ev, Onset) else "beat"] += 1
+        if graph.audio is not None:
+            events = graph.audio.flush()
+            graph.deliver_audio(events)
+            for ev in events:
+                out.write(ev.to_json())
+        _write_step(out, graph.flush(), counts)
+    finally:
+        graph.close()
+    wall = time.perf_counter() - start
+    summary = {
+        "type": "summary",
+        "video": str(video),
+        "width": source.info.width, "height": source.info.height, "video_fps": round(source.info.fps, 3),
+        "frames": graph.frames,
+        "frames_with_dancer": graph.frames_with_dancer,
+        "dancers": sorted(graph.dancers),
+        "processing_fps": round(graph.frames / wall, 2) if wall > 0 else None,
+        "wall_s": round(wall, 3),
+        "dropped_frames": 0,
+        "corrupt_packets": source.corrupt_packets + (audio_src.corrupt_packets if audio_src else 0),
+        "latency_ms": {k: {q: round(v, 3) for q, v in d.items()} for k, d in graph.latency.summary().items()},
+        "records": counts,
+        "audio": graph.audio.summary() if graph.audio is not None else None,
+        "audio_offset_s": audio_offset,
+        "rhythm": graph.motion.session_summary() if graph.motion is not None else {},
+    }
+    out.write(summary)
+    return summary
+
+
+def _write_step(out, step: StepOutput, counts: dict) -> None:
+    for pf in step.cleaned:
+        out.write(pf.to_json())
+    for r in step.windows:
+        out.write(r.to_json())
+        counts["window"] += 1
+
+
+def _until(blocks: Iterator[AudioBlock], duration: float | None) -> Iterator[AudioBlock]:
+    for b in blocks:
+        if duration is not None and b.t > duration:
+            return
+        yield b

@@ -1,0 +1,223 @@
+"""Clap test: wrists meeting at known times + clap transients at known times + a known lag.
+
+The keypoints follow a clap's shape (fast approach, contact, slower rebound; pixel noise;
+the body sways), the audio is room noise with a mains hum, clap bursts (0.3 ms attack,
+12 ms decay) and a few non-clap hits; the recovered lag must be within a frame (1/30 s),
+and in fact within a few milliseconds.
+"""
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from calibrate import av_offset as avo
+from dancewire.errors import BadInputError, DancewireError
+
+FPS = 30.0
+
+
+def clap_keypoints(clap_times, fps=FPS, duration=None, seed=0, noise_px=1.5, floor=38.0, v_in=520.0,
+                   v_out=300.0, rest=0.0, apart=260.0, centre=(640.0, 380.0)):
+    """Wrist tracks (times, left, right, scores) with the hands meeting at `clap_times`."""
+    rng = np.random.default_rng(seed)
+    duration = duration or clap_times[-1] + 1.0
+    t = np.arange(0.0, duration, 1.0 / fps)
+    d = np.full_like(t, apart)
+    for tc in clap_times:
+        m = (t >= tc - (apart - floor) / v_in) & (t < tc)
+        d[m] = np.minimum(d[m], floor + v_in * (tc - t[m]))
+        d[(t >= tc) & (t < tc + rest)] = floor
+        m = (t >= tc + rest) & (t < tc + rest + (apart - floor) / v_out)
+        d[m] = np.minimum(d[m], floor + v_out * (t[m] - tc - rest))
+    mid = np.stack([centre[0] + 20 * np.sin(t * 1.3), centre[1] + 10 * np.sin(t * 0.7)], 1)
+    ang = 0.15 * np.sin(t * 0.5)
+    u = np.stack([np.cos(ang), np.sin(ang)], 1)
+    left = mid + u * d[:, None] / 2 + rng.normal(0, noise_px, (len(t), 2))
+    right = mid - u * d[:, None] / 2 + rng.normal(0, noise_px, (len(t), 2))
+    scores = np.full((len(t), 2), 0.9)
+    return t, left, right, scores
+
+
+def clap_audio(clap_times, lag, sr=48000, duration=None, seed=0, distractors=()):
+    """Room noise + hum, a clap burst at each clap time + lag, and louder longer non-clap hits."""
+    rng = np.random.default_rng(seed + 1)
+    duration = duration or clap_times[-1] + 1.0
+    n = int(duration * sr)
+    x = rng.normal(0, 0.003, n) + 0.02 * np.sin(2 * np.pi * 110 * np.arange(n) / sr)
+
+    def burst(t0, amp, decay):
+        i0 = int(np.floor(t0 * sr))
+        k = np.arange(int(0.12 * sr)) - (t0 * sr - i0)
+        kk = np.maximum(k, 0)
+        env = np.where(k >= 0, (1 - np.exp(-kk / (0.0003 * sr))) * np.exp(-kk / (decay * sr)), 0)
+        seg = amp * env * np.convolve(rng.normal(0, 1, len(k)), [1, -0.9], mode="same")
+        j = min(n, i0 + len(k))
+        x[i0:j] += seg[:j - i0]
+
+    for tc in clap_times:
+        burst(tc + lag, rng.uniform(0.3, 0.6), 0.012)
+    for td in distractors:
+        burst(td, 0.4, 0.05)
+    return x.astype(np.float32), sr
+
+
+def _claps(n=8, seed=3):
+    rng = np.random.default_rng(seed)
+    return np.cumsum(rng.uniform(0.9, 1.3, n)) + 0.5
+
+
+@pytest.mark.parametrize("lag", [0.087, -0.045, 0.0])
+def test_recovers_known_lag_within_a_frame(lag):
+    claps = _claps()
+    t, left, right, scores = clap_keypoints(claps)
+    samples, sr = clap_audio(claps, lag, distractors=(0.2, 4.05, 7.7))
+    res = avo.estimate_offset(t, left, right, samples, sr, scores=scores)
+    assert res.n_claps == len(claps)
+    assert abs(res.audio_lag_s - lag) < 1.0 / FPS
+    assert abs(res.audio_lag_s - lag) < 0.006           # sub-frame: a few ms
+    assert res.spread_s < 0.010
+    seen = np.array([c["t_video"] for c in res.claps])
+    assert np.abs(seen - claps).max() < 0.012           # each clap timed below frame resolution
+
+
+def test_hand_meetings_subframe_and_rest():
+    claps = _claps(10)
+    for rest, tol in ((0.0, 0.0005), (0.1, 0.0005)):
+        t, l, r, s = clap_keypoints(claps, noise_px=0.0, rest=rest)
+        found = avo.hand_meetings(t, l, r, s)
+        assert len(found) == len(claps)
+        assert np.abs(found - claps).max() < tol, (rest, found - claps)
+
+
+def test_low_confidence_frames_and_missing_wrists_are_ignored():
+    claps = _claps()
+    t, l, r, s = clap_keypoints(claps)
+    s[::7] = 0.05                       # some frames unreliable
+    l[5:9] = np.nan                      # a short dropout far from any clap
+    found = avo.hand_meetings(t, l, r, s)
+    assert len(found) >= len(claps) - 1
+    assert all(np.min(np.abs(found - c)) < 0.02 for c in claps if np.min(np.abs(found - c)) < 0.1)
+
+
+def test_too_few_claps_is_a_clear_error():
+    claps = _claps(2)
+    t, l, r, s = clap_keypoints(claps)
+    samples, sr = clap_audio(claps, 0.05)
+    with pytest.raises(BadInputError, match="need at least 3"):
+        avo.estimate_offset(t, l, r, samples, sr, scores=s)
+
+
+def test_matching_ignores_unrelated_onsets():
+    video = np.array([1.0, 2.1, 3.3, 4.2, 5.6])
+    audio = np.sort(np.r_[video + 0.06, [0.3, 1.45, 2.5, 3.05, 4.9]])
+    pairs = avo.match_claps(video, audio)
+    assert [round(a - v, 3) for v, a in pairs] == [0.06] * 5
+
+
+def test_store_and_load_per_rig(tmp_path, monkeypatch):
+    monkeypatch.setenv("DANCEWIRE_HOME", str(tmp_path))
+    assert avo.load_offset("studio-a") == 0.0           # never calibrated: no correction
+    res = avo.AvOffsetResult(audio_lag_s=0.0871, spread_s=0.004, median_lag_s=0.087, n_claps=8)
+    path = avo.save_offset(res, "studio-a", source="clip.mp4")
+    assert path == tmp_path / "calibration" / "studio-a.json"
+    doc = json.loads(path.read_text())
+    assert doc["av_offset"]["audio_lag_s"] == pytest.approx(0.0871)
+    assert doc["av_offset"]["audio_correction_s"] == pytest.approx(-0.0871)
+    # the rhythm metrics add it to audio times: a beat heard at 1.0871 s happened at 1.0 s
+    assert 1.0871 + avo.load_offset("studio-a") == pytest.approx(1.0)
+    assert avo.load_offset("studio-b") == 0.0
+    doc["other"] = {"kept": True}
+    path.write_text(json.dumps(doc))
+    avo.save_offset(avo.AvOffsetResult(0.05, 0.003, 0.05, 6), "studio-a")
+    doc = json.loads(path.read_text())
+    assert doc["other"] == {"kept": True} and avo.load_offset("studio-a") == pytest.approx(-0.05)
+    with pytest.raises(DancewireError, match="bad rig name"):
+        avo.load_offset("../etc")
+    monkeypatch.setenv("DANCEWIRE_RIG", "jetson 7")
+    assert avo.default_rig() == "jetson-7"
+
+
+# ----------------------------------------------------------------------------- a real file
+
+def _write_clap_clip(path, claps, lag, fps=30, size=(320, 240), sr=48000):
+    """H.264 + AAC clip: two white dots (the wrists) meeting at `claps`, claps heard `lag` later."""
+    t, left, right, _ = clap_keypoints(claps, fps=fps, noise_px=0.0, centre=(size[0] / 2, size[1] / 2),
+                                       apart=200.0, floor=24.0, v_in=420.0, v_out=240.0)
+    samples, _ = clap_audio(claps, lag, sr=sr, duration=t[-1] + 1.0 / fps)
+    import cv2
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=Fraction(fps))
+        vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
+        vs.options = {"crf": "10"}
+        aus = c.add_stream("aac", rate=sr)
+        aus.layout = "mono"
+        for i in range(len(t)):
+            img = np.zeros((size[1], size[0], 3), np.uint8)
+            for p in (left[i], right[i]):
+                cv2.circle(img, (int(round(p[0] * 16)), int(round(p[1] * 16))), 6 * 16, (255, 255, 255), -1,
+                           cv2.LINE_AA, shift=4)
+            for pkt in vs.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                c.mux(pkt)
+        for pkt in vs.encode():
+            c.mux(pkt)
+        step = 1024
+        for k in range(0, len(samples), step):
+            chunk = samples[k:k + step]
+            af = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="flt", layout="mono")
+            af.sample_rate, af.pts = sr, k
+            for pkt in aus.encode(af):
+                c.mux(pkt)
+        for pkt in aus.encode():
+            c.mux(pkt)
+
+
+def _dot_wrists(image):
+    """Stand-in pose estimator for the synthetic clip: the two dots' centroids (left/right halves
+    of the pair, split at their mean x) as COCO-17 wrists."""
+    g = image[..., 1].astype(np.float64)
+    ys, xs = np.nonzero(g > 40)
+    if len(xs) < 10:
+        return []
+    w = g[ys, xs]
+    mid = np.average(xs, weights=w)
+    kp = np.zeros((17, 3))
+    for idx, sel in ((avo.LEFT_WRIST, xs >= mid), (avo.RIGHT_WRIST, xs < mid)):
+        if sel.sum() < 5:
+            return []
+        kp[idx] = [np.average(xs[sel], weights=w[sel]), np.average(ys[sel], weights=w[sel]), 0.9]
+    kp[0] = [mid, 10, 0.9]
+    kp[15] = [mid, 230, 0.9]
+    return [kp]
+
+
+def test_video_file_end_to_end_keeps_audio_and_video_on_one_clock(tmp_path):
+    claps = _claps(6)
+    path = tmp_path / "claps.mp4"
+    lag = 0.066
+    _write_clap_clip(path, claps, lag)
+    samples, rate, t0 = avo.decode_audio(path)
+    assert rate == 48000 and abs(t0) < 0.05
+    heard = avo.clap_onsets(samples, rate, t0)
+    for c in claps:                                   # AAC priming is undone by the timestamps
+        assert np.min(np.abs(heard - (c + lag))) < 0.003
+    res = avo.analyze_video(path, estimate=_dot_wrists)
+    assert res.n_claps == len(claps)
+    assert abs(res.audio_lag_s - lag) < 0.008
+
+
+def test_video_without_audio_is_a_clear_error(tmp_path):
+    path = tmp_path / "silent.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(5):
+            for pkt in s.encode(av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="bgr24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    with pytest.raises(BadInputError, match="no audio"):
+        avo.analyze_video(path, estimate=_dot_wrists)

@@ -1,0 +1,141 @@
+"""The API: token auth, REST, OpenAPI, Prometheus metrics and the WebSocket live stream, over real HTTP."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from cloud.service import CloudService
+from cloud.settings import CloudSettings
+
+TOKEN = "test-token"
+
+
+def get(url, token=TOKEN, raw=False):
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        body = r.read()
+        return body.decode() if raw else json.loads(body)
+
+
+@pytest.fixture
+def served(tmp_path, ballroom_gallery, make_server):
+    g, _ = ballroom_gallery
+    svc = CloudService(CloudSettings(db_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", gallery_path=tmp_path / "g.npz"),
+                       gallery=g)
+    srv = make_server(svc, TOKEN)
+    yield srv
+    svc.close()
+
+
+def feed(service, ballroom_gallery, n):
+    import standin
+    _, holdout = ballroom_gallery
+    events = standin.simulated_session(holdout)[:n]
+    for _, w, b in events:
+        service.process(w, b)
+    return events
+
+
+def test_token_required(served):
+    for path in ("/api/nodes", "/api/sessions", "/api/results", "/api/latency", "/metrics", "/api/live/snapshot"):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            get(served.url + path, token=None)
+        assert e.value.code == 401
+        with pytest.raises(urllib.error.HTTPError) as e:
+            get(served.url + path, token="wrong")
+        assert e.value.code == 401
+    assert get(served.url + "/api/health", token=None)["ok"]
+    # token in the query string and in the X- header work too
+    assert get(served.url + f"/api/nodes?token={TOKEN}", token=None) == []
+    req = urllib.request.Request(served.url + "/api/nodes", headers={"X-Dancewire-Token": TOKEN})
+    assert json.loads(urllib.request.urlopen(req).read()) == []
+
+
+def test_rest_endpoints(served, ballroom_gallery):
+    events = feed(served.service, ballroom_gallery, 60)
+    base = served.url
+    nodes = get(base + "/api/nodes")
+    assert nodes[0]["node_id"] == "studio-a" and nodes[0]["online"]
+    sessions = get(base + "/api/sessions")
+    assert sessions[0]["session_id"] == "class-1" and sessions[0]["dancers"] == 3
+    assert sessions[0]["live"]["windows"] == 60
+    sess = get(base + "/api/sessions/class-1")
+    assert sess["live"]["group"]["dancers"] == 3
+    dancers = get(base + "/api/sessions/class-1/dancers")
+    assert len(dancers) == 3 and dancers[0]["live"]["windows"] > 0
+    one = get(base + "/api/dancers/" + dancers[0]["dancer"])
+    assert one["dancer"] == dancers[0]["dancer"]
+    res = get(base + "/api/results?session=class-1&limit=1000")
+    assert len(res) == 60 and res[-1]["probs"]
+    since = res[-10]["arrival"]
+    assert len(get(base + f"/api/results?since={since}")) <= 9
+    lat = get(base + "/api/latency")
+    assert lat["stages"]["classify"]["count"] == 60 and lat["stages"]["total"]["p50_ms"] > 0
+    assert "meaning" in lat["stages"]["store"]
+    assert get(base + "/api/gallery")["styles"].keys() == {"cha-cha", "rumba", "waltz"}
+    assert "routine_similarity" in get(base + "/api/scores", token=None)
+    snap = get(base + "/api/live/snapshot")
+    assert len(snap["dancers"]) == 3 and snap["beats"]["class-1"]
+    with pytest.raises(urllib.error.HTTPError) as e:
+        get(base + "/api/sessions/nope")
+    assert e.value.code == 404
+    spec = get(base + "/openapi.json", token=None)
+    assert {"/api/nodes", "/api/sessions", "/api/results", "/api/latency"} <= set(spec["paths"])
+
+
+def test_metrics_prometheus_text(served, ballroom_gallery):
+    feed(served.service, ballroom_gallery, 20)
+    text = get(served.url + "/metrics", raw=True)
+    assert "# TYPE dancewire_cloud_windows_total counter" in text
+    assert "dancewire_cloud_windows_total 20" in text
+    assert 'dancewire_cloud_latency_seconds{stage="classify",quantile="0.5"}' in text
+    for line in text.splitlines():             # every sample line is "name{labels} value"
+        if line and not line.startswith("#"):
+            float(line.rsplit(" ", 1)[1])
+
+
+def test_websocket_live_stream(served, ballroom_gallery):
+    import websocket
+
+    ws_url = served.url.replace("http", "ws") + "/api/live"
+    with pytest.raises(websocket.WebSocketBadStatusException if hasattr(websocket, "WebSocketBadStatusException")
+                       else Exception):
+        bad = websocket.create_connection(ws_url + "?token=wrong", timeout=5)
+        bad.recv()
+    ws = websocket.create_connection(ws_url + f"?token={TOKEN}", timeout=10)
+    hello = json.loads(ws.recv())
+    assert hello["type"] == "hello" and set(hello["styles"]) == {"cha-cha", "rumba", "waltz"}
+    t = threading.Thread(target=feed, args=(served.service, ballroom_gallery, 10))
+    t.start()
+    kinds, windows = set(), []
+    deadline = time.time() + 10
+    while len(windows) < 10 and time.time() < deadline:
+        m = json.loads(ws.recv())
+        kinds.add(m["type"])
+        if m["type"] == "window":
+            windows.append(m)
+            assert time.time() - m["arrival"] < 1.0
+    t.join()
+    assert len(windows) == 10 and {"window", "dancer", "beats", "group"} <= kinds
+    assert windows[0]["probs"] and "stable_style" in windows[0] and windows[0]["nearest"]
+    # the page reports when it drew a window: the cloud records the dashboard latency
+    ws.send(json.dumps({"type": "drawn", "shown": time.time(), "arrivals": [w["arrival"] for w in windows]}))
+    deadline = time.time() + 5
+    while "dashboard" not in served.service.latency.summary() and time.time() < deadline:
+        time.sleep(0.05)
+    assert served.service.latency.summary()["dashboard"]["count"] == 10
+    ws.close()
+
+
+def test_set_routine(served):
+    import urllib.request as u
+    req = u.Request(served.url + "/api/sessions/class-1/routine", data=json.dumps({"routine": "nope"}).encode(),
+                    method="PUT", headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        u.urlopen(req)
+    assert e.value.code == 400
