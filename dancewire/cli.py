@@ -15,7 +15,7 @@ from dancewire.errors import DancewireError
 from dancewire.log import setup as setup_logging
 
 # Packages that own subcommands, in help order.
-COMMAND_MODULES = ("edge.cli", "cloud.cli", "calibrate.cli", "proto.cli", "benchmarks.cli")
+COMMAND_MODULES = ("dancewire.up", "edge.cli", "cloud.cli", "calibrate.cli", "proto.cli", "benchmarks.cli")
 
 log = logging.getLogger("dancewire")
 

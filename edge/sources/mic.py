@@ -174,14 +174,22 @@ class MicSource:
         return float(self._stream.latency) if self._stream is not None else None
 
     def blocks(self, timeout: float = 2.0) -> Iterator[AudioBlock]:
-        """Blocks until stop(); raises DeviceError when the device delivers nothing for `timeout` s."""
-        while True:
-            try:
-                yield self.queue.get(timeout=timeout)
-            except Closed:
-                return
-            except TimeoutError:
-                raise DeviceError(f"audio input {self.device_name!r} delivered nothing for {timeout:.1f} s") from None
+        """Blocks until stop() (starting the stream first if needed; a stream started here is
+        stopped when the iterator ends). DeviceError when the device delivers nothing for `timeout` s."""
+        owned = self._stream is None
+        if owned:
+            self.start()
+        try:
+            while True:
+                try:
+                    yield self.queue.get(timeout=timeout)
+                except Closed:
+                    return
+                except TimeoutError:
+                    raise DeviceError(f"audio input {self.device_name!r} delivered nothing for {timeout:.1f} s") from None
+        finally:
+            if owned:
+                self.stop()
 
     def stop(self) -> None:
         with self._lock:

@@ -93,7 +93,8 @@ def live_cloud(tmp_path, ballroom_gallery, make_server):
     edge = SimulatedEdge(svc, holdout)
     yield srv, edge, holdout
     edge.stop_flag.set()
-    edge.join(5)
+    if edge.is_alive():
+        edge.join(5)
     svc.close()
 
 

@@ -1,0 +1,129 @@
+"""`dancewire up`: the main job on one machine — cloud (SQLite) + edge + dashboard.
+
+It makes the CURVE keys on first use (cloud keypair, an edge keypair on the cloud's
+allow-list), starts `dancewire cloud serve` and `dancewire edge run` as child processes,
+prints the dashboard URL, and on Ctrl-C stops the edge first (it flushes its spool to the
+cloud), then the cloud. Camera and microphone are used when present; otherwise the edge
+runs the clearly labelled demo source. The two processes only talk over ZeroMQ and HTTP,
+exactly as they do when the cloud is elsewhere.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from dancewire.errors import DancewireError
+from dancewire.paths import state_dir
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("up", help="the main job: cloud + edge + dashboard on this machine")
+    p.add_argument("--source", type=Path, help="replay this video at real time instead of the camera")
+    p.add_argument("--demo", action="store_true", help="force the demo source")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--api-port", type=int, default=8765)
+    p.add_argument("--zmq-port", type=int, default=5555)
+    p.add_argument("--page", type=int, default=8089, help="port of the rig's local feedback page (0: off)")
+    p.set_defaults(func=run)
+
+
+def ensure_keys() -> dict[str, Path]:
+    """Cloud and edge keypairs in the state dir; the edge's public key on the cloud's allow-list."""
+    from proto import keys
+
+    folder = keys.keys_dir()
+    paths = {}
+    for name in ("cloud", "edge-local"):
+        if not (folder / f"{name}.key_secret").exists():
+            keys.generate(name)
+        paths[name] = folder / f"{name}.key"
+    if not (keys.allowed_dir() / "edge-local.key").exists():
+        keys.allow(paths["edge-local"])
+    return {"server_public": paths["cloud"], "server_secret": folder / "cloud.key_secret",
+            "edge_secret": folder / "edge-local.key_secret"}
+
+
+def _camera_present() -> bool:
+    from edge.sources.camera import camera_available
+    return camera_available(0)
+
+
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DancewireError(f"the cloud exited during start-up (code {proc.returncode}); see the log above")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status < 500:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise DancewireError(f"the cloud did not answer at {url} within {timeout:.0f} s")
+
+
+def run(args) -> int:
+    k = ensure_keys()
+    exe = [sys.executable, "-m", "dancewire"]
+    api = f"http://127.0.0.1:{args.api_port}"
+    zmq_ep = f"tcp://127.0.0.1:{args.zmq_port}"
+    cloud_cmd = exe + ["cloud", "serve", "--set", f"api_port={args.api_port}",
+                       "--set", f"zmq_bind={zmq_ep}", "--set", f"server_key={k['server_secret']}"]
+    edge_cmd = exe + ["edge", "run", "--set", f"link.endpoint={zmq_ep}",
+                      "--set", f"link.client_key={k['edge_secret']}", "--set", f"link.server_key={k['server_public']}",
+                      "--stats", str(state_dir() / "last-edge-run.json")]
+    if args.source:
+        edge_cmd += ["--source", str(args.source)]
+    elif args.demo or not _camera_present():
+        edge_cmd += ["--demo"]
+        print("dancewire: no camera found: running the DEMO source (generated music and dancers)", flush=True)
+    if args.page:
+        edge_cmd += ["--page", str(args.page)]
+
+    procs: list[subprocess.Popen] = []
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    try:
+        cloud = subprocess.Popen(cloud_cmd, env=env, start_new_session=True)
+        procs.append(cloud)
+        _wait_http(f"{api}/api/health", 60, cloud)
+        edge = subprocess.Popen(edge_cmd, env=env, start_new_session=True)
+        procs.append(edge)
+        from cloud.cli import resolve_token
+        from cloud.settings import load_settings
+        token = resolve_token(load_settings(None, []))
+        print(f"dancewire: dashboard  {api}/dashboard/#token={token}", flush=True)
+        if args.page:
+            print(f"dancewire: rig page   http://127.0.0.1:{args.page}/", flush=True)
+        print("dancewire: Ctrl-C stops everything", flush=True)
+        deadline = None if args.duration is None else time.monotonic() + args.duration
+        while deadline is None or time.monotonic() < deadline:
+            for p in procs:
+                if p.poll() is not None:
+                    raise DancewireError(f"{'cloud' if p is cloud else 'edge'} exited with code {p.returncode}")
+            time.sleep(0.3)
+    except KeyboardInterrupt:
+        print("dancewire: stopping (edge first, so it hands its spool to the cloud)", flush=True)
+    finally:
+        for p in reversed(procs):          # edge, then cloud
+            _stop(p)
+    return 0
+
+
+def _stop(p: subprocess.Popen, timeout: float = 15.0) -> None:
+    if p.poll() is not None:
+        return
+    p.send_signal(signal.SIGINT)
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.terminate()
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
