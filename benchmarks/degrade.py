@@ -31,7 +31,7 @@ def _check_image(image: np.ndarray) -> None:
 
 def gaussian_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     _check_image(image)
-    noisy = image.astype(np.float32) + rng.normal(0.0, sigma, image.shape).astype(np.float32)
+    noisy = image.astype(np.float32) + np.float32(sigma) * rng.standard_normal(image.shape, dtype=np.float32)
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
 
@@ -50,7 +50,7 @@ def low_light(image: np.ndarray, brightness: float, rng: np.random.Generator, ga
     if not 0.0 < brightness <= 1.0:
         raise BadInputError(f"low-light brightness must be in (0, 1], got {brightness}")
     dim = 255.0 * brightness * (image.astype(np.float32) / 255.0) ** gamma
-    dim += rng.normal(0.0, sigma, image.shape).astype(np.float32)
+    dim += np.float32(sigma) * rng.standard_normal(image.shape, dtype=np.float32)
     return np.clip(np.rint(dim), 0, 255).astype(np.uint8)
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -35,8 +34,7 @@ import numpy as np
 from benchmarks.common import percentiles, pyplot
 from dancewire.errors import DancewireError
 from dancewire.paths import cache_dir, shared_data_dir
-
-log = logging.getLogger(__name__)
+from dancewire.progress import Progress
 
 MEDIAPIPE_VERSION = "0.10.21"
 RUNNER = Path(__file__).with_name("_mediapipe_runner.py")
@@ -104,7 +102,7 @@ def mediapipe_python() -> Path:
     stamp = venv / ".installed"
     if stamp.exists() and stamp.read_text().strip() == MEDIAPIPE_VERSION and py.exists():
         return py
-    log.warning("creating %s with mediapipe==%s (first run only, ~1 min)", venv, MEDIAPIPE_VERSION)
+    Progress("pose_vs_mediapipe").step(f"creating {venv} with mediapipe=={MEDIAPIPE_VERSION} (first run only, ~1 min)")
     try:
         if not py.exists():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, text=True)
@@ -222,6 +220,8 @@ def run(args) -> dict:
               "three_dancers": (mosaic, _scene(mosaic, args.max_frames))}
 
     results: dict = {}
+    reps = max(1, args.repeats)
+    bar = Progress("pose_vs_mediapipe runs", total=len(scenes) * reps * (1 if py is None else 2))
     with tempfile.TemporaryDirectory(prefix="dancewire-bench-") as tmp:
         work = Path(tmp)
         for scene, (clips, frames) in scenes.items():
@@ -231,12 +231,13 @@ def run(args) -> dict:
                 np.save(f, clip)
                 files.append(str(f))
             ours_runs, mp_runs = [], []
-            for rep in range(max(1, args.repeats)):
+            for rep in range(reps):
                 ours_runs.append(run_ours(clips, frames, args))
-                log.info("%s ours run %d: %.1f fps", scene, rep, _summary(ours_runs[-1]["latencies_s"])["fps"])
+                bar.update(note=f"{scene} ours run {rep}: {_summary(ours_runs[-1]['latencies_s'])['fps']:.1f} fps")
                 if py is not None:
                     mp_runs.append(run_mediapipe(py, files, frames, cpus, work))
-                    log.info("%s mediapipe run %d: %.1f fps", scene, rep, _summary(mp_runs[-1]["latencies_s"])["fps"])
+                    bar.update(note=f"{scene} mediapipe run {rep}: "
+                                    f"{_summary(mp_runs[-1]['latencies_s'])['fps']:.1f} fps")
             h, w = _frame(clips, frames[0]).shape[:2]
             entry: dict = {"frames": len(frames), "size": [w, h], "ours": _median_run(ours_runs)}
             o = _summary(entry["ours"]["latencies_s"])

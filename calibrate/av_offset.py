@@ -6,15 +6,15 @@ offset: camera and microphone pipelines have different latencies, and the rhythm
 compare motion with beats, so a 60 ms offset would be a 60 ms rhythm error.
 
 * Video: the distance between the two wrist keypoints (raw, unsmoothed: smoothing adds lag)
-  has a sharp minimum at each clap. Its time is found below frame resolution by fitting a
-  line to the approach (before the minimum) and one to the separation (after) and
-  intersecting them; if the hands rest together for a frame or more, contact is where the
-  approach line reaches that resting distance.
-* Audio: onsets from the audio area's onset detector (`edge.audio`) when it offers one,
-  else aubio's, then each refined to the start of its attack on the waveform envelope.
+  has a sharp minimum at each clap. Its time is found below frame resolution by fitting
+  lines to the approach and the separation and intersecting them; when the hands visibly
+  rest together (two frames or more), contact is where the approach line reaches that
+  resting distance (see `contact_time`).
+* Audio: onsets from the audio area's onset detector (`edge.audio.onsets.OnsetDetector`,
+  aubio), each then refined to the start of its attack on the waveform envelope.
 * Matching: the most common audio-minus-video difference (within ``max_offset``) is found
-  first; each clap is then paired with the audio onset nearest that guess, so music or
-  footsteps in the track do not pair up by accident.
+  first; each clap is then paired with the audio onset nearest that guess. The result is
+  refused when that many pairs could be chance (music or noise with onsets everywhere).
 
 Conventions (seconds, on the one rig clock):
 * the measured **audio lag** is ``t_audio - t_video`` of the same clap (positive: the sound
@@ -42,7 +42,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from dancewire.errors import BadInputError, DancewireError
+from dancewire.errors import BadInputError, DancewireError, DeviceError
 from dancewire.paths import state_dir
 
 log = logging.getLogger("dancewire.calibrate.av_offset")
@@ -156,31 +156,19 @@ def hand_meetings(times: np.ndarray, left: np.ndarray, right: np.ndarray,
 # ----------------------------------------------------------------------------- audio side
 
 def _coarse_onsets(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Onset times (s) from the project's audio area if it has a batch onset function, else aubio."""
-    try:
-        from edge.audio import onsets as audio_onsets   # the audio area's module, when present
-        fn = getattr(audio_onsets, "detect_onsets", None)
-    except ImportError:
-        fn = None
-    if fn is not None:
-        try:
-            found = fn(samples, sample_rate)
-            return np.asarray([getattr(o, "t", o) for o in found], np.float64)
-        except TypeError:
-            log.debug("edge.audio.onsets.detect_onsets has another signature; using aubio")
-    import aubio
+    """Onset times (s from the first sample) from the audio area's onset detector."""
+    from edge.audio.onsets import OnsetDetector
+    from edge.audio.settings import AudioSettings
 
-    hop, win = 256, 1024
-    det = aubio.onset("hfc", win, hop, sample_rate)
-    det.set_threshold(0.3)
-    det.set_minioi_s(0.1)
+    det = OnsetDetector(AudioSettings(), sample_rate)
+    hop = det.hop
     x = np.ascontiguousarray(samples, np.float32)
-    pad = (-len(x)) % hop
-    x = np.concatenate([x, np.zeros(pad + hop, np.float32)])
+    x = np.concatenate([x, np.zeros((-len(x)) % hop + hop, np.float32)])
     out = []
     for start in range(0, len(x) - hop + 1, hop):
-        if det(x[start:start + hop]):
-            out.append(det.get_last_s())
+        hit = det.process(x[start:start + hop])
+        if hit is not None:
+            out.append(hit[0] / sample_rate)
     return np.asarray(out, np.float64)
 
 
@@ -230,6 +218,7 @@ class AvOffsetResult:
     claps: list[dict] = field(default_factory=list)   # {"t_video", "t_audio", "offset"}
     video_claps: int = 0
     audio_onsets: int = 0
+    chance: float | None = None      # probability that this many matches are coincidence
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -239,8 +228,11 @@ class AvOffsetResult:
 
 
 def match_claps(video: np.ndarray, audio: np.ndarray, max_offset: float = 0.5,
-                tolerance: float = 0.08) -> list[tuple[float, float]]:
-    """Pairs (t_video, t_audio) of one clap each, see the module docstring."""
+                search: float = 0.08, tolerance: float = 0.035) -> list[tuple[float, float]]:
+    """Pairs (t_video, t_audio) of one clap each, see the module docstring.
+
+    The common offset is the centre of the densest ``2 * search`` window of audio-minus-video
+    differences; each clap is then paired with the nearest onset within ``tolerance`` of it."""
     video, audio = np.sort(np.asarray(video, np.float64)), np.sort(np.asarray(audio, np.float64))
     if not len(video) or not len(audio):
         return []
@@ -248,11 +240,10 @@ def match_claps(video: np.ndarray, audio: np.ndarray, max_offset: float = 0.5,
     diffs = diffs[np.abs(diffs) <= max_offset]
     if not len(diffs):
         return []
-    # the densest 2*tolerance-wide window of differences = the common offset
     s = np.sort(diffs)
-    counts = np.searchsorted(s, s + tolerance, side="right") - np.searchsorted(s, s - tolerance, side="left")
+    counts = np.searchsorted(s, s + search, side="right") - np.searchsorted(s, s - search, side="left")
     best = s[counts == counts.max()]
-    guess = float(np.median(diffs[np.abs(diffs - np.median(best)) <= tolerance]))
+    guess = float(np.median(diffs[np.abs(diffs - np.median(best)) <= search]))
     pairs, used = [], set()
     for tv in video:
         j = int(np.argmin(np.abs(audio - (tv + guess))))
@@ -262,14 +253,40 @@ def match_claps(video: np.ndarray, audio: np.ndarray, max_offset: float = 0.5,
     return pairs
 
 
-def offset_from_events(video_claps: np.ndarray, audio_onsets: np.ndarray, *, max_offset: float = 0.5,
-                       tolerance: float = 0.08, min_claps: int = MIN_CLAPS) -> AvOffsetResult:
-    pairs = match_claps(video_claps, audio_onsets, max_offset, tolerance)
+def chance_probability(n_video: int, n_matched: int, onset_rate: float, tolerance: float,
+                       max_offset: float) -> float:
+    """How likely `n_matched` of `n_video` hand meetings would find an onset within
+    ``tolerance`` by chance, with onsets arriving at ``onset_rate`` per second and the offset
+    searched over ``+-max_offset`` (a Bonferroni factor for that search)."""
+    from scipy.stats import binom
+
+    p = 1.0 - math.exp(-onset_rate * 2.0 * tolerance)
+    trials = max(1.0, max_offset / tolerance)
+    return float(min(1.0, binom.sf(n_matched - 1, n_video, p) * trials))
+
+
+def offset_from_events(video_claps: np.ndarray, audio_onsets: np.ndarray, *, audio_duration: float | None = None,
+                       max_offset: float = 0.5, tolerance: float = 0.035, min_claps: int = MIN_CLAPS,
+                       max_chance: float = 1e-3) -> AvOffsetResult:
+    """Match claps seen with sounds heard and average their differences.
+
+    Refuses (BadInputError) when fewer than `min_claps` match, or when that many matches
+    could be chance: music or noise with onsets everywhere matches anything."""
+    advice = (f"clap clearly {max(min_claps, 8)} times, about a second apart, facing the camera "
+              "with both hands in view, in a quiet room (no music)")
+    pairs = match_claps(video_claps, audio_onsets, max_offset, tolerance=tolerance)
     if len(pairs) < min_claps:
-        raise BadInputError(
-            f"found {len(pairs)} matching claps (seen {len(video_claps)}, heard {len(audio_onsets)} onsets); "
-            f"need at least {min_claps}: clap clearly {max(min_claps, 8)} times, about a second apart, "
-            "facing the camera with both hands in view, in a quiet room")
+        raise BadInputError(f"found {len(pairs)} matching claps (seen {len(video_claps)}, heard "
+                            f"{len(audio_onsets)} sounds); need at least {min_claps}: {advice}")
+    if audio_duration is None:
+        ev = np.r_[audio_onsets, video_claps]
+        audio_duration = float(ev.max() - ev.min()) + 1.0
+    rate = len(audio_onsets) / max(audio_duration, 1e-3)
+    chance = chance_probability(len(video_claps), len(pairs), rate, tolerance, max_offset)
+    if chance > max_chance:
+        raise BadInputError(f"{len(pairs)} of {len(video_claps)} hand meetings match a sound, but with "
+                            f"{len(audio_onsets)} sounds in {audio_duration:.0f} s that could be chance "
+                            f"(p={chance:.2g}): {advice}")
     off = np.array([a - v for v, a in pairs])
     # one stray pairing must not move the mean: drop pairs far from the median (> 3 MAD, >= 10 ms)
     med = float(np.median(off))
@@ -282,7 +299,7 @@ def offset_from_events(video_claps: np.ndarray, audio_onsets: np.ndarray, *, max
         audio_lag_s=float(off.mean()), spread_s=float(off.std(ddof=1)) if len(off) > 1 else 0.0,
         median_lag_s=float(np.median(off)), n_claps=len(off),
         claps=[{"t_video": round(v, 5), "t_audio": round(a, 5), "offset": round(a - v, 5)} for v, a in pairs],
-        video_claps=int(len(video_claps)), audio_onsets=int(len(audio_onsets)))
+        video_claps=int(len(video_claps)), audio_onsets=int(len(audio_onsets)), chance=chance)
 
 
 def estimate_offset(times: np.ndarray, left: np.ndarray, right: np.ndarray, samples: np.ndarray,
@@ -292,7 +309,8 @@ def estimate_offset(times: np.ndarray, left: np.ndarray, right: np.ndarray, samp
     video = hand_meetings(times, left, right, scores)
     audio = clap_onsets(samples, sample_rate, audio_t0)
     log.info("clap test: %d hand meetings, %d audio onsets", len(video), len(audio))
-    return offset_from_events(video, audio, max_offset=max_offset, min_claps=min_claps)
+    return offset_from_events(video, audio, audio_duration=len(samples) / float(sample_rate),
+                              max_offset=max_offset, min_claps=min_claps)
 
 
 # ----------------------------------------------------------------------------- media decoding
@@ -397,9 +415,12 @@ def analyze_video(path: str | Path, estimate: Callable | None = None, *, max_off
 def record_live(seconds: float, camera: int | str = 0, sample_rate: int = 48000):
     """Capture camera frames and microphone audio for `seconds`, both on one RigClock.
 
-    Returns (frames, samples, sample_rate, audio_t0). The microphone's ADC time (PortAudio)
-    is mapped onto the rig clock at the first callback."""
-    from dancewire.errors import DeviceError
+    Returns (frames, samples, sample_rate, audio_t0); frames are kept JPEG-compressed
+    (`Frame` records decoded on iteration) so a 12 s 1080p take fits in memory. The
+    microphone's ADC time (PortAudio) is mapped onto the rig clock at the first callback."""
+    import cv2
+
+    from edge.records import Frame
     from edge.sources.camera import CameraSource
     from edge.sources.clock import RigClock
 
@@ -408,10 +429,16 @@ def record_live(seconds: float, camera: int | str = 0, sample_rate: int = 48000)
     except (ImportError, OSError) as exc:
         raise DeviceError(f"no microphone support ({exc}); install dancewire[mic] and libportaudio2") from None
     clock = RigClock()
-    cam = CameraSource(camera, clock=clock)
+    try:
+        cam = CameraSource(camera, clock=clock)
+    except DeviceError as exc:
+        raise DeviceError(f"{str(exc).split(';')[0]}; record a clip with sound on any camera and pass its "
+                          "path instead of 'live'") from None
     blocks, first = [], {}
 
     def callback(indata, frames, time_info, status):
+        if status:
+            log.warning("microphone: %s (the offset may be off; repeat the test)", status)
         if "t0" not in first:
             # PortAudio stream time of this block's first sample -> monotonic -> rig clock
             lag = stream.time - time_info.inputBufferAdcTime
@@ -423,23 +450,33 @@ def record_live(seconds: float, camera: int | str = 0, sample_rate: int = 48000)
     except Exception as exc:  # PortAudioError and friends
         raise DeviceError(f"cannot open the microphone: {exc}; record a clip with sound and "
                           "pass its path instead of 'live'") from None
-    frames = []
+    taken: list[tuple[int, float, bytes]] = []
     with stream:
         for frame in cam.frames():
-            frames.append(frame)
+            ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+            if ok:
+                taken.append((frame.index, frame.t, jpeg.tobytes()))
             if frame.t >= seconds:
                 break
     if not blocks:
         raise DeviceError("the microphone delivered no audio")
-    return frames, np.concatenate(blocks), sample_rate, float(first["t0"])
+
+    class _Frames:
+        def __len__(self):
+            return len(taken)
+
+        def __iter__(self):
+            for index, t, jpeg in taken:
+                yield Frame(index, t, cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR))
+
+    return _Frames(), np.concatenate(blocks), sample_rate, float(first["t0"])
 
 
 def analyze_live(seconds: float = 12.0, camera: int | str = 0, estimate: Callable | None = None,
                  *, max_offset: float = 0.5, min_claps: int = MIN_CLAPS) -> AvOffsetResult:
+    """The clap test from the rig's camera and microphone (see `record_live`)."""
     from dancewire.progress import Progress
 
-    print(f"clap test: clap {max(MIN_CLAPS, 8)} times, about a second apart, facing the camera "
-          f"({seconds:.0f} s)...", flush=True)
     frames, samples, rate, t0 = record_live(seconds, camera)
     times, left, right, scores = wrists_from_frames(frames, estimate or pose_estimator(),
                                                     Progress("clap test: tracking wrists", len(frames)))

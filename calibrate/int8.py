@@ -6,8 +6,8 @@
    first use); with them the vision area's own loop (`MultiPoseEstimator`) runs over the
    recorded frames, so the landmark crops are exactly the ROIs the live pipeline would cut;
 2. an ``IInt8EntropyCalibrator2`` per model is fed the model inputs made by the models'
-   own preprocessing — `BlazePoseDetector.regions` + `.preprocess` (letterbox to 224,
-   [-1, 1]) and `BlazePoseLandmarks.preprocess` (rotated 256 crops, [0, 1]) — never a copy
+   own preprocessing — `BlazePoseDetector.regions`/`.letterbox`/`.preprocess` (224
+   letterbox, [-1, 1]) and `BlazePoseLandmarks.preprocess` (rotated 256 crops, [0, 1]) — never a copy
    of it; TensorRT keeps the resulting scales in a calibration cache
    (`edge.engines.trt.int8_cache_path`, per rig), from which INT8 engines can later be
    rebuilt without the frames;
@@ -82,10 +82,11 @@ class RecordedFrames:
         src = VideoFileSource(self.source)
         info = src.info
         total = int(round(info.duration * info.fps)) if info.duration and info.fps else 0
-        stride = max(1, total // self.max_frames) if total else 1
+        wanted = set(np.linspace(0, total - 1, self.max_frames).round().astype(int).tolist()) \
+            if total > self.max_frames else None
         n = 0
         for frame in src.frames():
-            if frame.index % stride == 0:
+            if wanted is None or frame.index in wanted:
                 yield frame.image
                 n += 1
                 if n >= self.max_frames:
@@ -95,12 +96,12 @@ class RecordedFrames:
 # ----------------------------------------------------------------------------- model inputs
 
 def detector_inputs(frames: Iterable[np.ndarray], detector) -> Iterator[np.ndarray]:
-    """Detector inputs exactly as `BlazePoseDetector` makes them: one per region of each frame."""
+    """Detector inputs exactly as `BlazePoseDetector` makes them: each region of each frame
+    letterboxed (`letterbox`) and turned into a model input (`preprocess`)."""
     for image in frames:
         h, w = image.shape[:2]
-        for region in detector.regions(w, h):
-            tensor, _ = detector.preprocess(image, region)
-            yield tensor.transpose(2, 0, 1) if detector.nchw else tensor
+        smalls = [detector.letterbox(image, region)[0] for region in detector.regions(w, h)]
+        yield from detector.preprocess(smalls)
 
 
 def live_rois(frames: Iterable[np.ndarray], estimator) -> list[list]:
@@ -296,8 +297,8 @@ def calibrate_int8(source: str | Path, *, max_frames: int = 200, batch_size: int
     trt = import_tensorrt()                   # a DeviceError here, before any slow work
     gpu = gpu_info(import_cudart())
     frames = RecordedFrames(Path(source), max_frames)
-    n_frames = len(frames)
-    log.info("INT8 calibration on %s (%s) with up to %d frames of %s", gpu.name, trt.__version__, n_frames, source)
+    n_frames = len(frames)                  # estimate (from the container) until pass 1 has counted
+    log.info("INT8 calibration on %s (%s) with about %d frames of %s", gpu.name, trt.__version__, n_frames, source)
 
     s = VisionSettings()
     paths = {name: model_path(name) for name in MODELS}
@@ -309,7 +310,7 @@ def calibrate_int8(source: str | Path, *, max_frames: int = 200, batch_size: int
     # Pass 1 (FP16, outside any TensorRT build): the ROIs the live loop cuts on every frame.
     bar = Progress("tracking dancers (FP16) for the landmark crops", n_frames)
     rois = live_rois(_counting(frames, bar), MultiPoseEstimator(det16, lm16, s))
-    n_crops = sum(len(r) for r in rois)
+    n_frames, n_crops = len(rois), sum(len(r) for r in rois)
     if "pose_landmarks" in models and n_crops < batch_size:
         raise BadInputError(f"only {n_crops} dancer crops found in {source}: record frames with dancers in view")
     feeds = {   # CPU-only preprocessing while TensorRT calibrates
@@ -378,7 +379,8 @@ def format_report(report: dict) -> str:
         if name == "pose_detector":
             lines.append(f"    detections fp16/int8 {c['detections_reference']}/{c['detections_candidate']}, "
                          f"matched {c['matched']}, same count in {f(c['count_agreement'], '.1%')} of frames")
-            lines.append(f"    score |diff| mean {f(c['score_abs_diff_mean'], '.4f')} max {f(c['score_abs_diff_max'], '.4f')}; "
+            lines.append(f"    score |diff| mean {f(c['score_abs_diff_mean'], '.4f')} "
+                         f"max {f(c['score_abs_diff_max'], '.4f')}; "
                          f"box IoU mean {f(c['box_iou_mean'], '.3f')} min {f(c['box_iou_min'], '.3f')}")
         else:
             lines.append(f"    {c['crops']} crops: body px error mean {f(c['body33_px_mean'], '.2f')} "

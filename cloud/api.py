@@ -164,9 +164,13 @@ def create_app(service, token: str) -> FastAPI:
         return service.store.results(session, dancer, since, limit)
 
     @app.get("/api/latency", dependencies=api, tags=["meta"])
-    def latency() -> dict:
-        """Per-stage latency over the most recent windows (milliseconds), with each stage's meaning."""
-        return {"stages": service.latency.summary(), "counters": service.counters}
+    def latency(history_s: float = Query(0.0, ge=0, description="also summarise the stored samples of this many seconds")) -> dict:
+        """Per-stage latency (ms) over the most recent windows, with each stage's meaning; with `history_s`,
+        also the stored samples (publish: arrival -> live push; dashboard: arrival -> drawn) over that period."""
+        out = {"stages": service.latency.summary(), "counters": service.counters}
+        if history_s > 0:
+            out["history"] = service.store.latency_history(time.time() - history_s)
+        return out
 
     @app.get("/api/gallery", dependencies=api, tags=["meta"])
     def gallery() -> dict:

@@ -171,17 +171,21 @@ def cmd_serve(args) -> int:
 
 
 def start_ingest(service, settings, insecure_dev: bool = False):
-    """Start the link's ZeroMQ ingest with the service as its handler (None if it is not available)."""
-    try:
-        from cloud.ingest import IngestServer
-    except ImportError as exc:
-        log.warning("ZeroMQ ingest not available (%s): API and dashboard only", exc)
-        return None
+    """Start the link's ZeroMQ ingest with the service as its handler."""
+    from cloud.ingest import IngestServer
     from dancewire.paths import state_dir
-    kwargs = {"bind": settings.zmq_bind, "handler": service, "encoder_hashes": service.encoder_hashes() or None,
-              "state_path": state_dir() / "ingest"}
+
+    hashes = service.encoder_hashes()
+    if not hashes:
+        raise DancewireError("the gallery names no encoder: enrol references made by the edge's encoder first "
+                             "(or run with --no-ingest)")
+    kwargs = {"state_path": state_dir() / "ingest.sqlite"}
     if insecure_dev:
         kwargs["insecure_dev"] = True
-    server = IngestServer(**kwargs)
+    else:
+        kwargs["server_key"] = settings.server_key
+        if settings.allow_dir:
+            kwargs["allow_dir"] = settings.allow_dir
+    server = IngestServer(settings.zmq_bind, service, hashes, **kwargs)
     server.start()
     return server

@@ -8,9 +8,9 @@ Accepted inputs (the cloud never runs edge code in-process):
   beats before the window's middle). An optional ``summary``/``encoder`` record names the encoder.
 * ``.npz`` - ``embeddings`` (N, D) and optionally ``t0``, ``t1``, ``phrase``, ``score`` arrays and
   an ``encoder_hash`` string.
-* anything else (a video, a keypoint file) - handed to the edge as a separate process with
-  ``--analyze-cmd`` (default ``dancewire edge analyze {input} --jsonl {output}``), and its JSONL
-  read as above.
+* anything else - handed to the edge as a separate process with ``--analyze-cmd`` (default
+  ``dancewire edge analyze {input} --out {output}``, which takes a video), and its JSONL read as
+  above. Keypoint files need an analyze command that accepts them (pass it as ``--analyze-cmd``).
 
 Without beats, eight-counts are cut every ``phrase_s`` seconds (4 s = eight beats at 120 BPM).
 """
@@ -33,7 +33,7 @@ from dancewire.errors import BadInputError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ANALYZE_CMD = f"{shlex.quote(sys.executable)} -m dancewire edge analyze {{input}} --jsonl {{output}}"
+DEFAULT_ANALYZE_CMD = f"{shlex.quote(sys.executable)} -m dancewire edge analyze {{input}} --out {{output}}"
 
 
 @dataclass

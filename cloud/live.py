@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections import deque
 
 import numpy as np
@@ -103,7 +102,3 @@ class LatencyStats:
                           "p99_ms": float(np.percentile(a, 99)), "max_ms": float(a.max()), "mean_ms": float(a.mean()),
                           "meaning": self.STAGES.get(stage, "")}
         return out
-
-
-def now() -> float:
-    return time.time()

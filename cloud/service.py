@@ -19,6 +19,7 @@ import numpy as np
 from cloud.aggregate import Aggregator
 from cloud.classify import Classifier
 from cloud.gallery import Gallery
+from cloud.index import single_thread_blas
 from cloud.live import LatencyStats, LiveHub
 from cloud.records import BeatGridIn, FeedbackOut, WindowIn, WindowResult
 from cloud.settings import CloudSettings
@@ -31,6 +32,7 @@ class CloudService:
     def __init__(self, settings: CloudSettings | None = None, *, store: Store | None = None,
                  gallery: Gallery | None = None, index_kind: str = "auto"):
         self.settings = s = settings or CloudSettings()
+        single_thread_blas()
         self.store = store or Store(s.db_url)
         self.index_kind = index_kind
         self.gallery = gallery if gallery is not None else Gallery.load_or_empty(s.gallery_path)
@@ -44,6 +46,7 @@ class CloudService:
         self.counters = {"windows": 0, "batches": 0, "duplicates": 0, "late": 0, "beat_grids": 0,
                          "unclassified": 0, "feedback": 0, "errors": 0}
         self.started = time.time()
+        self._latency_pending: list[tuple[float, str, float]] = []   # kept in the store with the next batch
         self._restore()
         self._last_prune = 0.0
 
@@ -104,8 +107,10 @@ class CloudService:
             t_pub = time.perf_counter()
             dancer_states, session_states = self.aggregator.take_dirty()
             fresh = [w for w, r in zip(windows, results) if r is not None]
+            pending, self._latency_pending = self._latency_pending, []
+            pending += [(w.arrival, "publish", 1000 * (t_pub - w.stamps["received"])) for w in fresh]
             self.store.write_batch(fresh, results, dancer_states, session_states, beats,
-                                   store_embeddings=self.settings.store_embeddings)
+                                   store_embeddings=self.settings.store_embeddings, latency=pending)
             t_store = time.perf_counter()
             feedback = self.aggregator.feedback(results)
             self.counters["batches"] += 1
@@ -154,8 +159,10 @@ class CloudService:
 
     def dashboard_ack(self, arrival: float, shown: float, received_at: float | None = None) -> None:
         """A dashboard drew the window that arrived at `arrival` (wall seconds) at `shown` (its clock)."""
-        self.latency.add("dashboard", 1000 * (shown - arrival))
+        ms = 1000 * (shown - arrival)
+        self.latency.add("dashboard", ms)
         self.latency.add("dashboard_rtt", 1000 * ((received_at or time.time()) - arrival))
+        self._latency_pending.append((arrival, "dashboard", ms))
 
     def set_routine(self, session_id: str, routine: str) -> None:
         with self.lock:

@@ -21,7 +21,7 @@ class ClassifySettings:
     knn_weight: float = 0.5          # share of the kNN vote in the style logits (the rest: prototypes)
     knn_temperature: float = 0.05    # softmax temperature over neighbour cosines (vote weights)
     proto_temperature: float = 0.05  # softmax temperature over prototype cosines
-    exact_max: int = 20000           # galleries up to this size use exact cosine search, larger ones HNSW
+    exact_max: int = 10000           # galleries up to this size use exact cosine search, larger ones HNSW
     hnsw_m: int = 16
     hnsw_ef_construction: int = 100
     hnsw_ef: int = 128               # query-time beam (>= k): recall vs speed, see `dancewire bench cloud`
@@ -48,6 +48,8 @@ class CloudSettings:
     token: str = ""                  # API/dashboard token; empty: generated once and kept in the state dir
     metrics_public: bool = False     # serve /metrics without the token
     zmq_bind: str = "tcp://127.0.0.1:5555"
+    server_key: str = "cloud"        # CURVE key name or .key_secret path (`dancewire keys generate cloud`)
+    allow_dir: str = ""              # folder of allowed edge public keys ("" = the keys folder's default)
     retention_days: float = 30.0     # windows/results older than this are deleted (0 = keep forever)
     store_embeddings: bool = True    # keep each window's embedding (re-classification after re-enrolment)
     classify: ClassifySettings = field(default_factory=ClassifySettings)

@@ -201,7 +201,7 @@ class Store:
     def write_batch(self, windows: list[WindowIn], results: list[WindowResult | None],
                     dancer_states: list[dict] = (), session_states: list[dict] = (),
                     beats: list[BeatGridIn] = (), store_embeddings: bool = True,
-                    node_info: dict[str, dict] | None = None) -> None:
+                    node_info: dict[str, dict] | None = None, latency: list[tuple[float, str, float]] = ()) -> None:
         """One transaction: nodes, sessions, beats, windows, results, dancer/session states."""
         now = time.time()
         nodes = {w.node_id for w in windows} | {b.node_id for b in beats} | set(node_info or {})
@@ -253,6 +253,7 @@ class Store:
                 confidence, probs, stable_style, stable_confidence, nearest, nearest_groups, scores, phrase, beat_count,
                 late, classify_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (node_id, epoch, seq) DO NOTHING""", rows)
+            self.executemany("INSERT INTO latency (ts, stage, ms) VALUES (?, ?, ?)", latency)
             for st in dancer_states:
                 self.execute("""INSERT INTO dancers (dancer, session_id, node_id, track_id, first_seen, last_seen, style,
                     confidence, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -264,9 +265,6 @@ class Store:
 
     def set_session_routine(self, session_id: str, routine: str) -> None:
         self.execute("UPDATE sessions SET routine = ? WHERE session_id = ?", (routine, session_id))
-
-    def add_latency(self, samples: list[tuple[float, str, float]]) -> None:
-        self.executemany("INSERT INTO latency (ts, stage, ms) VALUES (?, ?, ?)", samples)
 
     # ----- reads ------------------------------------------------------------------------------
     def nodes(self) -> list[dict]:
@@ -329,10 +327,19 @@ class Store:
             raise ValueError(table)
         return int(self.query(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])
 
-    def latency_samples(self, since: float, stage: str | None = None) -> list[dict]:
-        if stage:
-            return self.query("SELECT ts, stage, ms FROM latency WHERE ts > ? AND stage = ? ORDER BY ts", (since, stage))
-        return self.query("SELECT ts, stage, ms FROM latency WHERE ts > ? ORDER BY ts", (since,))
+    def latency_history(self, since: float) -> dict[str, dict]:
+        """Per stage: count and percentiles (ms) of the latency samples kept since `since`."""
+        rows = self.query("SELECT stage, ms FROM latency WHERE ts > ?", (float(since),))
+        by: dict[str, list[float]] = {}
+        for r in rows:
+            by.setdefault(r["stage"], []).append(float(r["ms"]))
+        out = {}
+        for stage, vals in by.items():
+            a = np.asarray(vals)
+            out[stage] = {"count": int(a.size), "p50_ms": float(np.percentile(a, 50)),
+                          "p95_ms": float(np.percentile(a, 95)), "p99_ms": float(np.percentile(a, 99)),
+                          "max_ms": float(a.max())}
+        return out
 
     def load_states(self) -> tuple[list[dict], list[dict]]:
         """Saved aggregator states: (dancer states, session states)."""

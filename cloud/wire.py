@@ -6,10 +6,16 @@ import numpy as np
 from cloud.records import BeatGridIn, FeedbackOut, WindowIn
 
 
+def signed64(n: int) -> int:
+    """A fixed64 (e.g. an edge's random epoch) as the signed 64-bit integer SQL BIGINT can hold."""
+    n = int(n) & 0xFFFFFFFFFFFFFFFF
+    return n - (1 << 64) if n >= (1 << 63) else n
+
+
 def hello_info(hello) -> dict:
     return {"software_version": hello.software_version, "encoder_model_id": hello.encoder_model_id,
             "encoder_hash": hello.encoder_hash, "embedding_dim": int(hello.embedding_dim),
-            "capabilities": list(hello.capabilities), "epoch": int(hello.epoch), "session_id": hello.session_id}
+            "capabilities": list(hello.capabilities), "epoch": signed64(hello.epoch), "session_id": hello.session_id}
 
 
 def windows_from_pb(node_id: str, session: str, batch, epoch: int = 0) -> tuple[list[WindowIn], list[BeatGridIn]]:

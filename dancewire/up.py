@@ -54,6 +54,14 @@ def _camera_present() -> bool:
     return camera_available(0)
 
 
+def _mic_present() -> bool:
+    try:
+        import sounddevice as sd
+        return any(d["max_input_channels"] > 0 for d in sd.query_devices())
+    except (OSError, ImportError):          # no PortAudio library, or PortAudio found no devices
+        return False
+
+
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -83,6 +91,9 @@ def run(args) -> int:
     elif args.demo or not _camera_present():
         edge_cmd += ["--demo"]
         print("dancewire: no camera found: running the DEMO source (generated music and dancers)", flush=True)
+    elif not _mic_present():
+        edge_cmd += ["--no-mic"]
+        print("dancewire: no microphone found: camera only (no music analysis)", flush=True)
     if args.page:
         edge_cmd += ["--page", str(args.page)]
 

@@ -270,6 +270,8 @@ def run_live(settings: EdgeSettings, args) -> int:
         cam = CameraSource(int(s.camera) if s.camera.isdigit() else s.camera, s.width or None,
                            s.height or None, s.fps or None, clock=clock)
         runner.add_video(cam.frames, paced=False)
+        from calibrate.av_offset import load_offset
+        graph.audio_offset = load_offset()          # the rig's measured A/V offset (clap test)
         if not args.no_mic:
             mic = MicSource(settings.audio, clock=clock)
             runner.add_audio(mic.blocks, paced=False)

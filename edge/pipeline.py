@@ -113,6 +113,12 @@ class EdgeGraph:
             out.windows.extend(self.motion.flush())
         return out
 
+    def encoder_info(self) -> dict | None:
+        enc = self.motion.encoder if self.motion is not None else None
+        if not enc:
+            return None
+        return {"model_id": enc.model_id, "encoder_hash": enc.sha256, "dim": enc.dim}
+
     def close(self) -> None:
         if self.pose is not None:
             self.pose.close()
@@ -177,6 +183,7 @@ def analyze(settings: EdgeSettings, video: str | Path, out, *, audio: str | Path
         "audio": graph.audio.summary() if graph.audio is not None else None,
         "audio_offset_s": audio_offset,
         "rhythm": graph.motion.session_summary() if graph.motion is not None else {},
+        "encoder": graph.encoder_info(),
     }
     out.write(summary)
     return summary

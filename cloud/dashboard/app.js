@@ -139,8 +139,9 @@
     state.spans.forEach((s) => {
       if (s.session !== sess || s.t1 < t0) return;
       const row = dancers.indexOf(s.dancer), y = 16 + row * rowH;
-      g.fillStyle = s.ba == null ? "rgba(85,102,102,.5)" : `hsla(${Math.round(120 * s.ba)}, 80%, 50%, .45)`;
-      g.fillRect(x(s.t0), y, Math.max(1, x(s.t1) - x(s.t0)), rowH - 3);
+      g.fillStyle = s.ba == null ? "rgba(85,102,102,.5)" : `hsla(${Math.round(120 * s.ba)}, 75%, 48%, .85)`;
+      const a = Math.max(s.t0, s.t1 - 0.5);   // each window's newest hop, so windows tile instead of overlapping
+      g.fillRect(x(a), y, Math.max(1, x(s.t1) - x(a) - 1), rowH - 3);
     });
     g.fillStyle = "#8b93a5"; g.font = "11px sans-serif";
     dancers.forEach((k, i) => g.fillText("#" + k.split("/").pop(), 2, 16 + i * rowH + rowH - 6));

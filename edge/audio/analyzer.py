@@ -120,6 +120,7 @@ class AudioAnalyzer:
         self._env_v: deque[float] = deque(maxlen=n_env)
         self._low: deque[tuple[int, float]] = deque(maxlen=16)   # (frame, kick-band flux)
         self._accent_due: list[tuple[int, int]] = []                # (beat index k, frame b)
+        self._levels: deque[float] = deque(maxlen=max(1, int(round(0.5 * self.sample_rate / s.beat_hop))))
         self._pending = np.zeros(0, np.float32)
         self._frame_buf: list[np.ndarray] = []
         self._n = 0                        # analysis samples consumed into hops
@@ -217,7 +218,10 @@ class AudioAnalyzer:
     def _beat_frame(self, frame: np.ndarray, known_at: float) -> list[Beat]:
         s = self.settings
         from edge.audio.onsets import block_db
-        silent = block_db(frame) < s.silence_db
+        # silence = nothing above the gate for the last half second (drum stems are quiet
+        # between hits; that is not silence)
+        self._levels.append(block_db(frame))
+        silent = max(self._levels) < s.silence_db
         value, low = self.env.process(frame)
         if silent:
             value, low = 0.0, 0.0

@@ -65,8 +65,11 @@ class OnsetDetector:
 class OnsetEnvelope:
     """Onset-strength envelope, one value per `beat_hop` samples (MuDaR eq. 2 / SuperFlux):
     the positive difference between the log-magnitude spectrum and the previous frame's
-    spectrum max-filtered over 3 bins, summed over bins; the low band (< `low_band_hz`,
-    the kick) is also returned on its own. Strictly causal: each value uses past samples only.
+    spectrum max-filtered over 3 bins. It is averaged within four bands (below `low_band_hz`
+    -- the kick --, up to 2 kHz, up to 8 kHz, above) and the band means are added, the low
+    band weighted by `low_band_weight`: a plain sum over bins would let broadband hi-hats
+    (hundreds of bins) outvote the kick (a handful), and trackers would lock to off-beats.
+    Strictly causal: each value uses past samples only.
     """
 
     def __init__(self, settings: AudioSettings, sample_rate: int):
@@ -76,7 +79,11 @@ class OnsetEnvelope:
         self._pv = aubio.pvoc(self.window, self.hop)
         freqs = np.arange(self.window // 2 + 1) * sample_rate / self.window
         self._low = freqs < settings.low_band_hz
+        edges = [0.0, settings.low_band_hz, 2000.0, 8000.0, np.inf]
+        self._bands = [(freqs >= a) & (freqs < b) for a, b in zip(edges[:-1], edges[1:])]
+        self._bands = [b for b in self._bands if b.any()]
         self._low_weight = float(settings.low_band_weight)
+        self.gamma = float(settings.envelope_log_gamma)
         self._prev: np.ndarray | None = None
         # The value of a frame describes the middle of its window.
         self.centre_offset = self.window / 2.0
@@ -84,7 +91,7 @@ class OnsetEnvelope:
     def process(self, hop: np.ndarray) -> tuple[float, float]:
         """One `beat_hop` of samples -> (envelope value, low-band part)."""
         mag = np.asarray(self._pv(hop).norm, dtype=np.float64)
-        logmag = np.log1p(100.0 * mag)
+        logmag = np.log1p(self.gamma * mag)
         if self._prev is None:
             self._prev = logmag
             return 0.0, 0.0
@@ -92,8 +99,9 @@ class OnsetEnvelope:
         ref[1:-1] = np.maximum(np.maximum(self._prev[:-2], self._prev[1:-1]), self._prev[2:])
         diff = np.maximum(0.0, logmag - ref)
         self._prev = logmag
-        low = float(diff[self._low].sum())
-        return float(diff.sum()) + self._low_weight * low, low
+        means = [float(diff[b].mean()) for b in self._bands]
+        low = float(diff[self._low].mean()) if self._low.any() else 0.0
+        return float(sum(means)) + (self._low_weight - 1.0) * low, low
 
     def reset(self) -> None:
         self._prev = None

@@ -20,7 +20,7 @@ class AudioSettings:
     onset_method: str = "hfc"            # one of ONSET_METHODS (aubio's "default" is "hfc")
     onset_hop: int = 64                  # samples per analysis step: 1.45 ms at 44.1 kHz
     onset_window: int = 512              # FFT size (power of two)
-    onset_threshold: float = 0.1         # aubio peak-picking threshold (lower: more onsets)
+    onset_threshold: float = 0.12        # aubio peak-picking threshold (lower: more onsets)
     onset_min_ioi_s: float = 0.02        # minimum inter-onset interval
     silence_db: float = -60.0            # blocks quieter than this (dBFS) give no onsets and no beats
     # Constant delay compensation: subtracted from aubio's detection position to give the
@@ -31,17 +31,20 @@ class AudioSettings:
     beat_hop: int = 512                  # samples per envelope frame (~86 frames/s at 44.1 kHz)
     beat_window: int = 1024              # FFT size of the envelope's spectrogram
     low_band_hz: float = 200.0           # kick band, weighted up in the beat envelope
-    low_band_weight: float = 1.0         # envelope = full-band flux + weight * low-band flux
+    envelope_log_gamma: float = 1.0      # log(1 + gamma * |X|) compression of the spectrum
+    low_band_weight: float = 2.0         # weight of the kick band among the four band means
     tempo_min_bpm: float = 70.0
     tempo_max_bpm: float = 180.0
     tempo_prior_bpm: float = 120.0       # centre of the log-normal tempo prior
     tempo_prior_octaves: float = 1.0     # its width (standard deviation, in octaves)
     tempo_window_s: float = 6.0          # envelope history used for the tempo estimate
+    tempo_memory_s: float = 2.0          # exponential taper of that history (0: none)
     tempo_change_sigma_bpm: float = 2.0  # how far the tempo may move per estimate (follows changes)
     beat_warmup_s: float = 2.0           # non-silent audio needed before the first beat
     beat_tightness: float = 5.0          # cumulative-score transition tightness (Ellis / BTrack)
     beat_alpha: float = 0.9              # weight of the past in the cumulative score
     beat_phase_sigma: float = 0.1        # width (in periods) of the window around the expected next beat
+    beat_phase_floor: float = 0.7        # weight of a phase far from the expected beat (switch if 1/floor x better)
     silence_reset_s: float = 2.0         # this long below `silence_db`: beats stop, tracker resets
 
     # --- eight-counts ---

@@ -51,8 +51,9 @@ def import_tensorrt():
     try:
         import tensorrt as trt  # noqa: PLC0415
     except Exception as exc:  # ImportError, or OSError from a missing libnvinfer/libnvonnxparser
+        why = str(exc).splitlines()[0] if str(exc) else "no module"
         raise DeviceError(
-            f"TensorRT is not available ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no module'}); "
+            f"TensorRT is not available ({type(exc).__name__}: {why}); "
             "it comes with JetPack on a Jetson, or NVIDIA's pip index / container on a desktop GPU "
             "(pip install 'dancewire[gpu]' there); or use the onnxruntime backend") from None
     return trt
@@ -426,14 +427,21 @@ class TrtEngine(Engine):
             if plan is not None:
                 log.warning("cached engine %s could not be loaded; rebuilding", self.cache_path)
                 self.cache_hit = False
-            if precision == "int8" and calibrator is None:
+            replay = precision == "int8" and calibrator is None     # rebuild from the calibration cache
+            if replay:
                 if not calib_file.is_file():
                     raise DancewireError(f"an INT8 engine for {self.path.name} needs a calibration: run "
                                          "`dancewire calibrate int8 FRAMES_OR_VIDEO` on this rig first")
                 calibrator = cache_only_calibrator(trt, calib_file)
-            plan = build_serialized_engine(trt, self._logger, self.path, precision, int(max_batch),
-                                           calibrator=calibrator, opt_batch=opt_batch,
-                                           workspace_mib=workspace_mib)
+            try:
+                plan = build_serialized_engine(trt, self._logger, self.path, precision, int(max_batch),
+                                               calibrator=calibrator, opt_batch=opt_batch,
+                                               workspace_mib=workspace_mib)
+            except DancewireError as exc:
+                if replay:   # e.g. a calibration cache written by another TensorRT version
+                    raise DancewireError(f"{exc}; the INT8 calibration cache {calib_file} may be stale: run "
+                                         "`dancewire calibrate int8 FRAMES_OR_VIDEO --recalibrate`") from None
+                raise
             if precision == "int8":
                 key_now()        # the calibrator may just have written the calibration cache
             _write_atomic(self.cache_path, plan)

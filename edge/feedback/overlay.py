@@ -33,6 +33,7 @@ COCO17_EDGES: tuple[tuple[int, int], ...] = (
 )
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+MIN_FONT = 0.4
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 
 
@@ -52,30 +53,68 @@ class OverlayStyle:
 
 
 def _text(img, text: str, org: tuple[int, int], scale: float, color=WHITE, thickness: int = 1) -> None:
-    """Text with a dark outline so it stays readable on any background."""
+    """Text with a dark halo so it stays readable on any background.
+
+    The text is rendered once into a small mask; the halo is that mask dilated (a thicker
+    stroke would not do: OpenCV 5's font engine makes heavier strokes wider, so they would
+    not line up with the letters). Both are alpha-blended into the frame."""
+    (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
+    r = 1 if scale < 0.8 else 2
     x, y = int(org[0]), int(org[1])
-    cv2.putText(img, text, (x, y), FONT, scale, BLACK, thickness + 2 * max(1, thickness), cv2.LINE_AA)
-    cv2.putText(img, text, (x, y), FONT, scale, color, thickness, cv2.LINE_AA)
+    px0, py0 = x - r - 1, y - th - r - 1                # patch in frame coordinates
+    px1, py1 = x + tw + r + 2, y + base + r + 2
+    H, W = img.shape[:2]
+    cx0, cy0, cx1, cy1 = max(px0, 0), max(py0, 0), min(px1, W), min(py1, H)
+    if cx0 >= cx1 or cy0 >= cy1:
+        return
+    mask = np.zeros((py1 - py0, px1 - px0), np.uint8)
+    cv2.putText(mask, text, (x - px0, y - py0), FONT, scale, 255, thickness, cv2.LINE_AA)
+    halo = cv2.dilate(mask, np.ones((2 * r + 1, 2 * r + 1), np.uint8))
+    sl = (slice(cy0 - py0, cy1 - py0), slice(cx0 - px0, cx1 - px0))
+    a_text = mask[sl].astype(np.float32)[..., None] / 255.0
+    a_halo = halo[sl].astype(np.float32)[..., None] / 255.0
+    roi = img[cy0:cy1, cx0:cx1].astype(np.float32) * (1.0 - a_halo)
+    roi = roi * (1.0 - a_text) + np.asarray(color, np.float32) * a_text
+    img[cy0:cy1, cx0:cx1] = np.clip(roi + 0.5, 0, 255).astype(np.uint8)
 
 
-def _label(img, lines: list[str], anchor: tuple[int, int], scale: float, color, thick: int) -> None:
-    """A small panel with coloured border, text lines stacked upwards from `anchor` (bottom-left)."""
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _label(img, lines: list[str], anchor: tuple[int, int], scale: float, color, thick: int,
+           taken: list[tuple[int, int, int, int]] | None = None) -> None:
+    """A small panel with coloured border, text lines stacked upwards from `anchor` (bottom-left).
+
+    ``taken``: panels already drawn this frame; this one moves up (or, at the top, down)
+    until it overlaps none of them, and is added to the list."""
     if not lines:
         return
     sizes = [cv2.getTextSize(s, FONT, scale, thick)[0] for s in lines]
+    pad = int(6 * scale) + 2 + 2 * thick        # room for the text outline
     line_h = max(h for _, h in sizes) + int(8 * scale) + 2
-    w = max(w for w, _ in sizes) + int(12 * scale) + 4
+    w = max(w for w, _ in sizes) + 2 * pad
     h = line_h * len(lines) + 4
     H, W = img.shape[:2]
     x0 = int(min(max(anchor[0], 0), max(W - w, 0)))
     y1 = int(min(max(anchor[1], h), H))
+    if taken is not None:
+        start, step = y1, -(h + 2)
+        for _ in range(2 * len(taken) + 2):
+            if not any(_overlaps((x0, y1 - h, x0 + w, y1), r) for r in taken):
+                break
+            y1 += step
+            if y1 < h:                          # off the top: search downwards instead
+                step, y1 = h + 2, start + h + 2
+        y1 = int(min(y1, H))
+        taken.append((x0, y1 - h, x0 + w, y1))
     y0 = y1 - h
     roi = img[max(y0, 0):y1, x0:x0 + w]
     if roi.size:
         roi[:] = (roi * 0.35).astype(np.uint8)     # darken behind the text
     cv2.rectangle(img, (x0, max(y0, 0)), (x0 + w - 1, y1 - 1), color, max(1, thick))
     for i, s in enumerate(lines):
-        _text(img, s, (x0 + int(6 * scale) + 2, y0 + line_h * (i + 1) - int(4 * scale)), scale, WHITE, thick)
+        _text(img, s, (x0 + pad, y0 + line_h * (i + 1) - int(4 * scale)), scale, WHITE, thick)
 
 
 def draw_skeleton(img: np.ndarray, pose: Pose, color, thickness: int, min_score: float) -> None:
@@ -139,12 +178,18 @@ def draw_beat(img: np.ndarray, beat: Beat | None, t: float, scale: float, pulse_
         cv2.rectangle(img, (x, y0), (x + box, y0 + box), fill, -1)
         cv2.rectangle(img, (x, y0), (x + box, y0 + box), WHITE, 1)
         if lit:
-            _text(img, str(count), (x + box // 4, y0 + int(box * 0.8)), 0.45 * scale + 0.1, BLACK, 1)
+            digit = 0.45 * scale + 0.1
+            (dw, dh), _ = cv2.getTextSize(str(count), FONT, digit, 1)
+            cv2.putText(img, str(count), (x + (box - dw) // 2, y0 + (box + dh) // 2), FONT, digit, BLACK, 1,
+                        cv2.LINE_AA)
     if beat is not None:
         caption = f"count {count}/8   {beat.bpm:.0f} BPM"
     else:
         caption = "no beat yet"
-    _text(img, caption, (x0, y0 + box + int(22 * scale) + 4), 0.55 * scale, WHITE, max(1, thick // 2))
+    font = max(MIN_FONT, 0.55 * scale)
+    (tw, _), _ = cv2.getTextSize(caption, FONT, font, 1)
+    cx_text = int(min(x0, W - tw - 6))
+    _text(img, caption, (max(cx_text, 2), y0 + box + int(20 * font) + 6), font, WHITE, max(1, thick // 2))
 
 
 def draw_overlay(image: np.ndarray, poses: PoseFrame | None, beat: Beat | None = None,
@@ -156,13 +201,16 @@ def draw_overlay(image: np.ndarray, poses: PoseFrame | None, beat: Beat | None =
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"expected a BGR uint8 image (H, W, 3), got {img.shape} {img.dtype}")
     H, W = img.shape[:2]
-    scale = style.scale or max(0.5, min(H, W * 9 / 16) / 720.0 * 1.4)
-    thick = max(2, int(round(3 * scale)))
-    text_thick = max(1, int(round(scale * 1.5)))
+    # one size knob from the frame: 1.2 on 1280x720, ~0.6 on a 288x512 portrait clip
+    scale = style.scale or float(np.clip(min(H / 720.0, W / 560.0) * 1.2, 0.5, 3.0))
+    thick = max(2, int(round(2.5 * scale)))
+    text_thick = max(1, int(round(scale * 1.2)))
+    font = max(MIN_FONT, 0.5 * scale)      # Hershey text below ~0.4 is not legible
     feedback = feedback or {}
     if t is None:
         t = poses.t if poses is not None else (beat.t if beat is not None else 0.0)
 
+    taken: list[tuple[int, int, int, int]] = []
     for pose in (poses.poses if poses is not None else []):
         color = track_color(pose.track_id)
         draw_skeleton(img, pose, color, thick, style.min_score)
@@ -178,14 +226,15 @@ def draw_overlay(image: np.ndarray, poses: PoseFrame | None, beat: Beat | None =
             left, top = float(pose.box[0]), float(pose.box[1])
         info = feedback.get(pose.track_id, feedback.get(str(pose.track_id)))
         _label(img, _dancer_lines(pose.track_id, info), (int(left), int(top - 8 * scale)),
-               0.5 * scale, color, text_thick)
+               font, color, text_thick, taken)
 
     draw_beat(img, beat, t, scale, style.pulse_decay_s)
 
     hud = [f"dancers {len(poses.poses) if poses is not None else 0}"]
     if latency_ms is not None:
         hud.append(f"latency {latency_ms:.0f} ms")
-    _label(img, ["   ".join(hud)], (int(8 * scale), H - int(8 * scale)), 0.55 * scale, WHITE, text_thick)
+    _label(img, ["   ".join(hud)], (int(8 * scale), H - int(8 * scale)), max(MIN_FONT, 0.55 * scale),
+           WHITE, text_thick)
     return img
 
 

@@ -598,3 +598,7 @@ class EdgeLink:
                     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH and self._fatal is None:
                         self._fatal = AuthRejectedError(self.last_error)
                     self._state_cond.notify_all()
+                # libzmq does not retry after a refused handshake: a new socket, after the backoff
+                # (the key may be allowed later; the allow-list is reloadable)
+                self._reconnect_later()
+                return

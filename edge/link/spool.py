@@ -100,6 +100,7 @@ class Spool:
         self._wal_fd: int | None = None
         self._dirty = False
         self._last_sync = time.monotonic()
+        self._last_warn = -1e9
 
     # ------------------------------------------------------------------ sequence numbers
     def reserve(self, n: int) -> int:
@@ -146,8 +147,8 @@ class Spool:
                 raise
             self._dirty = True
         if not all(stored):
-            log.warning("spool full (%d batches, %d bytes): refused %d new batch(es)",
-                        self._stats.batches, self._stats.bytes, stored.count(False))
+            self._warn("spool full (%d batches, %d bytes): refused %d new batch(es) so far",
+                       self._stats.batches, self._stats.bytes, self._stats.refused_batches)
         return stored
 
     def _make_room(self, size: int) -> bool:
@@ -176,8 +177,15 @@ class Spool:
         self._stats.batches, self._stats.bytes = batches, nbytes
         self._stats.dropped_batches += dropped_b
         self._stats.dropped_windows += dropped_w
-        log.warning("spool full: dropped the %d oldest batch(es) (%d windows) to make room", dropped_b, dropped_w)
+        self._warn("spool full: dropped %d oldest batch(es) so far (%d windows)",
+                   self._stats.dropped_batches, self._stats.dropped_windows)
         return True
+
+    def _warn(self, msg: str, *args) -> None:
+        now = time.monotonic()
+        if now - self._last_warn >= 10.0:   # at most one warning per 10 s; the counters have the totals
+            self._last_warn = now
+            log.warning(msg, *args)
 
     # ------------------------------------------------------------------ reading / trimming
     def pending(self, after_seq: int, limit: int = 256) -> list[tuple[int, int, bytes]]:

@@ -1,7 +1,7 @@
 """The audio track of a video or audio file through PyAV, as AudioBlocks on the media clock.
 
-Decoded with libavcodec, converted by `av.AudioResampler` to mono float32 at the analysis
-rate, and cut into blocks of `block_size` samples. A block's `t` is the media time of its
+Decoded with libavcodec, converted by `av.AudioResampler` to float32 at the analysis rate,
+averaged over channels to mono, and cut into blocks of `block_size` samples. A block's `t` is the media time of its
 first sample: the decoded frame's pts relative to the container's start (the same origin
 as the video frames of edge/sources/video.py), continued by sample counting inside a frame.
 """
@@ -84,7 +84,9 @@ class AudioFileSource:
         try:
             stream = container.streams.audio[0]
             start = container.start_time / 1e6 if container.start_time is not None else 0.0
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=self.sample_rate)
+            # keep the channel layout and average the channels ourselves: libswresample's
+            # downmix scales the sum by 1/sqrt(2), which can clip and differs from the mic's mean
+            resampler = av.AudioResampler(format="fltp", layout=None, rate=self.sample_rate)
             buf = np.zeros(0, np.float32)
             buf_t: float | None = None       # media time of buf[0]
             produced = 0
@@ -102,7 +104,9 @@ class AudioFileSource:
             def take(frames):
                 nonlocal buf, buf_t, produced
                 for f in frames:
-                    x = f.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                    planes = f.to_ndarray()                      # (channels, n) planar
+                    x = planes[0] if planes.shape[0] == 1 else planes.mean(axis=0)
+                    x = np.ascontiguousarray(x, dtype=np.float32)
                     if x.size == 0:
                         continue
                     if buf_t is None:

@@ -3,7 +3,8 @@
 Pre/post-processing of the one model, rtmlib style, following mediapipe 0.10.21's
 PoseDetectionCpu graph (shared/docs/pose-models.md):
 
-* input: the frame letterboxed (aspect kept, black border) into 224x224 RGB scaled to [-1, 1];
+* input: the frame letterboxed (aspect kept, black border, one continuous affine warp as
+  mediapipe's ImageToTensor) into 224x224 RGB scaled to [-1, 1];
   NCHW or NHWC is read off the engine's input shape;
 * outputs: boxes (B, 2254, 12) = x, y, w, h + 4 keypoints (x, y), in 224-px units relative to
   SSD anchors; scores (B, 2254, 1) logits;
@@ -157,11 +158,11 @@ class BlazePoseDetector:
         return [(int(s), 0, int(s) + short, short) if width >= height else (0, int(s), short, int(s) + short)
                 for s in starts]
 
-    def preprocess(self, image: np.ndarray, region: tuple[int, int, int, int] | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        """Letterbox `region` of a BGR frame into one model input (H, W, 3 float RGB in [-1, 1]).
+    def letterbox(self, image: np.ndarray, region: tuple[int, int, int, int] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Letterbox `region` of a BGR frame into 224x224 BGR uint8 (black border).
 
-        Returns the tensor and the 2x3 affine from tensor pixels back to frame pixels."""
+        Returns the small image and the 2x3 affine from its pixels back to frame pixels."""
         h, w = image.shape[:2]
         x0, y0, x1, y1 = region or (0, 0, w, h)
         rw, rh = x1 - x0, y1 - y0
@@ -171,9 +172,14 @@ class BlazePoseDetector:
         fwd = np.array([[s, 0, pad_x - s * x0], [0, s, pad_y - s * y0]], np.float64)
         small = cv2.warpAffine(image, fwd, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-        tensor = small[:, :, ::-1].astype(np.float32) * (2.0 / 255.0) - 1.0
         back = np.array([[1 / s, 0, x0 - pad_x / s], [0, 1 / s, y0 - pad_y / s]], np.float64)
-        return tensor, back
+        return small, back
+
+    def preprocess(self, smalls: list[np.ndarray]) -> np.ndarray:
+        """Letterboxed BGR images -> model batch, RGB in [-1, 1], NCHW (or NHWC)."""
+        batch = cv2.dnn.blobFromImages(smalls, scalefactor=1.0 / 127.5, mean=(127.5, 127.5, 127.5),
+                                       swapRB=True)
+        return batch if self.nchw else np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
 
     # -- post-processing ----------------------------------------------------------------
     def decode(self, raw_boxes: np.ndarray, raw_scores: np.ndarray
@@ -207,11 +213,8 @@ class BlazePoseDetector:
     def __call__(self, image: np.ndarray) -> list[Detection]:
         h, w = image.shape[:2]
         regions = self.regions(w, h)
-        tensors, backs = zip(*(self.preprocess(image, r) for r in regions))
-        batch = np.stack(tensors)
-        if self.nchw:
-            batch = batch.transpose(0, 3, 1, 2)
-        outputs = self.engine.run_batched(self.input_name, np.ascontiguousarray(batch))
+        smalls, backs = zip(*(self.letterbox(image, r) for r in regions))
+        outputs = self.engine.run_batched(self.input_name, self.preprocess(list(smalls)))
         raw_boxes = _pick(outputs, 4 + 2 * NUM_KEYPOINTS, ("boxes", "Identity"))
         raw_scores = _pick(outputs, 1, ("scores", "Identity_1"))
         all_b, all_s, all_k = [], [], []

@@ -56,11 +56,6 @@ class Roi:
         q = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float64)
         return q @ a[:, :2].T + a[:, 2]
 
-    def bounds(self) -> np.ndarray:
-        """Axis-aligned box x0 y0 x1 y1 around the rotated square."""
-        c = self.corners()
-        return np.concatenate([c.min(0), c.max(0)])
-
 
 def _normalize_angle(a: float) -> float:
     return a - 2 * math.pi * math.floor((a + math.pi) / (2 * math.pi))
@@ -146,11 +141,9 @@ class BlazePoseLandmarks:
 
     def preprocess(self, image: np.ndarray, rois: list[Roi]) -> np.ndarray:
         """Batch (B, 3, 256, 256) (or NHWC) float32 RGB in [0, 1]."""
-        crops = np.stack([self.crop(image, r) for r in rois])
-        batch = crops[..., ::-1].astype(np.float32) * (1.0 / 255.0)
-        if self.nchw:
-            batch = batch.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(batch)
+        crops = [self.crop(image, r) for r in rois]
+        batch = cv2.dnn.blobFromImages(crops, scalefactor=1.0 / 255.0, swapRB=True)   # NCHW RGB
+        return batch if self.nchw else np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
 
     def postprocess(self, raw: np.ndarray, flags: np.ndarray, rois: list[Roi]) -> list[LandmarkResult]:
         raw = raw.reshape(len(rois), NUM_LANDMARKS, 5).astype(np.float64)

@@ -25,7 +25,6 @@ The longest gap that can be filled is min(max_gap, delay) frames.
 """
 from __future__ import annotations
 
-import copy
 from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -36,6 +35,11 @@ from scipy.interpolate import make_interp_spline
 from edge.records import Pose, PoseFrame
 
 BASE_FPS = 30.0
+
+
+def _copy(pose: Pose) -> Pose:
+    return Pose(pose.track_id, pose.t, np.array(pose.kp17, np.float32, copy=True), np.array(pose.box, copy=True),
+                pose.score, None if pose.filled is None else pose.filled.copy())
 
 
 class _Sample(NamedTuple):
@@ -119,7 +123,7 @@ class PoseCleaner:
         for pose in posefr.poses:
             acc = self._check(pose, posefr.index, posefr.t)
             accepted_by_id[pose.track_id] = acc
-            raw[pose.track_id] = copy.deepcopy(pose)
+            raw[pose.track_id] = _copy(pose)
             if not acc.all():
                 self.rejected_total += int((~acc).sum())
                 st = self._live[pose.track_id]
@@ -186,8 +190,7 @@ class PoseCleaner:
                 if pose is not None:
                     poses.append(pose)   # a filled pose is not a sample for later fills
                 continue
-            pose = copy.deepcopy(pose)
-            pose.kp17 = np.array(pose.kp17, np.float32, copy=True)
+            pose = _copy(pose)
             acc = entry.accepted[tid]
             filled = np.zeros(len(pose.kp17), bool)
             if not acc.all():

@@ -13,8 +13,7 @@ Per frame:
    `det_max_rounds` times, while each round finds someone new;
 3. all ROIs go through the landmark model in ONE batch;
 4. a person whose pose flag is below `pose_threshold` is lost (its ROI is dropped and the
-   detector runs on the next frame); two ROIs that converged on one dancer are merged
-   (the weaker is dropped).
+   detector runs on the next frame); two estimates of one body are merged (see `_dedupe`).
 
 Results with a flag in [keep_low_poses, pose_threshold) are still returned, marked `lost`,
 so that the tracker can use them as ByteTrack's low-score boxes.
@@ -50,6 +49,14 @@ class PersonEstimate:
 
 def _torso(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return points[list(_HIPS)].mean(0), points[list(_SHOULDERS)].mean(0)
+
+
+def _inside(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of box a's area inside box b."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    area = (a[2] - a[0]) * (a[3] - a[1])
+    return float(max(iw, 0) * max(ih, 0) / area) if area > 0 else 0.0
 
 
 def _same_detection(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
@@ -91,13 +98,24 @@ class MultiPoseEstimator:
         return False
 
     def _dedupe(self, estimates: list[PersonEstimate]) -> list[PersonEstimate]:
-        """Drop the weaker of two estimates that describe the same body."""
+        """One estimate per body.
+
+        * Two estimates are the same person when at least `dedupe_frac` of their core
+          keypoints lie within `dedupe_dist` body sizes of each other (two ROIs that
+          converged on one dancer); the one kept is not lost, carried over, higher flag.
+        * A fresh detection whose landmark box lies for at least `fresh_overlap` of its area
+          inside a carried-over person's box is dropped: the detector also fires on parts of
+          a dancer already tracked (a skirt, the legs), and the landmark model then finds a
+          confident "person" there."""
         keep: list[PersonEstimate] = []
         for est in sorted(estimates, key=lambda e: (e.lost, e.from_detection, -e.score)):
             pts = est.result.points[_CORE]
             body = max(float(np.ptp(est.result.points[:NUM_BODY], axis=0).max()), 1.0)
-            if any(np.linalg.norm(pts - k.result.points[_CORE], axis=1).mean() < self.s.dedupe_dist * body
-                   for k in keep):
+            if any((np.linalg.norm(pts - k.result.points[_CORE], axis=1) < self.s.dedupe_dist * body).mean()
+                   >= self.s.dedupe_frac for k in keep):
+                continue
+            if est.from_detection and any(not k.from_detection and _inside(est.result.box(), k.result.box())
+                                          >= self.s.fresh_overlap for k in keep):
                 continue
             keep.append(est)
         return sorted(keep, key=lambda e: e.slot)
@@ -151,6 +169,7 @@ class MultiPoseEstimator:
         s = self.s
         rois: list[tuple[int, Roi, bool]] = [(slot, res.next_roi(s.roi_scale), False)
                                              for slot, res in self._tracked.items()]
+        self._since_detect += 1
         if self._should_detect():
             self._since_detect = 0
             self.detector_runs += 1
@@ -162,8 +181,6 @@ class MultiPoseEstimator:
                     continue
                 rois.append((self._next_slot, roi, True))
                 self._next_slot += 1
-        else:
-            self._since_detect += 1
         if stamps is not None:
             stamp(stamps, "detect")
 

@@ -36,9 +36,13 @@ class VisionSettings:
     # The detector reports about one person per image; known people are masked out and it
     # runs again while it finds someone new, at most this many times per detection frame.
     det_max_rounds: int = 4
-    # Two tracked ROIs that converged on one dancer: the weaker one is dropped when their
-    # body keypoints are closer than this (mean distance / body size).
-    dedupe_dist: float = 0.12
+    # Two estimates are one body (the weaker is dropped) when at least `dedupe_frac` of their
+    # 13 core keypoints lie within `dedupe_dist` body sizes of each other.
+    dedupe_dist: float = 0.1
+    dedupe_frac: float = 0.5
+    # A fresh detection whose landmark box lies this much inside a tracked person's box is
+    # a part of that person (the detector fires on skirts, legs), not a new dancer.
+    fresh_overlap: float = 0.5
     keep_low_poses: float = 0.2         # pose flags in [this, pose_threshold) go to the tracker as low-score boxes
 
     # --- tracker (ByteTrack) ------------------------------------------------------------

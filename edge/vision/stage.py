@@ -26,6 +26,7 @@ import logging
 
 import numpy as np
 
+from dancewire.errors import BadInputError
 from edge.engines.base import Engine
 from edge.records import Frame, Pose, PoseFrame, stamp
 from edge.vision.blazepose_detector import BlazePoseDetector
@@ -86,8 +87,18 @@ class PoseStage:
             self._fps = self.frames / (frame.t - self._first_t)
             self.tracker.buffer = max(1, round(self.settings.track_buffer_s * self._fps))
 
+    @staticmethod
+    def _validate(frame: Frame) -> None:
+        img = frame.image
+        if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 \
+                or min(img.shape[:2]) == 0:
+            what = (f"{img.dtype} array of shape {img.shape}" if isinstance(img, np.ndarray)
+                    else type(img).__name__)
+            raise BadInputError(f"frame {frame.index}: need a BGR uint8 image (H, W, 3), got {what}")
+
     def __call__(self, frame: Frame) -> PoseFrame:
         s = self.settings
+        self._validate(frame)
         self._learn_fps(frame)
         self.frames += 1
         estimates = self.estimator(frame.image, frame.stamps)           # stamps detect, landmarks

@@ -216,7 +216,3 @@ class ByteTracker:
         if scores is not None:
             iou = iou * scores[None, :]
         return 1.0 - iou
-
-    @property
-    def active_ids(self) -> list[int]:
-        return [t.track_id for t in self.tracks if t.state == TRACKED and t.confirmed]

@@ -111,6 +111,17 @@ def test_too_few_claps_is_a_clear_error():
         avo.estimate_offset(t, l, r, samples, sr, scores=s)
 
 
+def test_music_everywhere_is_refused_not_matched_by_chance():
+    """Hand meetings unrelated to the sound, in a track full of onsets (music): no calibration."""
+    rng = np.random.default_rng(7)
+    claps = _claps(6)
+    t, l, r, s = clap_keypoints(claps)
+    hits = np.sort(rng.uniform(0.1, claps[-1] + 0.9, 30))        # ~3 onsets per second
+    samples, sr = clap_audio(np.array([]), 0.0, duration=claps[-1] + 1.0, distractors=hits)
+    with pytest.raises(BadInputError, match="chance|matching claps"):
+        avo.estimate_offset(t, l, r, samples, sr, scores=s)
+
+
 def test_matching_ignores_unrelated_onsets():
     video = np.array([1.0, 2.1, 3.3, 4.2, 5.6])
     audio = np.sort(np.r_[video + 0.06, [0.3, 1.45, 2.5, 3.05, 4.9]])

@@ -13,14 +13,13 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import standin  # noqa: E402
+import cloud_standin as standin  # noqa: E402
+from cloud_standin import make_gallery  # noqa: E402
 
 from cloud.gallery import Gallery  # noqa: E402
-from cloud.records import Reference  # noqa: E402
 
 PG_BIN = Path("/usr/lib/postgresql")
 HOLDOUT = ("DANCE_C_8", "DANCE_R_9", "DANCE_W_8")   # one unseen sequence per ballroom style
@@ -41,26 +40,16 @@ def ballroom(shared_data) -> list[dict]:
     return seqs
 
 
-def make_gallery(seqs: list[dict], routine_of=None, score_of=None) -> Gallery:
-    refs, embs = [], []
-    for s in seqs:
-        for k, ((t0, t1), e) in enumerate(zip(s["times"], s["emb"])):
-            routine = routine_of(s) if routine_of else ""
-            refs.append(Reference(f"{s['name']}@{k}", s["style"], routine=routine, group=s["style"] + "-crew",
-                                  video=s["name"], t0=float(t0), t1=float(t1),
-                                  phrase=int(((t0 + t1) / 2) // 4.0) if routine else -1,
-                                  score=score_of(s, k) if score_of else float("nan")))
-            embs.append(e)
-    return Gallery(np.stack(embs), refs, {"model_id": "standin", "hash": "standin-v1"})
-
-
 @pytest.fixture(scope="session")
 def ballroom_gallery(ballroom) -> tuple[Gallery, list[dict]]:
-    """(gallery of all sequences but the holdout ones, the holdout sequences), calibrated."""
+    """(gallery of all sequences but the holdout ones, the holdout sequences), calibrated.
+
+    Each reference performance is also enrolled as a routine of its own (eight-counts of 4 s),
+    so the holdout dancers get routine similarity scores against their nearest routine."""
     from cloud.enroll import fit_gallery
     from cloud.settings import ClassifySettings
 
-    g = make_gallery([s for s in ballroom if s["name"] not in HOLDOUT])
+    g = make_gallery([s for s in ballroom if s["name"] not in HOLDOUT], routine_of=lambda s: s["name"])
     fit_gallery(g, ClassifySettings())
     return g, [s for s in ballroom if s["name"] in HOLDOUT]
 

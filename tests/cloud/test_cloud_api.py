@@ -33,7 +33,7 @@ def served(tmp_path, ballroom_gallery, make_server):
 
 
 def feed(service, ballroom_gallery, n):
-    import standin
+    import cloud_standin as standin
     _, holdout = ballroom_gallery
     events = standin.simulated_session(holdout)[:n]
     for _, w, b in events:
@@ -129,6 +129,9 @@ def test_websocket_live_stream(served, ballroom_gallery):
     while "dashboard" not in served.service.latency.summary() and time.time() < deadline:
         time.sleep(0.05)
     assert served.service.latency.summary()["dashboard"]["count"] == 10
+    feed(served.service, ballroom_gallery, 12)       # the next batch stores the acknowledged samples
+    hist = get(served.url + "/api/latency?history_s=600")["history"]
+    assert hist["dashboard"]["count"] == 10 and hist["publish"]["count"] >= 12
     ws.close()
 
 

@@ -47,7 +47,7 @@ def test_routine_score_meaning():
 def test_routine_similarity_on_real_motion(ballroom):
     """Teacher: one waltz performance enrolled as a routine. The same performance, later windows of each
     eight-count, scores high; a rumba scores lower; matches follow the routine's order."""
-    from conftest import make_gallery
+    from cloud_standin import make_gallery
 
     teacher = next(s for s in ballroom if s["name"] == "DANCE_W_1")
     g = make_gallery([teacher], routine_of=lambda s: "waltz-routine")

@@ -33,7 +33,7 @@ def test_migrations_apply_once(db_url):
 
 
 def stream_into(service, ballroom_gallery, n_windows=None, session="class-1"):
-    import standin
+    import cloud_standin as standin
     _, holdout = ballroom_gallery
     events = standin.simulated_session(holdout, session=session)
     if n_windows:

@@ -94,6 +94,11 @@ class FakeCudart(types.ModuleType):
         assert int(stream) in self.streams
         return (cudaError_t.cudaSuccess,)
 
+    def cudaMemcpy(self, dst, src, nbytes, kind):
+        ctypes.memmove(int(dst), int(src), int(nbytes))
+        self.copies.append((int(kind), int(nbytes)))
+        return (cudaError_t.cudaSuccess,)
+
     def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):
         assert int(stream) in self.streams
         ctypes.memmove(int(dst), int(src), int(nbytes))
@@ -251,7 +256,8 @@ class FakeTensorRT(types.ModuleType):
                             n = int(np.prod(shape)) * first.dtype.itemsize
                             raw = np.ctypeslib.as_array(ctypes.cast(int(ptrs[0]), ctypes.POINTER(ctypes.c_uint8)), (n,))
                             trt.calibration_batches.append(raw.view(first.dtype).reshape(shape).copy())
-                        calib.write_calibration_cache(b"TRT-fake-calibration " + str(len(trt.calibration_batches)).encode())
+                        stamp = str(len(trt.calibration_batches)).encode()
+                        calib.write_calibration_cache(b"TRT-fake-calibration " + stamp)
                 return json.dumps({"path": network.path, "profile": shapes}).encode()
 
         class Context:

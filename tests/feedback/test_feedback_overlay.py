@@ -169,3 +169,16 @@ def test_sink_records_and_serves(tmp_path, shared_data):
     with av.open(str(tmp_path / "s.mp4")) as c:
         assert len(list(c.decode(video=0))) == 3
     assert FeedbackSink().write(frame.image, pf) is None
+
+
+def test_labels_of_dancers_close_together_do_not_overlap(shared_data):
+    from edge.feedback.overlay import _label, _overlaps
+    frame, _ = _real_frame_and_pose(shared_data)
+    img = frame.image.copy()
+    taken: list = []
+    for i in range(5):                                   # five labels wanting the same spot
+        _label(img, [f"#{i} house 70%", "sim 0.60  on-beat 50%"], (470, 90), 0.6, track_color(i), 1, taken)
+    assert len(taken) == 5
+    assert not any(_overlaps(a, b) for k, a in enumerate(taken) for b in taken[k + 1:])
+    H, W = img.shape[:2]
+    assert all(0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H for x0, y0, x1, y1 in taken)

@@ -394,3 +394,14 @@ def test_settings_load_from_overrides():
 
     s = load(VisionSettings, overrides=["detector_period=5", "clean=false", "jump_max=0.5"])
     assert s.detector_period == 5 and s.clean is False and s.jump_max == 0.5
+
+
+def test_stage_rejects_bad_frames_with_a_clear_error():
+    from dancewire.errors import BadInputError
+    from edge.records import Frame
+    from edge.vision.stage import PoseStage
+
+    stage = PoseStage(VisionSettings(), FakeDetector(0, np.zeros(12, np.float32)), FakeLandmarks())
+    for bad in (np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32), np.zeros((0, 5, 3), np.uint8), None):
+        with pytest.raises(BadInputError, match="BGR uint8"):
+            stage(Frame(0, 0.0, bad))

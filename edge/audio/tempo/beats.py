@@ -33,6 +33,7 @@ class BeatTracker:
         self.alpha = float(s.beat_alpha)
         self.tightness = float(s.beat_tightness)
         self.phase_sigma = float(s.beat_phase_sigma)
+        self.phase_floor = float(s.beat_phase_floor)
         self.H = max(16, int(round(s.tempo_window_s * self.fr)))
         self.bpms = np.arange(s.tempo_min_bpm, s.tempo_max_bpm + 1e-9, 1.0)
         logdev = np.log2(self.bpms / s.tempo_prior_bpm) / max(s.tempo_prior_octaves, 1e-3)
@@ -42,6 +43,7 @@ class BeatTracker:
         self.transition = np.exp(-0.5 * (d / sig) ** 2)
         self.transition /= self.transition.sum(axis=0, keepdims=True)
         self.tempo_every = max(1, int(round(0.25 * self.fr)))
+        self.memory_frames = max(0.0, float(s.tempo_memory_s)) * self.fr
         self.warmup_frames = int(round(s.beat_warmup_s * self.fr))
         self.silence_reset_frames = max(1, int(round(s.silence_reset_s * self.fr)))
         self.max_period = 60.0 * self.fr / self.bpms[0]
@@ -87,7 +89,8 @@ class BeatTracker:
             value = 0.0
         else:
             self.silent_run = 0
-            self.active += 1
+        if self.active or not silent:
+            self.active += 1           # frames since the music started (or came back)
 
         # history and cumulative score
         self.odf[:-1] = self.odf[1:]
@@ -104,10 +107,10 @@ class BeatTracker:
         out: list[int] = []
         if self.silent_run >= self.silence_reset_frames:
             return out
-        if self.next_beat is None:
-            if self.tempo_known and self.active >= self.warmup_frames:
+        if self.last_beat is None:
+            if self.next_beat is None and self.tempo_known and self.active >= self.warmup_frames:
                 self._predict(n)
-        elif self.predict_at is not None and n >= self.predict_at:
+        elif self.next_beat is None and self.predict_at is not None and n >= self.predict_at:
             self._predict(n)
         while self.next_beat is not None and n >= self.next_beat - lead:
             b = self.next_beat
@@ -127,6 +130,8 @@ class BeatTracker:
         k = 8
         mean = np.convolve(o, np.ones(2 * k + 1) / (2 * k + 1), mode="same")
         o = np.maximum(0.0, o - mean)
+        if self.memory_frames > 0:   # recent frames count more: a new tempo takes over sooner
+            o = o * np.exp(-np.arange(o.size)[::-1] / self.memory_frames)
         n = o.size
         nfft = 1 << (2 * n - 1).bit_length()
         spec = np.fft.rfft(o, nfft)
@@ -166,22 +171,31 @@ class BeatTracker:
 
     # ------------------------------------------------------------------ prediction
     def _predict(self, n: int) -> None:
-        """Extend the cumulative score one period into the future and pick the next beat."""
+        """Pick the next beat: the phase of the beat grid (period P) that collects the most
+        onset strength over the history, near the expected beat once a grid is running."""
         p = self.period
-        horizon = max(2, int(math.ceil(p)))
-        ext = np.concatenate([self.cum, np.zeros(horizon)])
-        base = self.H - 1  # index of frame n in ext
-        for m in range(1, horizon + 1):
-            i = base + m
-            seg = ext[i - self.kmax: i - self.kmin + 1][::-1]
-            ext[i] = self.alpha * float(np.max(self.w * seg))
-        future = ext[base + 1: base + 1 + horizon]
-        m = np.arange(1, horizon + 1, dtype=float)
+        h = self.odf[self.H - self.filled:]
+        last = h.size - 1                     # index of frame n in h
+        nph = max(2, int(math.ceil(p)))
+        phases = np.arange(nph, dtype=float)
+        score = np.zeros(nph)
+        j = 0
+        while True:
+            pos = last - phases - j * p
+            ok = pos >= 0
+            if not ok.any():
+                break
+            i0 = np.floor(pos[ok]).astype(int)
+            frac = pos[ok] - i0
+            i1 = np.minimum(i0 + 1, last)
+            score[ok] += (0.85 ** j) * ((1 - frac) * h[i0] + frac * h[i1])
+            j += 1
+        pred = n - phases + p                 # candidate next beats, in (n - nph + p, n + p]
         if self.last_beat is not None:
-            # continue the grid: a Gaussian around the beat one period after the last one
-            weight = np.exp(-0.5 * ((m - (self.last_beat + p - n)) / (p * self.phase_sigma)) ** 2)
-        else:
-            # first beat: any phase within the coming period
-            weight = np.ones_like(m)
-        self.next_beat = n + 1 + int(np.argmax(future * weight))
+            expected = self.last_beat + p
+            near = np.exp(-0.5 * ((pred - expected) / (p * self.phase_sigma)) ** 2)
+            # continuity, but a phase that explains the history clearly better still wins
+            score = score * (self.phase_floor + (1.0 - self.phase_floor) * near)
+        best = float(pred[int(np.argmax(score))])
+        self.next_beat = max(n + 1, int(round(best)))
         self.predict_at = None

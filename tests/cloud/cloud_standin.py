@@ -89,12 +89,31 @@ def sequence_embeddings(seq: dict, window_s: float = WINDOW_S, hop_s: float = HO
     return times, embed_windows(np.stack([w for _, _, w in wins]))
 
 
+def make_gallery(seqs: list[dict], routine_of=None, score_of=None):
+    """A gallery of the sequences' windows: label style, group "<style>-crew", video = the sequence."""
+    from cloud.gallery import Gallery
+    from cloud.records import Reference
+
+    refs, embs = [], []
+    for s in seqs:
+        for k, ((t0, t1), e) in enumerate(zip(s["times"], s["emb"])):
+            routine = routine_of(s) if routine_of else ""
+            refs.append(Reference(f"{s['name']}@{k}", s["style"], routine=routine, group=s["style"] + "-crew",
+                                  video=s["name"], t0=float(t0), t1=float(t1),
+                                  phrase=int(((t0 + t1) / 2) // 4.0) if routine else -1,
+                                  score=score_of(s, k) if score_of else float("nan")))
+            embs.append(e)
+    return Gallery(np.stack(embs), refs, {"model_id": "standin", "hash": "standin-v1"})
+
+
 def simulated_session(seqs: list[dict], node: str = "studio-a", session: str = "class-1", bpm: float = 120.0,
                       start_seq: int = 0):
     """A simulated edge's stream: [(t, windows, beat grids)] in media-time order.
 
     Each sequence is one dancer (track id = its position); windows carry their stand-in
-    embeddings; beat grids every 2 s hold beats at the given tempo with counts 1..8.
+    embeddings; beat grids every 2 s hold beats at the given tempo with counts 1..8. The beat
+    grid and the windows' beat_alignment values are synthetic (a slow wave per dancer): they
+    exercise the display and the plumbing, not the edge's rhythm metrics.
     """
     from cloud.records import BeatGridIn, WindowIn
 
@@ -114,8 +133,7 @@ def simulated_session(seqs: list[dict], node: str = "studio-a", session: str = "
             seq += 1
             next_grid += 2.0
         mid = 0.5 * (t0 + t1)
-        phase = (mid % period) / period
-        ba = float(np.clip(1.0 - 2 * min(phase, 1 - phase) + 0.1 * np.sin(mid), 0, 1))
+        ba = float(np.clip(0.7 + 0.25 * np.sin(2 * np.pi * mid / 9.0 + 1.3 * track) + 0.08 * np.sin(7.3 * mid), 0, 1))
         w = WindowIn(node, session, track, seq, t0, t1, e, {"beat_alignment": ba, "tempo_bpm": bpm}, 0.9)
         seq += 1
         out.append((t1, [w], grids))

@@ -1,0 +1,93 @@
+"""`dancewire cloud enroll|gallery|token|migrate|prune` on real files."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cloud.gallery import Gallery
+from dancewire.cli import main
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("DANCEWIRE_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+def write_jsonl(path, seq, with_beats=True):
+    """The edge's analyze stream for one sequence: window records (+ beats, 120 BPM)."""
+    lines = [{"type": "summary", "encoder": {"encoder_hash": "standin-v1", "model_id": "standin"}}]
+    if with_beats:
+        lines += [{"type": "beat", "t": 0.5 * k, "known_at": 0.5 * k, "count": k % 8 + 1, "bpm": 120.0}
+                  for k in range(int(seq["times"][-1, 1] / 0.5) + 1)]
+    lines += [{"type": "window", "dancer": 1, "t0": float(a), "t1": float(b), "embedding": e.tolist(),
+               "rhythm": {"beat_alignment": 0.5}} for (a, b), e in zip(seq["times"], seq["emb"])]
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+
+
+def test_enroll_jsonl_and_npz(home, ballroom, capsys):
+    gal = home / "g.npz"
+    by = {s["name"]: s for s in ballroom}
+    write_jsonl(home / "DANCE_W_1.jsonl", by["DANCE_W_1"])
+    write_jsonl(home / "DANCE_W_3.jsonl", by["DANCE_W_3"], with_beats=False)
+    assert main(["cloud", "enroll", str(home / "DANCE_W_1.jsonl"), str(home / "DANCE_W_3.jsonl"), "--style", "waltz",
+                 "--routine", "waltz-basic", "--group", "ballroom-club", "--gallery", str(gal), "--score", "8"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["added"] == len(by["DANCE_W_1"]["emb"]) + len(by["DANCE_W_3"]["emb"])
+    g = Gallery.load(gal)
+    assert g.encoder["hash"] == "standin-v1" and g.routines[0] == "waltz-basic"
+    w1 = [r for r in g.refs if r.video == "DANCE_W_1"]
+    assert w1[0].group == "ballroom-club" and w1[0].score == 8.0
+    # with beats: eight-count = count-1 beats before the window's middle (every 4 s at 120 BPM)
+    assert [r.phrase for r in w1] == [int(((r.t0 + r.t1) / 2) // 4.0) for r in w1]
+    assert "waltz-basic" in g.routine_tables
+    # an .npz of embeddings
+    r = by["DANCE_R_2"]
+    np.savez(home / "rumba.npz", embeddings=r["emb"], t0=r["times"][:, 0], t1=r["times"][:, 1],
+             encoder_hash=np.array("standin-v1"))
+    c = by["DANCE_C_2"]
+    np.savez(home / "chacha.npz", embeddings=c["emb"], encoder_hash=np.array("standin-v1"))
+    assert main(["cloud", "enroll", str(home / "rumba.npz"), "--style", "rumba", "--gallery", str(gal)]) == 0
+    assert main(["cloud", "enroll", str(home / "chacha.npz"), "--style", "cha-cha", "--gallery", str(gal)]) == 0
+    capsys.readouterr()
+    assert main(["cloud", "gallery", "--gallery", str(gal)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary["styles"]) == {"waltz", "rumba", "cha-cha"} and summary["videos"] == 4
+    assert summary["calibration"]["samples"] > 50
+    # re-enrolling the same file replaces its references instead of duplicating them
+    assert main(["cloud", "enroll", str(home / "rumba.npz"), "--style", "rumba", "--gallery", str(gal)]) == 0
+    assert len(Gallery.load(gal)) == summary["references"]
+
+
+def test_enroll_errors(home, capsys):
+    bad = home / "bad.jsonl"
+    bad.write_text("{not json\n")
+    assert main(["cloud", "enroll", str(bad), "--style", "x", "--gallery", str(home / "g.npz")]) == 2
+    assert "not JSON" in capsys.readouterr().err
+    empty = home / "empty.jsonl"
+    empty.write_text(json.dumps({"type": "beat", "t": 0.5, "count": 1}) + "\n")
+    assert main(["cloud", "enroll", str(empty), "--style", "x", "--gallery", str(home / "g.npz")]) == 2
+    assert "no window records" in capsys.readouterr().err
+    assert main(["cloud", "enroll", str(home / "missing.jsonl"), "--style", "x"]) == 2
+    np.savez(home / "other.npz", embeddings=np.ones((3, 16)), encoder_hash=np.array("enc-a"))
+    np.savez(home / "other2.npz", embeddings=np.ones((3, 16)), encoder_hash=np.array("enc-b"))
+    assert main(["cloud", "enroll", str(home / "other.npz"), "--style", "a", "--gallery", str(home / "h.npz")]) == 0
+    assert main(["cloud", "enroll", str(home / "other2.npz"), "--style", "b", "--gallery", str(home / "h.npz")]) == 2
+    assert "encoder" in capsys.readouterr().err
+    assert main(["cloud", "gallery", "--gallery", str(home / "none.npz")]) == 2
+
+
+def test_token_migrate_prune(home, capsys):
+    assert main(["cloud", "token"]) == 0
+    t1 = capsys.readouterr().out.strip()
+    assert main(["cloud", "token"]) == 0 and capsys.readouterr().out.strip() == t1
+    assert (home / "home" / "cloud-token").stat().st_mode & 0o777 == 0o600
+    assert main(["cloud", "token", "--new"]) == 0 and capsys.readouterr().out.strip() != t1
+    db = f"sqlite:///{home / 'x.sqlite3'}"
+    assert main(["cloud", "migrate", "--set", f"db_url={db}"]) == 0
+    assert "schema version 2 (sqlite)" in capsys.readouterr().out
+    assert main(["cloud", "prune", "--set", f"db_url={db}", "--days", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["windows"] == 0
+    assert main(["cloud", "migrate", "--set", "db_url=mysql://x"]) == 2

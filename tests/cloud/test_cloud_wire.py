@@ -1,0 +1,108 @@
+"""The cloud behind the link's real ZeroMQ ingest: Hello + WindowBatch in, Feedback + Ack out."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from cloud.service import CloudService
+from cloud.settings import CloudSettings
+from cloud.wire import signed64
+
+zmq = pytest.importorskip("zmq")
+codec = pytest.importorskip("proto.codec")
+pb = pytest.importorskip("proto.dancewire_pb2")
+ingest = pytest.importorskip("cloud.ingest")
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def recv_until(sock, kind, timeout=10.0):
+    deadline = time.time() + timeout
+    seen = []
+    while time.time() < deadline:
+        if sock.poll(100):
+            k, body = codec.decode(sock.recv())
+            seen.append((k, body))
+            if k == kind:
+                return body, seen
+    raise AssertionError(f"no {kind} (got {seen})")
+
+
+def test_windows_over_zeromq(tmp_path, ballroom_gallery):
+    g, holdout = ballroom_gallery
+    svc = CloudService(CloudSettings(db_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", gallery_path=tmp_path / "g.npz"),
+                       gallery=g)
+    port = free_port()
+    server = ingest.IngestServer(f"tcp://127.0.0.1:{port}", svc, svc.encoder_hashes(),
+                                 state_path=tmp_path / "ingest.sqlite", insecure_dev=True)
+    server.start()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        epoch = (1 << 63) + 12345                      # a fixed64 epoch above the signed range
+        sock.send(codec.encode(codec.make_hello("studio-b", "standin-v1", 128, "int8", epoch=epoch,
+                                                session_id="class-2")))
+        recv_until(sock, "ack")
+        s = holdout[0]
+        seq = 1                                        # sequence numbers start at 1
+        sent = []
+        for start in range(0, 24, 8):                  # three batches of 8 windows, with beats
+            batch = pb.WindowBatch(node_id="studio-b", session_id="class-2", dtype=pb.DTYPE_INT8)
+            batch.beats.append(codec.make_beat_grid(seq, start * 0.5, start * 0.5 + 4,
+                                                    [(start * 0.5 + 0.5 * k, k % 8 + 1) for k in range(8)], bpm=120))
+            seq += 1
+            for k in range(start, start + 8):
+                (t0, t1), e = s["times"][k], s["emb"][k]
+                batch.windows.append(codec.make_window(0, seq, t0, t1, e, {"beat_alignment": 0.7}, 0.9, "int8"))
+                sent.append(seq)
+                seq += 1
+            sock.send(codec.encode(batch))
+            fb, seen = recv_until(sock, "feedback")
+            ack, _ = recv_until(sock, "ack")
+            assert ack.seq == seq - 1
+            d = fb.dancers[0]
+            assert fb.session_id == "class-2" and d.track_id == 0 and d.seq == sent[-1]
+            assert abs(sum(p.p for p in d.styles) - 1) < 1e-3
+            assert d.nearest and d.nearest_groups and "beat_alignment" in d.scores
+        assert d.style == s["style"]                  # stable label after 24 windows of one cha-cha dancer
+        assert svc.store.count("windows") == 24 and svc.store.count("beats") == 3
+        assert svc.epochs["studio-b"] == signed64(epoch) < 0
+        # the same batch again (an edge that missed the ack): deduplicated before the handler
+        sock.send(codec.encode(batch))
+        recv_until(sock, "ack")
+        assert svc.store.count("windows") == 24
+        # an edge with another encoder is refused
+        other = ctx.socket(zmq.DEALER)
+        other.connect(f"tcp://127.0.0.1:{port}")
+        other.send(codec.encode(codec.make_hello("studio-c", "another-encoder", 128, "int8", epoch=1)))
+        err, _ = recv_until(other, "error")
+        assert err.fatal and err.code == pb.Error.ENCODER_MISMATCH
+        other.close(0)
+    finally:
+        sock.close(0)
+        ctx.term()
+        server.stop()
+        svc.close()
+
+
+def test_embeddings_round_trip_int8():
+    """What the classifier sees after int8 quantisation is within 1% (cosine) of what the edge had."""
+    from cloud.wire import windows_from_pb
+    rng = np.random.default_rng(0)
+    e = rng.normal(size=(5, 128)).astype(np.float32)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    batch = pb.WindowBatch(node_id="n", session_id="s", dtype=pb.DTYPE_INT8)
+    for i in range(5):
+        batch.windows.append(codec.make_window(i, i + 1, 0, 2, e[i], None, 0.5, "int8"))
+    ws, beats = windows_from_pb("n", "s", batch, epoch=3)
+    assert [w.track_id for w in ws] == list(range(5)) and not beats
+    cos = np.array([w.embedding @ e[i] for i, w in enumerate(ws)])
+    assert np.all(cos > 0.99) and all(w.epoch == 3 and w.t1 == 2.0 for w in ws)

@@ -1,0 +1,322 @@
+"""Cloud ingest: validation of every frame, fuzzing, dedup, auth, encoder check, heartbeats, back-pressure."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from cloud.ingest import IngestServer, SqliteLedger, echo_feedback
+from dancewire.errors import DancewireError
+from edge.link import AuthRejectedError, EdgeLink, EncoderMismatchError, LinkError
+from proto import codec
+from proto import dancewire_pb2 as pb
+
+from conftest import embeddings, wait_until  # noqa: E402  (tests/link/conftest.py)
+
+
+class Recorder:
+    def __init__(self):
+        self.windows: list[tuple[str, int]] = []
+        self.hellos: list[str] = []
+
+    def on_windows(self, node_id, session, batch):
+        self.windows.extend((node_id, w.seq) for w in batch.windows)
+        return [echo_feedback(batch)]
+
+    def on_hello(self, node_id, hello):
+        self.hellos.append(node_id)
+
+
+@pytest.fixture
+def plain_server(tmp_path):
+    rec = Recorder()
+    srv = IngestServer("tcp://127.0.0.1:*", rec, {"enc-1"}, state_path=tmp_path / "ledger.sqlite",
+                       insecure_dev=True).start()
+    srv.recorder = rec
+    yield srv
+    srv.stop()
+
+
+def raw_dealer(endpoint: str, ctx: zmq.Context) -> zmq.Socket:
+    s = ctx.socket(zmq.DEALER)
+    s.linger = 0
+    s.rcvtimeo = 2000
+    s.connect(endpoint)
+    return s
+
+
+def recv_kind(sock):
+    return codec.decode(sock.recv())
+
+
+def hello(node="raw", epoch=7, dim=64, enc="enc-1"):
+    return codec.encode(codec.make_hello(node, enc, dim, "int8", epoch=epoch))
+
+
+def batch_frame(seqs, node="raw", floor=0, dim=64):
+    b = pb.WindowBatch(node_id=node, session_id="s", dtype=pb.DTYPE_INT8, floor_seq=floor)
+    e = embeddings(len(seqs), dim)
+    for s, v in zip(seqs, e):
+        b.windows.append(codec.make_window(1, s, 0, 2, v))
+    return codec.encode(b)
+
+
+def edge(endpoint, tmp_path, name="n1", **kw):
+    args = dict(encoder_hash="enc-1", embedding_dim=64, node_id=name, spool_path=tmp_path / f"{name}.sqlite",
+                insecure_dev=True, heartbeat_s=0.2, reconnect_min_s=0.05, reconnect_max_s=0.5, ack_timeout_s=0.5)
+    args.update(kw)
+    return EdgeLink(endpoint, **args)
+
+
+# --------------------------------------------------------------------------- validation / fuzz
+
+def test_dedup_by_node_epoch_seq_and_cumulative_acks(plain_server):
+    ctx = zmq.Context()
+    s = raw_dealer(plain_server.endpoint, ctx)
+    s.send(hello())
+    kind, ack = recv_kind(s)
+    assert kind == "ack" and (ack.epoch, ack.seq) == (7, 0)
+    s.send(batch_frame([1, 2, 3]))
+    kinds = [recv_kind(s) for _ in range(2)]
+    assert [k for k, _ in kinds] == ["feedback", "ack"] and kinds[1][1].seq == 3
+    s.send(batch_frame([2, 3, 4]))           # a resend overlapping what the cloud has
+    kinds = [recv_kind(s) for _ in range(2)]
+    assert kinds[1][1].seq == 4
+    s.send(batch_frame([6]))                 # a gap: 5 missing -> the ack stays at 4
+    assert recv_kind(s)[0] == "feedback" and recv_kind(s)[1].seq == 4
+    s.send(batch_frame([6, 7], floor=6))     # the edge says 5 was dropped from its spool
+    assert recv_kind(s)[0] == "feedback" and recv_kind(s)[1].seq == 7
+    s.send(hello(epoch=8))                   # a new spool: a fresh sequence space
+    assert recv_kind(s)[1].seq == 0
+    assert plain_server.recorder.windows == [("raw", q) for q in (1, 2, 3, 4, 6, 7)]
+    st_ = plain_server.stats()
+    assert st_["windows"] == 6 and st_["duplicates"] == 3
+    s.close()
+    ctx.term()
+
+
+def test_data_before_hello_gets_hello_required(plain_server):
+    ctx = zmq.Context()
+    s = raw_dealer(plain_server.endpoint, ctx)
+    s.send(batch_frame([1]))
+    kind, err = recv_kind(s)
+    assert kind == "error" and err.code == pb.Error.HELLO_REQUIRED and not err.fatal
+    assert plain_server.stats()["rejects"] == {"hello_required": 1}
+    s.close()
+    ctx.term()
+
+
+def test_batch_not_matching_hello_is_rejected(plain_server):
+    ctx = zmq.Context()
+    s = raw_dealer(plain_server.endpoint, ctx)
+    s.send(hello(dim=64))
+    recv_kind(s)
+    s.send(batch_frame([1], dim=32))
+    kind, err = recv_kind(s)
+    assert kind == "error" and err.code == pb.Error.SCHEMA and "dim 64" in err.message
+    s.send(batch_frame([1], node="someone-else"))
+    assert recv_kind(s)[1].code == pb.Error.SCHEMA
+    assert plain_server.recorder.windows == []
+    s.close()
+    ctx.term()
+
+
+FUZZ = {}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.one_of(
+    st.binary(max_size=600),
+    st.lists(st.binary(max_size=64), min_size=0, max_size=4),           # multipart garbage
+    st.builds(lambda f, i, v: f[:i] + bytes([v]) + f[i + 1:],            # mutated valid frames
+              st.sampled_from([hello(), batch_frame([1, 2]), codec.encode(pb.Heartbeat(t_us=1))]),
+              st.integers(0, 300), st.integers(0, 255)),
+))
+def _fuzz_one(payload):
+    s = FUZZ["sock"]
+    if isinstance(payload, list):
+        if not payload:
+            return
+        s.send_multipart(payload)
+    else:
+        s.send(payload)
+    FUZZ["sent"] += 1
+
+
+def test_fuzzed_and_malformed_frames_never_crash_ingest(plain_server, tmp_path):
+    ctx = zmq.Context()
+    FUZZ.update(sock=raw_dealer(plain_server.endpoint, ctx), sent=0)
+    FUZZ["sock"].sndhwm = 100_000
+    _fuzz_one()
+    big = b"\x08\x01" + b"\x1a" + b"\xff" * 300_000                      # over the frame limit
+    FUZZ["sock"].send(big)
+    FUZZ["sock"].send_multipart([b"a", b"b", b"c"])
+    assert wait_until(lambda: plain_server.stats()["frames"] >= FUZZ["sent"] + 2, 20)
+    st_ = plain_server.stats()
+    assert st_["rejected"] > 0 and st_["rejects"].get("too_large", 0) >= 1
+    assert st_["rejects"].get("bad_frame", 0) >= 1 and st_["rejects"].get("bad_multipart", 0) >= 1
+    # still serving: a real edge gets through and every window arrives once
+    link = edge(plain_server.endpoint, tmp_path, "after-fuzz").start()
+    e = embeddings(10)
+    for i in range(10):
+        link.submit([codec.make_window(1, 0, i, i + 2, e[i])])
+    assert link.wait_acked(10)
+    link.close()
+    assert [s for n, s in plain_server.recorder.windows if n == "after-fuzz"] == list(range(1, 11))
+    FUZZ["sock"].close()
+    ctx.term()
+
+
+def test_handler_exception_is_counted_and_does_not_stall(tmp_path):
+    calls = []
+
+    def flaky(node, session, batch):
+        calls.append(batch.windows[0].seq)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+
+    with IngestServer("tcp://127.0.0.1:*", flaky, {"enc-1"}, state_path=tmp_path / "l.sqlite", insecure_dev=True) as srv:
+        link = edge(srv.endpoint, tmp_path).start()
+        for i in range(3):
+            link.submit([codec.make_window(1, 0, i, i + 2, np.ones(64))])
+        assert link.wait_acked(10)
+        link.close()
+        assert srv.stats()["handler_errors"] == 1 and calls == [1, 2, 3]
+
+
+def test_ledger_gap_and_floor_logic(tmp_path):
+    led = SqliteLedger(tmp_path / "l.sqlite")
+    assert led.take("n", 1, [1, 2, 4]) == [True, True, True]
+    assert led.state("n", 1).hw == 2 and led.state("n", 1).above == {4}
+    led.commit()
+    led.close()
+    led = SqliteLedger(tmp_path / "l.sqlite")     # persisted, including the out-of-order seq
+    assert led.take("n", 1, [4, 3]) == [False, True]
+    assert led.state("n", 1).hw == 4
+    assert led.take("n", 1, [9], floor=8) == [True]  # 5..7 dropped by the edge, 8 still to come
+    assert led.state("n", 1).hw == 7 and led.state("n", 1).above == {9}
+    assert led.take("n", 1, [8, 9]) == [True, False]
+    assert led.state("n", 1).hw == 9 and not led.state("n", 1).above
+    assert led.take("n", 2**64 - 1, [1]) == [True]   # the full unsigned epoch range
+    led.commit()
+    led.close()
+    led = SqliteLedger(tmp_path / "l.sqlite")
+    assert led.state("n", 2**64 - 1).hw == 1 and led.state("n", 1).hw == 9
+    led.close()
+
+
+# --------------------------------------------------------------------------- security
+
+def test_unknown_key_is_rejected_and_allowed_key_accepted(tmp_path, keyring):
+    rec = Recorder()
+    with IngestServer("tcp://127.0.0.1:*", rec, {"enc-1"}, state_path=tmp_path / "l.sqlite",
+                      server_key=keyring / "cloud.key_secret", allow_dir=keyring / "allowed") as srv:
+        good = edge(srv.endpoint, tmp_path, "good", insecure_dev=False, client_key=keyring / "edge1.key_secret",
+                    server_key=keyring / "cloud.key").start()
+        stranger = edge(srv.endpoint, tmp_path, "stranger", insecure_dev=False,
+                        client_key=keyring / "stranger.key_secret", server_key=keyring / "cloud.key").start()
+        plain = edge(srv.endpoint, tmp_path, "plain").start()            # no CURVE at all
+        assert good.wait_ready(10)
+        with pytest.raises(AuthRejectedError, match="allow-list"):
+            stranger.wait_ready(10)
+        stranger.submit([codec.make_window(1, 0, 0, 2, np.ones(64))])
+        good.submit([codec.make_window(1, 0, 0, 2, np.ones(64))])
+        assert good.wait_acked(10)
+        assert not plain.wait_ready(1.0)
+        assert wait_until(lambda: srv.stats().get("auth_failures", 0) >= 2, 10), srv.stats()
+        for link in (good, stranger, plain):
+            link.close(flush_timeout=0.1)
+        assert rec.hellos == ["good"] and rec.windows == [("good", 1)]
+
+
+def test_allow_list_reload_lets_a_new_key_in(tmp_path, keyring):
+    from proto import keys
+
+    with IngestServer("tcp://127.0.0.1:*", Recorder(), {"enc-1"}, state_path=tmp_path / "l.sqlite",
+                      server_key=keyring / "cloud.key_secret", allow_dir=keyring / "allowed") as srv:
+        link = edge(srv.endpoint, tmp_path, "late", insecure_dev=False, client_key=keyring / "stranger.key_secret",
+                    server_key=keyring / "cloud.key").start()
+        with pytest.raises(AuthRejectedError):
+            link.wait_ready(10)
+        keys.allow(keyring / "stranger.key", keyring)
+        srv.reload_allowlist()
+        assert wait_until(lambda: link.state == "ready", 15), repr(link.stats())
+        link.close(flush_timeout=0.1)
+
+
+def test_plaintext_needs_the_explicit_development_flag(tmp_path):
+    with pytest.raises(LinkError, match="insecure"):
+        EdgeLink(encoder_hash="h", embedding_dim=8, spool_path=tmp_path / "s.sqlite")
+    with pytest.raises(DancewireError, match="insecure"):
+        IngestServer("tcp://127.0.0.1:*", None, {"h"}, state_path=tmp_path / "l.sqlite")
+
+
+# --------------------------------------------------------------------------- encoder check
+
+def test_encoder_hash_mismatch_is_a_clear_error_at_the_edge(plain_server, tmp_path, caplog):
+    link = edge(plain_server.endpoint, tmp_path, "wrong-enc", encoder_hash="enc-OLD").start()
+    with pytest.raises(EncoderMismatchError) as exc:
+        link.wait_ready(10)
+    msg = str(exc.value)
+    assert "enc-OLD" in msg and "enc-1" in msg and "encoder mismatch" in msg
+    assert isinstance(link.error, EncoderMismatchError) and link.state == "rejected"
+    link.submit([codec.make_window(1, 0, 0, 2, np.ones(64))])      # kept in the spool, never sent
+    time.sleep(0.3)
+    assert link.stats().get("sent_batches", 0) == 0
+    link.close(flush_timeout=0.1)
+    assert plain_server.stats()["rejects"]["encoder_mismatch"] >= 1
+    assert plain_server.recorder.windows == []
+    assert any("encoder mismatch" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+
+
+# --------------------------------------------------------------------------- liveness and back-pressure
+
+def _fake_cloud(ctx, answer_hello: bool):
+    r = ctx.socket(zmq.ROUTER)
+    r.linger = 0
+    r.rcvhwm = 10
+    port = r.bind_to_random_port("tcp://127.0.0.1")
+    return r, f"tcp://127.0.0.1:{port}"
+
+
+def test_heartbeats_measure_rtt_and_a_silent_cloud_triggers_reconnect(plain_server, tmp_path):
+    link = edge(plain_server.endpoint, tmp_path, "hb").start()
+    assert link.wait_ready(10)
+    assert wait_until(lambda: link.rtt_ms is not None, 5)
+    assert plain_server.stats()["rx_heartbeat"] >= 1
+    link.close()
+
+    ctx = zmq.Context()
+    router, endpoint = _fake_cloud(ctx, answer_hello=False)   # accepts connections, never answers
+    link = edge(endpoint, tmp_path, "hb2").start()
+    assert wait_until(lambda: link.stats().get("peer_timeouts", 0) >= 2 and link.stats()["connects"] >= 3, 10), \
+        repr(link.stats())
+    link.close(flush_timeout=0)
+    router.close()
+    ctx.term()
+
+
+def test_a_stalled_cloud_never_blocks_submit(tmp_path):
+    ctx = zmq.Context()
+    router, endpoint = _fake_cloud(ctx, answer_hello=True)
+    link = edge(endpoint, tmp_path, "bp", max_inflight=32, heartbeat_s=5.0).start()
+    rid, frame = router.recv_multipart()                       # the Hello
+    kind, h = codec.decode(frame)
+    router.send_multipart([rid, codec.encode(pb.Ack(epoch=h.epoch, seq=0))])
+    assert link.wait_ready(5)
+    e = embeddings(4)
+    worst = 0.0
+    for i in range(2000):                                      # the cloud never reads again
+        t = time.perf_counter()
+        assert link.submit([codec.make_window(d, 0, i, i + 2, e[d]) for d in range(4)]) is not None
+        worst = max(worst, time.perf_counter() - t)
+    assert worst < 0.02, worst
+    assert wait_until(lambda: link.stats()["spool"]["appended_batches"] == 2000, 10)
+    st_ = link.stats()
+    assert st_["inflight"] <= 32 and st_["sent_batches"] <= 32 + 1
+    link.close(flush_timeout=0)
+    router.close()
+    ctx.term()
