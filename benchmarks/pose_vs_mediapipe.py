@@ -6,10 +6,12 @@ controlvideo_moonwalk, resized to one height; the shorter clips play back and fo
 first one's length). Frames are decoded once, before timing; both sides are timed per frame
 on the same frames, pinned to the same `--cores` CPUs:
 
-* ours: `PoseStage` (detector + landmarks on onnxruntime with `--threads`, tracker, one-euro,
-  cleaning, quality), in this process;
+* ours: `PoseStage` (detector + landmarks on onnxruntime, tracker, one-euro, cleaning,
+  quality), in this process, once per `--threads` value (1 and 2 by default: onnxruntime's
+  spinning worker threads lose badly on a busy 2-core machine, and win on an idle one);
 * MediaPipe: `mp.solutions.pose.Pose(model_complexity=1)` (the same BlazePose GHUM full and
-  detector models, TFLite/XNNPACK) in a subprocess of its own virtualenv
+  detector models, TFLite/XNNPACK, which mediapipe runs on 1 thread by default on Linux) in a
+  subprocess of its own virtualenv
   (`cache_dir()/mediapipe-venv`, mediapipe==0.10.21, created on first use: it pins numpy<2
   and protobuf<5, so it cannot share ours). MediaPipe's graph is single-person: on the mosaic
   it follows one dancer while ours follows three.
@@ -46,7 +48,8 @@ WARMUP = 5          # first frames of each run left out of fps and percentiles
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=None, help="shared data folder (default: ../shared/data)")
     p.add_argument("--cores", type=int, default=2, help="CPUs both sides are pinned to (default 2)")
-    p.add_argument("--threads", type=int, default=2, help="onnxruntime threads per model (default 2)")
+    p.add_argument("--threads", default="1,2",
+                   help="onnxruntime threads per model, comma-separated; each is timed (default 1,2)")
     p.add_argument("--repeats", type=int, default=3, help="alternating runs of each side (default 3)")
     p.add_argument("--mosaic-height", type=int, default=480, help="tile height of the 3-dancer mosaic")
     p.add_argument("--max-frames", type=int, default=None, help="cut each scene to this many frames")
@@ -131,12 +134,12 @@ def run_mediapipe(py: Path, clip_files: list[str], frames: list[list[int]], cpus
 
 # ----------------------------------------------------------------------------- our side
 
-def run_ours(clips: list[np.ndarray], frames: list[list[int]], args) -> dict:
+def run_ours(clips: list[np.ndarray], frames: list[list[int]], backend: str, threads: int) -> dict:
     from edge.records import Frame
     from edge.vision.settings import VisionSettings
     from edge.vision.stage import PoseStage
 
-    stage = PoseStage.from_settings(VisionSettings(), backend=args.backend, threads=args.threads)
+    stage = PoseStage.from_settings(VisionSettings(), backend=backend, threads=threads)
     latencies, counts, parts = [], [], {k: [] for k in ("detect", "landmarks", "track", "clean")}
     ids: set[int] = set()
     try:
@@ -172,56 +175,65 @@ def _summary(latencies: list[float]) -> dict:
 
 def _median_run(runs: list[dict]) -> dict:
     order = sorted(range(len(runs)), key=lambda i: _summary(runs[i]["latencies_s"])["fps"])
-    return runs[order[len(order) // 2]]
+    return runs[order[(len(order) - 1) // 2]]
 
 
 def _plot(results: dict, path: Path) -> None:
     plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    colors = {"mediapipe": "tab:orange", "ours_t1": "tab:blue", "ours_t2": "tab:green"}
     for ax, scene in zip(axes[:2], ("one_dancer", "three_dancers")):
-        r = results[scene]
-        for side, color in (("ours", "tab:blue"), ("mediapipe", "tab:orange")):
-            if side in r:
-                ms = np.asarray(r[side]["latencies_s"]) * 1e3
-                ax.plot(ms, lw=0.8, color=color, label=f"{side} p50 {np.median(ms[WARMUP:]):.1f} ms")
-        ax.set_title(f"{scene.replace('_', ' ')}: per-frame latency")
+        for side, run_ in results[scene]["runs"].items():
+            ms = np.asarray(run_["latencies_s"]) * 1e3
+            ax.plot(ms, lw=0.7, color=colors.get(side), label=f"{side}: p50 {np.median(ms[WARMUP:]):.1f} ms")
+        ax.set_title(f"{scene.replace('_', ' ')}: per-frame latency (median run)")
         ax.set_xlabel("frame")
         ax.set_ylabel("ms")
-        ax.legend()
+        ax.legend(fontsize=8)
     ax = axes[2]
-    labels, values, colors = [], [], []
+    labels, values, bar_colors = [], [], []
     for scene in ("one_dancer", "three_dancers"):
-        for side, color in (("ours", "tab:blue"), ("mediapipe", "tab:orange")):
-            m = results[scene].get("metrics", {}).get(f"{side}_fps")
-            if m is not None:
-                labels.append(f"{side}\n{scene.split('_')[0]}")
-                values.append(m)
-                colors.append(color)
-    ax.bar(labels, values, color=colors)
+        for side in results[scene]["runs"]:
+            labels.append(f"{side}\n{scene.split('_')[0]}")
+            values.append(results[scene]["metrics"][f"{side}_fps"])
+            bar_colors.append(colors.get(side))
+    ax.bar(labels, values, color=bar_colors)
     ax.axhline(25, ls="--", color="gray", lw=0.8)
+    ax.tick_params(axis="x", labelsize=7)
     ax.set_title("processed fps (median run)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
+def _side_metrics(side: str, runs: list[dict]) -> dict:
+    best = _summary(_median_run(runs)["latencies_s"])
+    return {f"{side}_fps": best["fps"], f"{side}_latency_ms_p50": best["latency_ms_p50"],
+            f"{side}_latency_ms_p95": best["latency_ms_p95"],
+            f"{side}_fps_runs": [round(_summary(r["latencies_s"])["fps"], 2) for r in runs]}
+
+
 def run(args) -> dict:
     data = args.data or shared_data_dir()
     if not (data / "video").is_dir():
         raise DancewireError(f"shared data not found at {data} (set DANCEWIRE_DATA or --data)")
+    try:
+        threads = sorted({int(t) for t in str(args.threads).split(",") if t.strip()})
+    except ValueError:
+        raise DancewireError(f"--threads must be a comma-separated list of integers, got {args.threads!r}") from None
     cpus = sorted(os.sched_getaffinity(0))[:max(1, args.cores)]
     os.sched_setaffinity(0, set(cpus))
     py = None if args.skip_mediapipe else mediapipe_python()
 
     single = [_decode(data / "video" / SINGLE)]
-    height = args.mosaic_height
-    mosaic = [_decode(data / "video" / n, height) for n in MOSAIC]
+    mosaic = [_decode(data / "video" / n, args.mosaic_height) for n in MOSAIC]
     scenes = {"one_dancer": (single, _scene(single, args.max_frames)),
               "three_dancers": (mosaic, _scene(mosaic, args.max_frames))}
 
-    results: dict = {}
+    sides = [f"ours_t{t}" for t in threads] + ([] if py is None else ["mediapipe"])
     reps = max(1, args.repeats)
-    bar = Progress("pose_vs_mediapipe runs", total=len(scenes) * reps * (1 if py is None else 2))
+    bar = Progress("pose_vs_mediapipe runs", total=len(scenes) * reps * len(sides))
+    results: dict = {}
     with tempfile.TemporaryDirectory(prefix="dancewire-bench-") as tmp:
         work = Path(tmp)
         for scene, (clips, frames) in scenes.items():
@@ -230,48 +242,46 @@ def run(args) -> dict:
                 f = work / f"{scene}_{k}.npy"
                 np.save(f, clip)
                 files.append(str(f))
-            ours_runs, mp_runs = [], []
-            for rep in range(reps):
-                ours_runs.append(run_ours(clips, frames, args))
-                bar.update(note=f"{scene} ours run {rep}: {_summary(ours_runs[-1]['latencies_s'])['fps']:.1f} fps")
-                if py is not None:
-                    mp_runs.append(run_mediapipe(py, files, frames, cpus, work))
-                    bar.update(note=f"{scene} mediapipe run {rep}: "
-                                    f"{_summary(mp_runs[-1]['latencies_s'])['fps']:.1f} fps")
+            runs: dict[str, list[dict]] = {side: [] for side in sides}
+            for rep in range(reps):                     # alternate the sides, run after run
+                for side in sides:
+                    if side == "mediapipe":
+                        r = run_mediapipe(py, files, frames, cpus, work)
+                    else:
+                        r = run_ours(clips, frames, args.backend, int(side[len("ours_t"):]))
+                    runs[side].append(r)
+                    bar.update(note=f"{scene} {side} run {rep}: {_summary(r['latencies_s'])['fps']:.1f} fps")
+            metrics: dict = {}
+            for side in sides:
+                metrics.update(_side_metrics(side, runs[side]))
+            ours = [s for s in sides if s != "mediapipe"]
+            best = max(ours, key=lambda s: metrics[f"{s}_fps"])
+            med = _median_run(runs[best])
+            metrics.update({"ours_fps": metrics[f"{best}_fps"], "ours_best_threads": int(best[len("ours_t"):]),
+                            "ours_mean_poses_per_frame": float(np.mean(med["poses_per_frame"])),
+                            "ours_ids": med["ids"], "ours_detector_runs": med["detector_runs"],
+                            "ours_stage_ms_p50": {k: round(float(np.median(v[WARMUP:]) * 1e3), 3)
+                                                  for k, v in med["stage_s"].items()}})
+            if "mediapipe" in runs:
+                metrics["mediapipe_frames_with_pose"] = _median_run(runs["mediapipe"])["frames_with_pose"]
+                for s in ours:
+                    metrics[f"fps_ratio_{s[len('ours_'):]}"] = metrics[f"{s}_fps"] / metrics["mediapipe_fps"]
+                metrics["fps_ratio"] = metrics["ours_fps"] / metrics["mediapipe_fps"]
             h, w = _frame(clips, frames[0]).shape[:2]
-            entry: dict = {"frames": len(frames), "size": [w, h], "ours": _median_run(ours_runs)}
-            o = _summary(entry["ours"]["latencies_s"])
-            metrics = {"ours_fps": o["fps"], "ours_latency_ms_p50": o["latency_ms_p50"],
-                       "ours_latency_ms_p95": o["latency_ms_p95"],
-                       "ours_fps_runs": [_summary(r["latencies_s"])["fps"] for r in ours_runs],
-                       "ours_mean_poses_per_frame": float(np.mean(entry["ours"]["poses_per_frame"])),
-                       "ours_ids": entry["ours"]["ids"], "ours_detector_runs": entry["ours"]["detector_runs"],
-                       "ours_stage_ms_p50": {k: float(np.median(v[WARMUP:]) * 1e3)
-                                             for k, v in entry["ours"]["stage_s"].items()}}
-            if mp_runs:
-                entry["mediapipe"] = _median_run(mp_runs)
-                m = _summary(entry["mediapipe"]["latencies_s"])
-                metrics.update({"mediapipe_fps": m["fps"], "mediapipe_latency_ms_p50": m["latency_ms_p50"],
-                                "mediapipe_latency_ms_p95": m["latency_ms_p95"],
-                                "mediapipe_fps_runs": [_summary(r["latencies_s"])["fps"] for r in mp_runs],
-                                "mediapipe_frames_with_pose": entry["mediapipe"]["frames_with_pose"],
-                                "fps_ratio": o["fps"] / m["fps"]})
-            entry["metrics"] = metrics
-            results[scene] = entry
+            results[scene] = {"frames": len(frames), "size": [w, h], "metrics": metrics,
+                              "runs": {side: _median_run(rs) for side, rs in runs.items()}}
 
     plot = args.plots / "pose_vs_mediapipe.png"
     _plot(results, plot)
     one, three = results["one_dancer"]["metrics"], results["three_dancers"]["metrics"]
     metrics = {f"one_dancer_{k}": v for k, v in one.items()}
     metrics.update({f"three_dancers_{k}": v for k, v in three.items()})
-    metrics["goal_one_dancer_ratio_1_5x"] = (one.get("fps_ratio", 0) >= 1.5) if "fps_ratio" in one else None
+    metrics["goal_one_dancer_ratio_1_5x"] = one["fps_ratio"] >= 1.5 if "fps_ratio" in one else None
     metrics["goal_three_dancers_25fps"] = three["ours_fps"] >= 25
-    for scene in results.values():         # keep the JSON small: per-frame series only in the plot
-        for side in ("ours", "mediapipe"):
-            if side in scene:
-                scene[side] = {k: v for k, v in scene[side].items()
-                               if k not in ("latencies_s", "poses_per_frame", "stage_s")}
-    return {"metrics": metrics, "cpus": cpus, "threads": args.threads, "backend": args.backend,
-            "repeats": args.repeats, "scenes": results, "plot": str(plot),
-            "note": "shared machine: timings are noisy; median of alternating runs; "
-                    "mediapipe's graph tracks one person (on the mosaic too)"}
+    for scene in results.values():         # per-frame series go to the plot, not the JSON
+        del scene["runs"]
+    return {"metrics": metrics, "cpus": cpus, "threads": threads, "backend": args.backend,
+            "repeats": reps, "scenes": results, "plot": str(plot),
+            "note": "shared machine: timings are noisy; median of alternating runs; ours_fps is the "
+                    "better of the thread counts; mediapipe (XNNPACK, 1 thread by default on Linux) "
+                    "tracks one person, on the mosaic too"}

@@ -357,14 +357,6 @@ class Aggregator:
                 "first_arrival": ss.first_arrival, "last_arrival": ss.last_arrival,
                 "group": self.group_summary(session_id)}
 
-    def beats_between(self, session_id: str, t0: float, t1: float) -> list[tuple[float, int]]:
-        ss = self.sessions.get(session_id)
-        if ss is None:
-            return []
-        i = bisect.bisect_left(ss.beats, (t0, -1))
-        j = bisect.bisect_right(ss.beats, (t1, 99))
-        return ss.beats[i:j]
-
     # ----- persistence ------------------------------------------------------------------------
     def dancer_state(self, key: str) -> dict:
         d = self.dancers[key]

@@ -107,6 +107,14 @@ def create_app(service, token: str) -> FastAPI:
 
     api = [Depends(auth)]
 
+    def live_session(session_id: str) -> dict | None:
+        with service.lock:                 # the ingest thread updates the aggregator
+            return service.aggregator.session_summary(session_id) or None
+
+    def live_dancer(key: str) -> dict | None:
+        with service.lock:
+            return service.aggregator.dancer_summary(key)
+
     @app.get("/api/health", tags=["meta"])
     def health() -> dict:
         """Liveness; no token needed."""
@@ -121,7 +129,7 @@ def create_app(service, token: str) -> FastAPI:
     def sessions(limit: int = Query(100, ge=1, le=1000)):
         out = []
         for r in service.store.sessions(limit):
-            live = service.aggregator.session_summary(r["session_id"]) or None
+            live = live_session(r["session_id"])
             out.append(Session(**r, live=live))
         return out
 
@@ -132,7 +140,7 @@ def create_app(service, token: str) -> FastAPI:
             raise HTTPException(404, "no such session")
         r.pop("state", None)
         n = len(service.store.dancers(session_id))
-        return Session(**r, dancers=n, live=service.aggregator.session_summary(session_id) or None)
+        return Session(**r, dancers=n, live=live_session(session_id))
 
     @app.put("/api/sessions/{session_id}/routine", dependencies=api, tags=["sessions"])
     def set_routine(session_id: str, body: RoutineBody) -> dict:
@@ -144,18 +152,18 @@ def create_app(service, token: str) -> FastAPI:
 
     @app.get("/api/sessions/{session_id}/dancers", response_model=list[Dancer], dependencies=api, tags=["dancers"])
     def session_dancers(session_id: str):
-        return [Dancer(**r, live=service.aggregator.dancer_summary(r["dancer"])) for r in service.store.dancers(session_id)]
+        return [Dancer(**r, live=live_dancer(r["dancer"])) for r in service.store.dancers(session_id)]
 
     @app.get("/api/dancers", response_model=list[Dancer], dependencies=api, tags=["dancers"])
     def dancers():
-        return [Dancer(**r, live=service.aggregator.dancer_summary(r["dancer"])) for r in service.store.dancers()]
+        return [Dancer(**r, live=live_dancer(r["dancer"])) for r in service.store.dancers()]
 
     @app.get("/api/dancers/{dancer:path}", response_model=Dancer, dependencies=api, tags=["dancers"])
     def dancer(dancer: str):
         rows = [r for r in service.store.dancers() if r["dancer"] == dancer]
         if not rows:
             raise HTTPException(404, "no such dancer")
-        return Dancer(**rows[0], live=service.aggregator.dancer_summary(dancer))
+        return Dancer(**rows[0], live=live_dancer(dancer))
 
     @app.get("/api/results", response_model=list[Result], dependencies=api, tags=["results"])
     def results(session: str | None = None, dancer: str | None = None, since: float | None = None,
@@ -174,6 +182,12 @@ def create_app(service, token: str) -> FastAPI:
 
     @app.get("/api/gallery", dependencies=api, tags=["meta"])
     def gallery() -> dict:
+        return service.gallery.summary() | {"index": service.classifier.index.kind}
+
+    @app.post("/api/gallery/reload", dependencies=api, tags=["meta"])
+    def reload_gallery() -> dict:
+        """Load the gallery file again (after `dancewire cloud enroll`), without restarting the cloud."""
+        service.reload_gallery()
         return service.gallery.summary() | {"index": service.classifier.index.kind}
 
     @app.get("/api/scores", tags=["meta"])
@@ -196,7 +210,8 @@ def create_app(service, token: str) -> FastAPI:
     @app.websocket("/api/live")
     async def live(ws: WebSocket):
         if not check(ws.query_params.get("token")):
-            await ws.close(code=4401)
+            await ws.accept()                      # so that the page sees the code and asks for a token
+            await ws.close(code=4401, reason="missing or wrong token")
             return
         await ws.accept()
         q = service.hub.subscribe()

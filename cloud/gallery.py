@@ -133,6 +133,8 @@ class Gallery:
     # ----- editing ----------------------------------------------------------------------------
     def merged(self, refs: list[Reference], embeddings: np.ndarray, encoder: dict | None = None) -> "Gallery":
         """A new gallery with `refs` added; references with an existing ref_id replace the old ones."""
+        if not refs:
+            return Gallery(self.embeddings, list(self.refs), dict(self.encoder), dict(self.params))
         embeddings = np.asarray(embeddings, np.float32).reshape(len(refs), -1)
         if encoder and self.encoder and self.refs:
             mine, theirs = self.encoder.get("hash"), encoder.get("hash")

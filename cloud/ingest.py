@@ -27,8 +27,8 @@ Exactly-once for handler effects: writes the handler makes through ``server.ledg
 elsewhere happen at least once across a cloud crash; key them on (node_id, seq).
 
 Ledger fsync policy: SQLite WAL, ``synchronous=NORMAL``; a process crash (SIGKILL) loses nothing
-committed; the WAL is fsynced at most every ``fsync_interval`` (0.2 s), so a power loss of the
-cloud host can lose at most that much of already-acked windows. ``fsync="always"`` fsyncs every
+committed; a background thread fsyncs the WAL at most every 0.2 s (``proto.walsync``), so a power
+loss of the cloud host can lose at most that much of already-acked windows. ``fsync="always"`` fsyncs every
 group commit (~2 ms each here).
 
 Security: CURVE with ``zmq.auth.thread.ThreadAuthenticator``; only edge public keys in the
@@ -60,6 +60,7 @@ from dancewire.errors import DancewireError
 from dancewire.paths import state_dir
 from proto import codec
 from proto import dancewire_pb2 as pb
+from proto.walsync import WalSyncer
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +103,10 @@ class SqliteLedger:
         """)
         self._states: dict[tuple[str, int], _SeqState] = {}
         self._in_txn = False
-        self._wal_fd: int | None = None
-        self._last_sync = time.monotonic()
-        self._unsynced = False
+        self._syncer = None
+        if fsync == "interval":
+            self.conn.execute("PRAGMA wal_autocheckpoint=0")   # the syncer checkpoints, off the ingest thread
+            self._syncer = WalSyncer(self.path, fsync_interval)
 
     @staticmethod
     def _key_epoch(epoch: int) -> int:
@@ -180,7 +182,8 @@ class SqliteLedger:
             self.rollback()
             raise
         self._in_txn = False
-        self._unsynced = True
+        if self._syncer is not None:
+            self._syncer.mark_dirty()
 
     def rollback(self) -> None:
         if self._in_txn:
@@ -191,26 +194,9 @@ class SqliteLedger:
             self._in_txn = False
         self._states.clear()   # reload from disk on next use
 
-    def maybe_sync(self, force: bool = False) -> None:
-        if self.fsync != "interval" or not self._unsynced:
-            return
-        now = time.monotonic()
-        if not force and now - self._last_sync < self.fsync_interval:
-            return
-        if self._wal_fd is None:
-            wal = Path(str(self.path) + "-wal")
-            if not wal.exists():
-                return
-            self._wal_fd = os.open(wal, os.O_RDONLY)
-        os.fsync(self._wal_fd)
-        self._unsynced = False
-        self._last_sync = now
-
     def close(self) -> None:
-        self.maybe_sync(force=True)
-        if self._wal_fd is not None:
-            os.close(self._wal_fd)
-            self._wal_fd = None
+        if self._syncer is not None:
+            self._syncer.close()
         self.conn.close()
 
 
@@ -308,7 +294,8 @@ class IngestServer:
         sock.linger = 0
         sock.sndhwm, sock.rcvhwm = self.sndhwm, self.rcvhwm
         sock.router_mandatory = 0
-        sock.heartbeat_ivl, sock.heartbeat_timeout = 1000, 3000
+        # ZMTP heartbeats only to reap dead TCP connections; liveness is the edge's Heartbeat/echo
+        sock.heartbeat_ivl, sock.heartbeat_timeout = 10_000, 30_000
         if self._curve is not None:
             from zmq.auth.thread import ThreadAuthenticator
 
@@ -355,7 +342,6 @@ class IngestServer:
                     self._monitor_events()
                 if self._sock in events:
                     self._process_group()
-                self.ledger.maybe_sync()
                 now = time.monotonic()
                 if now - last_sweep > 1.0:
                     self._sweep(now)
@@ -621,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--feedback", action="store_true", help="test handler: answer each batch with Feedback")
     p.add_argument("--cpu", type=int, default=None, help="pin to this CPU")
     p.add_argument("--stats-every", type=float, default=0.0, help="log stats every N s")
+    p.add_argument("--stats-json", type=Path, default=None, help="write stats (and CPU seconds) here on exit")
     args = p.parse_args(argv)
     logging.basicConfig(level=int(os.environ.get("DANCEWIRE_LOG_LEVEL", logging.INFO)),
                         format="%(asctime)s %(levelname).1s %(name)s: %(message)s")
@@ -650,6 +637,10 @@ def main(argv: list[str] | None = None) -> int:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+    if args.stats_json:
+        import json
+
+        args.stats_json.write_text(json.dumps({**server.stats(), "cpu_s": time.process_time()}))
     return 0
 
 

@@ -47,6 +47,7 @@ class CloudService:
                          "unclassified": 0, "feedback": 0, "errors": 0}
         self.started = time.time()
         self._latency_pending: list[tuple[float, str, float]] = []   # kept in the store with the next batch
+        self._latency_lock = threading.Lock()
         self._restore()
         self._last_prune = 0.0
 
@@ -107,7 +108,8 @@ class CloudService:
             t_pub = time.perf_counter()
             dancer_states, session_states = self.aggregator.take_dirty()
             fresh = [w for w, r in zip(windows, results) if r is not None]
-            pending, self._latency_pending = self._latency_pending, []
+            with self._latency_lock:
+                pending, self._latency_pending = self._latency_pending, []
             pending += [(w.arrival, "publish", 1000 * (t_pub - w.stamps["received"])) for w in fresh]
             self.store.write_batch(fresh, results, dancer_states, session_states, beats,
                                    store_embeddings=self.settings.store_embeddings, latency=pending)
@@ -162,7 +164,8 @@ class CloudService:
         ms = 1000 * (shown - arrival)
         self.latency.add("dashboard", ms)
         self.latency.add("dashboard_rtt", 1000 * ((received_at or time.time()) - arrival))
-        self._latency_pending.append((arrival, "dashboard", ms))
+        with self._latency_lock:
+            self._latency_pending.append((arrival, "dashboard", ms))
 
     def set_routine(self, session_id: str, routine: str) -> None:
         with self.lock:
@@ -211,6 +214,10 @@ class CloudService:
         metric("dancewire_cloud_beat_grids_total", "counter", "Beat grids received.", [({}, c["beat_grids"])])
         metric("dancewire_cloud_gallery_references", "gauge", "References in the gallery.", [({}, len(self.gallery))])
         metric("dancewire_cloud_live_clients", "gauge", "Connected live dashboards.", [({}, self.hub.clients)])
+        metric("dancewire_cloud_live_messages_total", "counter", "Messages pushed to live dashboards.",
+               [({}, self.hub.published)])
+        metric("dancewire_cloud_live_dropped_total", "counter", "Live messages dropped for slow dashboards.",
+               [({}, self.hub.dropped)])
         now = time.time()
         active = sum(1 for d in self.aggregator.dancers.values()
                      if now - d.last_arrival <= self.settings.aggregate.dancer_timeout_s)

@@ -35,7 +35,6 @@ class AggregateSettings:
     switch_margin: float = 0.15      # a new label must beat the current one by this much probability...
     switch_hold: int = 3             # ...for this many consecutive updates...
     enter_threshold: float = 0.4     # ...and reach this probability (also needed for the first label)
-    late_s: float = 30.0             # windows older than this behind the newest are only counted per session
     dancer_timeout_s: float = 10.0   # wall seconds without windows before a dancer is shown as idle
 
 

@@ -182,7 +182,18 @@
       li.append(a, el("span", "hint", n.online ? "online" : "seen " + new Date(n.last_seen * 1000).toLocaleTimeString())); return li; }));
     $("sessions").replaceChildren(...(sessions || []).slice(0, 8).map((s) => {
       const li = el("li"); const live = s.live || {}; const grp = live.group || {};
-      li.append(el("span", null, "▶ " + s.session_id), el("span", "hint", `${s.dancers} dancers · ${grp.style || live.style || "–"}`)); return li; }));
+      const head = el("div", "sess"); head.append(el("span", null, "▶ " + s.session_id),
+        el("span", "hint", `${s.dancers} dancers · now ${grp.style || "–"}`));
+      // whole-session distribution (every window, late ones too): one stacked bar
+      const stack = el("div", "stack"); stack.title = "session so far";
+      for (const [k, v] of Object.entries(live.overall || {}).sort((a, b) => b[1] - a[1])) {
+        const seg = el("span"); seg.style.width = (100 * v).toFixed(1) + "%"; seg.style.background = color(k);
+        seg.title = `${k} ${pct(v)}`; stack.append(seg);
+      }
+      const top = Object.entries(live.overall || {}).sort((a, b) => b[1] - a[1])[0];
+      li.className = "session"; li.append(head, stack,
+        el("span", "hint", top ? `session: ${top[0]} ${pct(top[1])} · ${live.windows} windows` : ""));
+      return li; }));
   }
   function renderLatency(stages) {
     const rows = ["classify", "aggregate", "publish", "store", "total", "dashboard"].filter((k) => stages && stages[k]).map((k) => {
@@ -196,7 +207,7 @@
     const L = state.latency.slice(-120); if (!L.length) return;
     const max = Math.max(50, ...L); g.strokeStyle = "#5ac8fa"; g.lineWidth = 1.5; g.beginPath();
     L.forEach((v, i) => { const x = (i / Math.max(L.length - 1, 1)) * W, y = H - (v / max) * (H - 4) - 2; i ? g.lineTo(x, y) : g.moveTo(x, y); });
-    g.stroke(); g.fillStyle = "#8b93a5"; g.font = "10px sans-serif"; g.fillText(max.toFixed(0) + " ms", 2, 10);
+    g.stroke(); g.fillStyle = "#8b93a5"; g.font = "10px sans-serif"; g.textAlign = "right"; g.fillText(max.toFixed(0) + " ms", W - 2, 10); g.textAlign = "left";
     const sorted = [...L].sort((a, b) => a - b), med = sorted[Math.floor(sorted.length / 2)];
     $("lat-dashboard").textContent = `median ${med.toFixed(1)} ms, last ${L[L.length - 1].toFixed(1)} ms`;
     $("hdr-latency").textContent = med.toFixed(0) + " ms";

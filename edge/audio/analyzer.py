@@ -240,7 +240,7 @@ class AudioAnalyzer:
                     still.append((k, b))
             self._accent_due = still
         due = self.tracker.step(n, value, silent, lead=self._lead)
-        tracking = self.tracker.active > 0 or self.tracker.next_beat is not None
+        tracking = self.tracker.tracking
         if self._was_tracking and not tracking:
             self.counter.restart()
             self._accent_due.clear()

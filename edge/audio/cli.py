@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     li.add_argument("--out", default="-", help="output .jsonl (default: stdout)")
     li.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     li.add_argument("--device", default=None, help="input device index or name (default: audio.mic_device)")
+    li.add_argument("--record", type=Path, default=None, metavar="WAV",
+                    help="also save what the device delivered (mono 16-bit WAV at the device rate)")
     _settings_args(li)
     li.set_defaults(func=_listen)
     audio.set_defaults(func=lambda args: audio.print_help() or 2)
@@ -91,6 +93,9 @@ def _devices(args) -> int:
 
 def _listen(args) -> int:
     import time
+    import wave
+
+    import numpy as np
 
     from edge.audio.analyzer import AudioAnalyzer
     from edge.records_io import JsonlWriter
@@ -99,10 +104,23 @@ def _listen(args) -> int:
     settings = load_audio_settings(args)
     mic = MicSource(settings, device=args.device)
     analyzer = AudioAnalyzer(settings, settings.sample_rate)
+    rec = None
+    if args.record is not None:
+        rec = wave.open(str(args.record), "wb")
+        rec.setnchannels(1)
+        rec.setsampwidth(2)
+        rec.setframerate(mic.sample_rate)
+    first_t = None
     start = time.monotonic()
     with JsonlWriter(args.out) as out:
         try:
             for block in mic.blocks():
+                if first_t is None:
+                    first_t = block.t
+                    print(f"listening: {mic.device_name!r} at {mic.sample_rate} Hz, {mic.channels} ch",
+                          file=sys.stderr, flush=True)
+                if rec is not None:
+                    rec.writeframes((np.clip(block.samples, -1, 1) * 32767).astype("<i2").tobytes())
                 for ev in analyzer.process(block):
                     out.write(ev.to_json())
                 if args.duration is not None and time.monotonic() - start >= args.duration:
@@ -111,7 +129,13 @@ def _listen(args) -> int:
             pass
         finally:
             mic.stop()
+            if rec is not None:
+                rec.close()
+        for ev in analyzer.flush():
+            out.write(ev.to_json())
         summary = analyzer.summary()
-        summary.update(device=mic.device_name, dropped_blocks=mic.dropped, overflows=mic.overflows)
+        summary.update(device=mic.device_name, device_rate=mic.sample_rate, channels=mic.channels,
+                       first_block_t=first_t, dropped_blocks=mic.dropped, overflows=mic.overflows,
+                       fallback_stamps=mic.fallback_stamps, stamp_resyncs=mic.resyncs)
         out.write(summary)
     return 0

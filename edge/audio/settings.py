@@ -41,8 +41,6 @@ class AudioSettings:
     tempo_memory_s: float = 2.0          # exponential taper of that history (0: none)
     tempo_change_sigma_bpm: float = 2.0  # how far the tempo may move per estimate (follows changes)
     beat_warmup_s: float = 2.0           # non-silent audio needed before the first beat
-    beat_tightness: float = 5.0          # cumulative-score transition tightness (Ellis / BTrack)
-    beat_alpha: float = 0.9              # weight of the past in the cumulative score
     beat_phase_sigma: float = 0.1        # width (in periods) of the window around the expected next beat
     beat_phase_floor: float = 0.7        # weight of a phase far from the expected beat (switch if 1/floor x better)
     silence_reset_s: float = 2.0         # this long below `silence_db`: beats stop, tracker resets

@@ -13,7 +13,7 @@ Delivery is at-least-once, made exactly-once by the cloud's deduplication:
 4. Heartbeats: the link sends one whenever it has sent nothing for ``heartbeat_s``; the cloud
    echoes it. Nothing heard for ``heartbeat_misses * heartbeat_s`` -> the socket is closed and
    a new one is made after an exponential backoff (``reconnect_min_s`` .. ``reconnect_max_s``).
-   libzmq's own reconnect (same bounds) and ZMTP heartbeats run underneath.
+   libzmq's own reconnect (same bounds) runs underneath.
 5. The socket uses ``ZMQ_IMMEDIATE`` and non-blocking sends under a send high-water mark, and
    at most ``max_inflight`` unacked batches are on the wire: a slow or absent cloud only makes
    the spool grow; the camera loop never waits.
@@ -266,8 +266,7 @@ class EdgeLink:
         sock.immediate = 1
         sock.reconnect_ivl = int(self.reconnect_min_s * 1000)
         sock.reconnect_ivl_max = int(self.reconnect_max_s * 1000)
-        sock.heartbeat_ivl = int(self.heartbeat_s * 1000)
-        sock.heartbeat_timeout = int(self.heartbeat_s * self.heartbeat_misses * 1000)
+        # no ZMTP heartbeats: the link's own Heartbeat/echo (sent only when idle) watches the peer
         if self._curve is not None:
             public, secret, server = self._curve
             sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = public, secret, server
@@ -335,7 +334,6 @@ class EdgeLink:
                 if self._sock is not None:
                     self._timers()
                     self._pump()
-                self.spool.maybe_sync()
                 if self._stopping and (self._flushed() or time.monotonic() >= self._flush_deadline):
                     break
         except Exception:  # pragma: no cover - last resort: never die silently
@@ -344,7 +342,6 @@ class EdgeLink:
         finally:
             self._drain_submits()
             self._close_socket()
-            self.spool.maybe_sync(force=True)
             self.spool.close()
             self._ctx.term()
             self._set_state("closed")
@@ -589,10 +586,16 @@ class EdgeLink:
                     self._set_state("connecting")
             elif event in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
                            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
-                self._counters["auth_failures"] += 1
-                self.last_error = ("CURVE handshake refused by the cloud: this node's key is not on its "
-                                   "allow-list (dancewire keys allow FILE on the cloud), or the server key is wrong")
-                if self._counters["auth_failures"] in (1, 10, 100) or self._counters["auth_failures"] % 1000 == 0:
+                if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                    key = "auth_failures"
+                    self.last_error = ("CURVE handshake refused by the cloud: this node's key is not on its "
+                                       "allow-list (dancewire keys allow FILE on the cloud)")
+                else:
+                    key = "handshake_failures"
+                    self.last_error = ("handshake with the cloud failed: wrong server key, security mode "
+                                       "(CURVE vs --insecure-dev) or not a dancewire cloud at " + self.endpoint)
+                self._counters[key] += 1
+                if self._counters[key] in (1, 10, 100) or self._counters[key] % 1000 == 0:
                     log.error("link %s: %s", self.node_id, self.last_error)
                 with self._state_cond:
                     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH and self._fatal is None:

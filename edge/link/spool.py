@@ -10,10 +10,11 @@ instead of colliding with sequence numbers the cloud has already seen.
 
 fsync policy (``fsync=``):
   * ``"interval"`` (default): every append commits to the WAL (so a *process* crash, SIGKILL
-    included, loses nothing that ``append`` returned), and the WAL is fsynced at most every
-    ``fsync_interval`` seconds (0.2 s) by ``maybe_sync()``, which the link's I/O thread calls.
-    A power loss or kernel crash can lose at most the last ``fsync_interval`` of batches that
-    had not been acked yet. Cost: one fsync (~2 ms here) per interval, off the camera thread.
+    included, loses nothing that ``append`` returned), and a background thread
+    (``proto.walsync.WalSyncer``) fsyncs the WAL at most every ``fsync_interval`` s (0.2 s).
+    A power loss or kernel crash can lose at most the last ~``fsync_interval`` of batches that
+    had not been acked yet. Cost: one fsync (~2 ms here) per interval, on neither the camera
+    thread nor the link's I/O thread.
   * ``"always"``: SQLite ``synchronous=FULL``: every commit is fsynced before it returns
     (nothing acked or not is ever lost to a power cut; ~2 ms per commit on this disk).
   * ``"never"``: ``synchronous=OFF``; survives a process crash, not a power loss.
@@ -39,6 +40,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from proto.walsync import WalSyncer
+
 log = logging.getLogger(__name__)
 
 FSYNC_POLICIES = ("interval", "always", "never")
@@ -54,7 +57,6 @@ class SpoolStats:
     dropped_windows: int = 0
     refused_batches: int = 0
     refused_windows: int = 0
-    fsyncs: int = 0
 
 
 class Spool:
@@ -97,9 +99,10 @@ class Spool:
         self._stats = SpoolStats()
         self._stats.batches, b = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM spool").fetchone()
         self._stats.bytes = int(b)
-        self._wal_fd: int | None = None
-        self._dirty = False
-        self._last_sync = time.monotonic()
+        self._syncer = None
+        if fsync == "interval":
+            self._db.execute("PRAGMA wal_autocheckpoint=0")   # the syncer checkpoints, off this thread
+            self._syncer = WalSyncer(self.path, fsync_interval)
         self._last_warn = -1e9
 
     # ------------------------------------------------------------------ sequence numbers
@@ -145,7 +148,8 @@ class Spool:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            self._dirty = True
+        if self._syncer is not None:
+            self._syncer.mark_dirty()
         if not all(stored):
             self._warn("spool full (%d batches, %d bytes): refused %d new batch(es) so far",
                        self._stats.batches, self._stats.bytes, self._stats.refused_batches)
@@ -205,8 +209,9 @@ class Spool:
             self._db.execute("DELETE FROM spool WHERE last_seq <= ?", (seq,))
             self._stats.batches -= row[0]
             self._stats.bytes -= row[1]
-            self._dirty = True
-            return int(row[0])
+        if self._syncer is not None:
+            self._syncer.mark_dirty()
+        return int(row[0])
 
     def floor(self) -> int:
         """Lowest seq still spooled (or the next seq if empty): every lower seq was acked or dropped."""
@@ -218,24 +223,9 @@ class Spool:
         return self._stats.batches
 
     # ------------------------------------------------------------------ durability
-    def maybe_sync(self, force: bool = False) -> bool:
-        """Under the "interval" policy: fsync the WAL if there were writes and the interval passed."""
-        if self.fsync != "interval" or not self._dirty:
-            return False
-        now = time.monotonic()
-        if not force and now - self._last_sync < self.fsync_interval:
-            return False
-        with self._lock:
-            if self._wal_fd is None:
-                wal = Path(str(self.path) + "-wal")
-                if not wal.exists():
-                    return False
-                self._wal_fd = os.open(wal, os.O_RDONLY)
-            os.fsync(self._wal_fd)
-            self._dirty = False
-            self._last_sync = now
-            self._stats.fsyncs += 1
-        return True
+    def sync(self) -> bool:
+        """fsync the WAL now if there were commits since the last fsync ("interval" policy only)."""
+        return self._syncer.sync_now() if self._syncer is not None else False
 
     def _sync_dir(self) -> None:
         try:
@@ -250,6 +240,7 @@ class Spool:
     def stats(self) -> dict:
         with self._lock:
             s = dict(self._stats.__dict__)
+        s["fsyncs"] = self._syncer.fsyncs if self._syncer is not None else 0
         s.update(epoch=self.epoch, next_seq=self._next_seq, on_full=self.on_full, fsync=self.fsync,
                  max_bytes=self.max_bytes, max_batches=self.max_batches)
         return s
@@ -258,13 +249,7 @@ class Spool:
         with self._lock:
             if self._db is None:
                 return
-            if self.fsync == "interval" and self._dirty:
-                try:
-                    self._db.execute("PRAGMA wal_checkpoint(FULL)")
-                except sqlite3.Error:
-                    pass
-            if self._wal_fd is not None:
-                os.close(self._wal_fd)
-                self._wal_fd = None
+            if self._syncer is not None:
+                self._syncer.close()
             self._db.close()
             self._db = None  # type: ignore[assignment]

@@ -207,7 +207,11 @@ def load_folder(folder: str | Path, cameras=DEFAULT_CAMERAS) -> list[Sequence]:
     if folder.is_file() or (folder / "skeletons.json").exists():
         return load_path(folder, cameras)
     out: list[Sequence] = []
-    for p in sorted(folder.rglob("*")):
+    files = set(folder.rglob("*"))
+    for child in folder.iterdir():           # symlinked sub-folders too (rglob does not follow them)
+        if child.is_dir() and child.is_symlink():
+            files |= set(child.rglob("*")) | {child / q.relative_to(child.resolve()) for q in child.resolve().rglob("*")}
+    for p in sorted(files):
         if p.suffix in (".pkl", ".npy") and parse_aist_name(p.name):
             out.extend(load_path(p, cameras))
         elif p.name == "skeletons.json" and _BALLROOM_RE.search(p.parent.name):

@@ -120,6 +120,11 @@ def _torch_embed(model):
     return embed
 
 
+def _brief(m: dict) -> str:
+    return (f"AIST++ genre top-1 {m['aist_genre']['top1']:.3f}, cross-view top-1 {m['cross_view']['top1']:.3f}, "
+            f"ballroom top-1 {m['ballroom_enrol']['top1']:.3f}")
+
+
 def _score(metrics: dict) -> float:
     return float(np.mean([metrics["aist_genre"]["top1"], metrics["cross_view"]["top1"], metrics["ballroom_enrol"]["top1"]]))
 
@@ -165,7 +170,8 @@ def train(data_root: Path, out_dir: Path, cfg: TrainConfig | None = None, settin
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            ema = float(loss) if ema is None else 0.95 * ema + 0.05 * float(loss)
+            lv = float(loss.detach())
+            ema = lv if ema is None else 0.95 * ema + 0.05 * lv
             if step % 50 == 0 or step == steps - 1:
                 el = time.monotonic() - t0
                 progress(f"{desc}: step {step + 1}/{steps} loss {ema:.3f} {el:.0f}s (eta {el / (step + 1) * (steps - step - 1):.0f}s)")
@@ -178,6 +184,7 @@ def train(data_root: Path, out_dir: Path, cfg: TrainConfig | None = None, settin
     results = {}
     progress("evaluating the pretrained encoder")
     results["ssl_only"] = evaluate_all(_torch_embed(model), data_root, s)
+    progress("ssl_only: " + _brief(results["ssl_only"]))
     states = {}
     for kind in losses:
         m = MotionEncoder(d_model=cfg.d_model, layers=cfg.layers, emb_dim=cfg.emb_dim)
@@ -185,6 +192,7 @@ def train(data_root: Path, out_dir: Path, cfg: TrainConfig | None = None, settin
         run(m, cfg.finetune_steps, kind, cfg.lr * 0.5, f"fine-tune ({kind} + InfoNCE)")
         progress(f"evaluating {kind}")
         results[kind] = evaluate_all(_torch_embed(m), data_root, s)
+        progress(f"{kind}: " + _brief(results[kind]))
         states[kind] = m.state_dict()
     states["ssl_only"] = pre_state
     best = max(results, key=lambda k: _score(results[k]))

@@ -16,6 +16,13 @@ or Bluetooth codec) are a constant: measure it with the clap test and set
 time of the last sample the analyzer had, and the wall-clock delay after that is the
 analyzer's compute time (stamped in ``AudioBlock.stamps``).
 
+PortAudio's stamps jitter from callback to callback (milliseconds), and through PulseAudio's
+ALSA plugin they can even step by hundreds of milliseconds while no sample is lost; the
+sample count is the steady clock. So the first block is stamped with its ADC time, each next
+block continues ``t + frames / rate``, and the stamps only steer that slowly (2 % of the
+difference per callback, at most 500 ppm: enough for real clock drift). A reported input
+overflow (samples lost) or a stamp more than 1 s off re-syncs to the ADC time (``resyncs``).
+
 The callback only copies the block into a bounded queue (dropping the oldest block when the
 consumer falls behind; the analyzer re-anchors its clock across the gap). Blocks keep the
 device rate; the analyzer resamples when it differs from the analysis rate.
@@ -36,6 +43,10 @@ from edge.records import AudioBlock, stamp
 from edge.sources.clock import RigClock
 
 log = logging.getLogger(__name__)
+
+_STAMP_GAIN = 0.02   # per callback: the stamp follows PortAudio's ADC time with a ~50-block time constant,
+_MAX_DRIFT = 5e-4    # but never faster than 500 ppm (real clock drift is well below; stamp steps are not)
+_RESYNC_S = 1.0      # a stamp this far off (or an input overflow) is a real discontinuity: jump to it
 
 
 def _sd():
@@ -123,6 +134,8 @@ class MicSource:
         self.queue: LeakyQueue[AudioBlock] = LeakyQueue(self.settings.mic_queue_blocks, name="mic")
         self.overflows = 0
         self.fallback_stamps = 0
+        self.resyncs = 0
+        self._t_next: float | None = None
         self._stream = None
         self._lock = threading.Lock()
 
@@ -143,6 +156,18 @@ class MicSource:
             self.fallback_stamps += 1
             lat = self._stream.latency if self._stream is not None else 0.0
             t_mono = now - float(lat or 0.0) - frames / self.sample_rate
+        # PortAudio's per-callback stamps jitter by milliseconds (more through PulseAudio); the
+        # sample count is the steadier clock. Follow the stamps slowly (drift), jump on gaps.
+        overflow = bool(status and status.input_overflow)
+        if self._t_next is None or overflow or abs(t_mono - self._t_next) > _RESYNC_S:
+            if self._t_next is not None:
+                self.resyncs += 1
+            t_smooth = t_mono
+        else:
+            limit = _MAX_DRIFT * frames / self.sample_rate
+            t_smooth = self._t_next + float(np.clip(_STAMP_GAIN * (t_mono - self._t_next), -limit, limit))
+        self._t_next = t_smooth + frames / self.sample_rate
+        t_mono = t_smooth
         x = np.asarray(indata, dtype=np.float32)
         mono = x[:, 0].copy() if x.shape[1] == 1 else x.mean(axis=1).astype(np.float32)
         block = AudioBlock(t=self.clock.from_monotonic(t_mono) + self.settings.mic_offset_s,
@@ -173,20 +198,24 @@ class MicSource:
     def input_latency(self) -> float | None:
         return float(self._stream.latency) if self._stream is not None else None
 
-    def blocks(self, timeout: float = 2.0) -> Iterator[AudioBlock]:
+    def blocks(self, timeout: float = 2.0, start_timeout: float = 8.0) -> Iterator[AudioBlock]:
         """Blocks until stop() (starting the stream first if needed; a stream started here is
-        stopped when the iterator ends). DeviceError when the device delivers nothing for `timeout` s."""
+        stopped when the iterator ends). DeviceError when the device delivers nothing for `timeout`
+        s (`start_timeout` for the first block: PulseAudio can take seconds to start a stream)."""
         owned = self._stream is None
         if owned:
             self.start()
+        wait = start_timeout
         try:
             while True:
                 try:
-                    yield self.queue.get(timeout=timeout)
+                    block = self.queue.get(timeout=wait)
                 except Closed:
                     return
                 except TimeoutError:
-                    raise DeviceError(f"audio input {self.device_name!r} delivered nothing for {timeout:.1f} s") from None
+                    raise DeviceError(f"audio input {self.device_name!r} delivered nothing for {wait:.1f} s") from None
+                wait = timeout
+                yield block
         finally:
             if owned:
                 self.stop()

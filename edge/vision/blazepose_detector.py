@@ -210,9 +210,13 @@ class BlazePoseDetector:
     def _to_frame(points: np.ndarray, back: np.ndarray) -> np.ndarray:
         return points @ back[:, :2].T + back[:, 2]
 
-    def __call__(self, image: np.ndarray) -> list[Detection]:
+    def __call__(self, image: np.ndarray, regions: list[tuple[int, int, int, int]] | None = None
+                 ) -> list[Detection]:
+        """Detect people in `regions` of the frame (default: `self.regions`), all regions in one
+        batch, one NMS over all of them in frame pixels (IoU does not change under the
+        letterbox's uniform scaling, so for one region this is mediapipe's NMS exactly)."""
         h, w = image.shape[:2]
-        regions = self.regions(w, h)
+        regions = regions or self.regions(w, h)
         smalls, backs = zip(*(self.letterbox(image, r) for r in regions))
         outputs = self.engine.run_batched(self.input_name, self.preprocess(list(smalls)))
         raw_boxes = _pick(outputs, 4 + 2 * NUM_KEYPOINTS, ("boxes", "Identity"))
@@ -220,18 +224,10 @@ class BlazePoseDetector:
         all_b, all_s, all_k = [], [], []
         for i, back in enumerate(backs):
             b, s, k = self.decode(raw_boxes[i], raw_scores[i])
-            if len(s) == 0:
-                continue
-            if len(regions) == 1:   # mediapipe: NMS in tensor space, then undo the letterbox
-                b, s, k = weighted_nms(b, s, k, self.iou_threshold)
-            corners = self._to_frame(b.reshape(-1, 2, 2).reshape(-1, 2), back).reshape(-1, 4)
-            all_b.append(corners)
+            all_b.append(self._to_frame(b.reshape(-1, 2), back).reshape(-1, 4))
             all_s.append(s)
             all_k.append(self._to_frame(k.reshape(-1, 2), back).reshape(-1, NUM_KEYPOINTS, 2))
-        if not all_s:
-            return []
-        boxes, scores, kps = np.concatenate(all_b), np.concatenate(all_s), np.concatenate(all_k)
-        if len(regions) > 1:        # NMS over all tiles at once, in frame space
-            boxes, scores, kps = weighted_nms(boxes, scores, kps, self.iou_threshold)
+        boxes, scores, kps = weighted_nms(np.concatenate(all_b), np.concatenate(all_s), np.concatenate(all_k),
+                                          self.iou_threshold)
         return [Detection(box=boxes[i].astype(np.float32), score=float(scores[i]),
                           keypoints=kps[i].astype(np.float32)) for i in range(len(scores))]

@@ -50,12 +50,6 @@ class Roi:
         """2x3 affine from frame pixels to crop pixels."""
         return cv2.invertAffineTransform(self.to_frame(crop_size))
 
-    def corners(self) -> np.ndarray:
-        """(4, 2) frame pixels: top-left, top-right, bottom-right, bottom-left of the crop."""
-        a = self.to_frame(1)
-        q = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float64)
-        return q @ a[:, :2].T + a[:, 2]
-
 
 def _normalize_angle(a: float) -> float:
     return a - 2 * math.pi * math.floor((a + math.pi) / (2 * math.pi))

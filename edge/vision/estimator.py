@@ -10,7 +10,10 @@ Per frame:
    rarely a second one), so the people already known are masked out of the detector's
    input (tracked people by the hull of their landmarks, people found in this frame by a
    body-axis rectangle from the detector keypoints) and it runs again, up to
-   `det_max_rounds` times, while each round finds someone new;
+   `det_max_rounds` times, while each round finds someone new; a frame far from square is
+   searched in square tiles (see BlazePoseDetector.regions), `det_tiles_per_frame` of them
+   per frame while someone is tracked, so that one detection sweep is spread over a few
+   frames (no latency spike);
 3. all ROIs go through the landmark model in ONE batch;
 4. a person whose pose flag is below `pose_threshold` is lost (its ROI is dropped and the
    detector runs on the next frame); two estimates of one body are merged (see `_dedupe`).
@@ -78,6 +81,7 @@ class MultiPoseEstimator:
         self._tracked: dict[int, LandmarkResult] = {}    # slot -> previous frame's result
         self._next_slot = 0
         self._since_detect = 10 ** 9
+        self._sweep: list[tuple[int, int, int, int]] = []   # detector regions still to run
         self._lost_last = False
         self.detector_runs = 0
 
@@ -142,7 +146,7 @@ class MultiPoseEstimator:
         return np.array([hip + 1.1 * axis + 0.55 * n * v, hip + 1.1 * axis - 0.55 * n * v,
                          hip - 1.1 * axis - 0.55 * n * v, hip - 1.1 * axis + 0.55 * n * v]).astype(np.int32)
 
-    def _detect(self, image: np.ndarray, n_tracked: int) -> list:
+    def _detect(self, image: np.ndarray, n_tracked: int, regions: list) -> list:
         """Detections of people not tracked yet, masking known people between rounds."""
         found = []
         masks = [self._hull(r) for r in self._tracked.values()]
@@ -156,7 +160,7 @@ class MultiPoseEstimator:
                         cv2.fillConvexPoly(work, poly, (127, 127, 127))
             else:
                 work = image
-            new = [d for d in self.detector(work) if not self._is_tracked(d.keypoints)
+            new = [d for d in self.detector(work, regions) if not self._is_tracked(d.keypoints)
                    and not any(_same_detection(d.keypoints, f.keypoints, self.s.det_same_person) for f in found)]
             if not new:
                 break
@@ -170,10 +174,15 @@ class MultiPoseEstimator:
         rois: list[tuple[int, Roi, bool]] = [(slot, res.next_roi(s.roi_scale), False)
                                              for slot, res in self._tracked.items()]
         self._since_detect += 1
-        if self._should_detect():
+        if not self._sweep and self._should_detect():
             self._since_detect = 0
+            self._sweep = self.detector.regions(image.shape[1], image.shape[0])
+        if self._sweep:
+            # nobody to follow yet: the whole sweep at once (no landmark work to delay)
+            n = s.det_tiles_per_frame if s.det_tiles_per_frame > 0 and self._tracked else len(self._sweep)
+            regions, self._sweep = self._sweep[:n], self._sweep[n:]
             self.detector_runs += 1
-            for det in self._detect(image, len(rois)):
+            for det in self._detect(image, len(rois), regions):
                 if len(rois) >= s.max_people:
                     break
                 roi = roi_from_points(det.keypoints[0], det.keypoints[1], s.roi_scale)

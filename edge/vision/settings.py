@@ -22,6 +22,7 @@ class VisionSettings:
     det_tiles: bool = True
     det_tile_ratio: float = 2.0
     det_tile_overlap: float = 0.25      # overlap between neighbouring tiles (fraction of a tile)
+    det_tiles_per_frame: int = 2        # tiles searched per frame (a sweep spans frames); 0 = all at once
 
     # --- landmarks (BlazePose GHUM full) --------------------------------------------------
     roi_scale: float = 1.25             # ROI = 2 x |kp0 kp1| x roi_scale, square (mediapipe)

@@ -118,14 +118,14 @@ class PoseStage:
         self.smoother.forget(t.track_id for t in self.tracker.tracks)
 
         h, w = frame.image.shape[:2]
-        posefr = PoseFrame(frame.index, frame.t, w, h, poses)
+        posefr = PoseFrame(frame.index, frame.t, w, h, poses, dict(frame.stamps))
         if s.clean:
-            self.cleaner.live(posefr)
+            self.cleaner.live(posefr)         # the delayed copy keeps the stamps so far
             final = self.cleaner.pop_final()
         else:
             final = []
         stamp(frame.stamps, "clean")
-        posefr.stamps = dict(frame.stamps)
+        posefr.stamps["clean"] = frame.stamps["clean"]
         for f in final:
             stamp(f.stamps, "clean")
             self._final.append(self.quality(f))
@@ -145,7 +145,15 @@ class PoseStage:
         for f in self.cleaner.flush():
             stamp(f.stamps, "clean")
             out.append(self.quality(f))
+        log.info("pose stage: %s", self.stats())
         return out
+
+    def stats(self) -> dict[str, int]:
+        """Counters since the last reset (for logs and summaries)."""
+        return {"frames": self.frames, "detector_frames": self.estimator.detector_runs,
+                "tracks": self.tracker.next_id - 1, "joints_rejected": self.cleaner.rejected_total,
+                "joints_filled": self.cleaner.filled_total, "poses_dropped_quality": self.quality.dropped,
+                "weak_keypoints": self.quality.weak_keypoints}
 
     def close(self) -> None:
         for e in (self.detector_engine, self.landmarks_engine):

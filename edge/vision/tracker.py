@@ -126,13 +126,13 @@ class ByteTracker:
     def reset(self) -> None:
         self.tracks: list[Track] = []      # tracked + lost (removed ones are dropped)
         self.frame_id = 0
-        self._next_id = 1
+        self.next_id = 1
 
     def _activate(self, box: np.ndarray, score: float) -> Track:
         mean, cov = self.kf.initiate(xyxy_to_xyah(box))
-        t = Track(self._next_id, mean, cov, score, self.frame_id, self.frame_id,
+        t = Track(self.next_id, mean, cov, score, self.frame_id, self.frame_id,
                   confirmed=self.frame_id == 1 or self.min_hits <= 1)
-        self._next_id += 1
+        self.next_id += 1
         return t
 
     def _update(self, t: Track, box: np.ndarray, score: float) -> None:

@@ -103,10 +103,10 @@ def test_websocket_live_stream(served, ballroom_gallery):
     import websocket
 
     ws_url = served.url.replace("http", "ws") + "/api/live"
-    with pytest.raises(websocket.WebSocketBadStatusException if hasattr(websocket, "WebSocketBadStatusException")
-                       else Exception):
-        bad = websocket.create_connection(ws_url + "?token=wrong", timeout=5)
-        bad.recv()
+    bad = websocket.create_connection(ws_url + "?token=wrong", timeout=5)
+    opcode, frame = bad.recv_data_frame(True)      # closed at once with code 4401, no data
+    assert opcode == websocket.ABNF.OPCODE_CLOSE and int.from_bytes(frame.data[:2], "big") == 4401
+    bad.close()
     ws = websocket.create_connection(ws_url + f"?token={TOKEN}", timeout=10)
     hello = json.loads(ws.recv())
     assert hello["type"] == "hello" and set(hello["styles"]) == {"cha-cha", "rumba", "waltz"}
@@ -133,6 +133,21 @@ def test_websocket_live_stream(served, ballroom_gallery):
     hist = get(served.url + "/api/latency?history_s=600")["history"]
     assert hist["dashboard"]["count"] == 10 and hist["publish"]["count"] >= 12
     ws.close()
+
+
+def test_gallery_reload(served, ballroom_gallery, tmp_path):
+    """After enrolment into the gallery file, the running cloud picks it up on request."""
+    g, _ = ballroom_gallery
+    from cloud.gallery import Gallery
+    keep = [i for i, r in enumerate(g.refs) if r.style != "waltz"]   # the same references minus one style
+    Gallery(g.embeddings[keep], [g.refs[i] for i in keep], dict(g.encoder)).save(served.service.settings.gallery_path)
+    req = urllib.request.Request(served.url + "/api/gallery/reload", data=b"", method="POST",
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
+    out = json.loads(urllib.request.urlopen(req).read())
+    assert set(out["styles"]) == {"cha-cha", "rumba"}
+    assert served.service.classifier.gallery.styles == ["cha-cha", "rumba"]
+    feed(served.service, ballroom_gallery, 6)
+    assert set(get(served.url + "/api/results")[-1]["probs"]) == {"cha-cha", "rumba"}
 
 
 def test_set_routine(served):

@@ -91,3 +91,25 @@ def test_token_migrate_prune(home, capsys):
     assert main(["cloud", "prune", "--set", f"db_url={db}", "--days", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["windows"] == 0
     assert main(["cloud", "migrate", "--set", "db_url=mysql://x"]) == 2
+
+
+def test_enroll_video_through_the_edge(home, shared_data, capsys):
+    """A real video enrolled through `dancewire edge analyze` in its own process (needs the edge's models)."""
+    import shlex
+    import sys
+
+    from dancewire.paths import REPO_ROOT, cache_dir
+
+    encoder = REPO_ROOT / "edge" / "motion" / "weights" / "encoder.onnx"
+    pose = cache_dir() / "models" / "pose_landmarks.onnx"
+    if not (encoder.exists() and pose.exists()):
+        pytest.skip("edge encoder weights or pose models not built (dancewire models build; encoder training)")
+    video = shared_data / "video" / "qengineering_Dance.mp4"
+    cmd = f"{shlex.quote(sys.executable)} -m dancewire edge analyze {{input}} --out {{output}} --max-frames 200"
+    gal = home / "g.npz"
+    assert main(["cloud", "enroll", str(video), "--style", "freestyle", "--gallery", str(gal), "--analyze-cmd", cmd,
+                 "--no-fit"]) == 0
+    g = Gallery.load(gal)
+    assert len(g) >= 3 and g.encoder.get("hash") and g.dim >= 16
+    assert {r.video for r in g.refs} == {"qengineering_Dance"}
+    assert np.allclose(np.linalg.norm(g.embeddings, axis=1), 1.0, atol=1e-4)

@@ -9,7 +9,7 @@ import pytest
 from edge.link import EdgeLink
 from proto import codec
 
-from conftest import embeddings, wait_until  # noqa: E402  (tests/link/conftest.py)
+from link_helpers import embeddings, wait_until
 
 N_BATCHES = 400          # x 3 dancers = 1200 windows
 DANCERS = 3

@@ -21,7 +21,7 @@ STAGE_KEYS = ("detect", "landmarks", "track", "clean")
 def test_single_dancer_found_in_almost_every_frame(shared_data, pose_stage, read_frames):
     frames, fps = read_frames(shared_data / "video" / "qengineering_Dance.mp4")
     assert len(frames) > 200
-    found, ids, live_kp = 0, set(), []
+    found, ids = 0, set()
     final = []
     for i, image in enumerate(frames):
         frame = Frame(i, i / fps, image)
@@ -41,8 +41,11 @@ def test_single_dancer_found_in_almost_every_frame(shared_data, pose_stage, read
     assert rate >= 0.95
     assert len(ids) == 1
     assert pose_stage.estimator.detector_runs < len(frames) / 2     # ROIs carry over between frames
-    # the cleaned stream has every frame exactly once, in order
+    # the cleaned stream has every frame exactly once, in order, with the live stamps kept
     assert [f.index for f in final] == list(range(len(frames)))
+    stats = pose_stage.stats()
+    assert stats["frames"] == len(frames) and stats["tracks"] == 1
+    assert all(f.stamps["track"] <= f.stamps["clean"] for f in final)
     assert sum(bool(f.poses) for f in final) >= found
 
 

@@ -1,21 +1,24 @@
-"""Causal tempo and beat tracking on the onset-strength envelope (predictive, BTrack-style).
+"""Causal tempo and beat tracking on the onset-strength envelope (predictive).
 
 Per envelope frame (``beat_hop`` samples, ~86 per second at 44.1 kHz):
 
-1. **Cumulative score** (Ellis 2007, made causal by Stark et al. 2009):
-   ``C[n] = (1 - alpha) * E[n] + alpha * max_k W(k) * C[n - k]``, with ``k`` in
-   ``[P/2, 2P]`` frames, ``P`` the beat period and ``W`` a log-Gaussian around ``P``.
-   Peaks of ``C`` fall on the beat grid that best explains the past onsets.
-2. **Tempo**, every quarter second over the last ``tempo_window_s``: autocorrelation of the
-   (mean-removed, rectified) envelope, a comb over its first four multiples of each candidate
-   period, a log-normal prior, and a one-state-per-BPM filter whose Gaussian transition lets
-   the tempo follow gradual changes (a small uniform floor lets it jump to a new song's tempo).
-3. **Prediction**: half a period after each beat, ``C`` is extended one period into the future
-   with no new input and weighted by a Gaussian around the expected beat; its maximum is the
-   next beat. The beat is emitted when the audio reaches it, so a beat is known when it
-   happens (``known_at - t`` is at most one block) and its phase is that of the score.
+1. **Tempo**, every quarter second over the last ``tempo_window_s`` (tapered so recent frames
+   count more): autocorrelation of the mean-removed, rectified envelope; a comb over the first
+   four multiples of each candidate period (as in BTrack, Stark et al. 2009); a log-normal
+   prior around ``tempo_prior_bpm``; and a one-state-per-BPM filter whose Gaussian transition
+   follows gradual tempo changes (a small uniform floor lets it jump to a new song's tempo).
+2. **Phase / prediction**: half a period after each beat, every phase of a grid with the
+   current period is scored by the envelope it collects over the history (older periods
+   decay); near the expected next beat (one period after the last) phases get full weight,
+   elsewhere ``beat_phase_floor``, so the grid keeps going through fills and off-beat
+   accents but moves to a phase that explains the music clearly better. The best phase
+   gives the next beat.
+3. **Emission**: a predicted beat is emitted when the audio reaches it, so a beat is known
+   as it happens (``known_at - t`` is at most one block) -- no lookahead at all: a frame is
+   used only once all its samples have arrived.
 
-No lookahead: a frame is used only once all its samples have arrived.
+Silence (nothing above the gate for ``silence_reset_s``) stops the beats and forgets the
+grid; the tempo belief is kept for when the music comes back.
 """
 from __future__ import annotations
 
@@ -30,8 +33,6 @@ class BeatTracker:
     def __init__(self, settings: AudioSettings, frame_rate: float):
         s = settings
         self.fr = float(frame_rate)
-        self.alpha = float(s.beat_alpha)
-        self.tightness = float(s.beat_tightness)
         self.phase_sigma = float(s.beat_phase_sigma)
         self.phase_floor = float(s.beat_phase_floor)
         self.H = max(16, int(round(s.tempo_window_s * self.fr)))
@@ -46,37 +47,32 @@ class BeatTracker:
         self.memory_frames = max(0.0, float(s.tempo_memory_s)) * self.fr
         self.warmup_frames = int(round(s.beat_warmup_s * self.fr))
         self.silence_reset_frames = max(1, int(round(s.silence_reset_s * self.fr)))
-        self.max_period = 60.0 * self.fr / self.bpms[0]
         self.reset(keep_tempo=False)
 
     # ------------------------------------------------------------------ state
     def reset(self, keep_tempo: bool = True) -> None:
         """Forget the beat grid (after silence, or on request). The tempo belief is kept unless asked."""
         self.odf = np.zeros(self.H)
-        self.cum = np.zeros(self.H)
-        self.filled = 0                # frames of history in odf/cum
-        self.active = 0                # non-silent frames since the last reset
+        self.filled = 0                # frames of history in odf
+        self.active = 0                # frames since the music started (or came back)
         self.silent_run = 0
         self.next_beat: int | None = None   # absolute frame index of the predicted beat
         self.last_beat: int | None = None
         self.predict_at: int | None = None
+        self._since_tempo = 0
         if not keep_tempo or not hasattr(self, "state"):
             self.state = self.prior / self.prior.sum()
             self.period = 60.0 * self.fr / float(self.bpms[np.argmax(self.state)])
             self.tempo_known = False
             self.confidence = 0.0
-        self._set_weights()
-
-    def _set_weights(self) -> None:
-        p = self.period
-        self.kmin = max(1, int(round(p / 2)))
-        self.kmax = min(self.H - 1, max(self.kmin + 1, int(round(2 * p))))
-        k = np.arange(self.kmin, self.kmax + 1, dtype=float)
-        self.w = np.exp(-0.5 * (self.tightness * np.log(k / p)) ** 2)
 
     @property
     def bpm(self) -> float:
         return 60.0 * self.fr / self.period
+
+    @property
+    def tracking(self) -> bool:
+        return self.active > 0
 
     # ------------------------------------------------------------------ step
     def step(self, n: int, value: float, silent: bool, lead: float = 0.0) -> list[int]:
@@ -84,29 +80,26 @@ class BeatTracker:
         due: beat b is emitted at the first frame n >= b - lead."""
         if silent:
             self.silent_run += 1
-            if self.silent_run >= self.silence_reset_frames and (self.active or self.next_beat is not None):
+            if self.silent_run >= self.silence_reset_frames and self.active:
                 self.reset(keep_tempo=True)
             value = 0.0
         else:
             self.silent_run = 0
         if self.active or not silent:
-            self.active += 1           # frames since the music started (or came back)
+            self.active += 1
 
-        # history and cumulative score
         self.odf[:-1] = self.odf[1:]
         self.odf[-1] = value
-        past = self.cum[self.H - self.kmax: self.H - self.kmin + 1][::-1]  # C[n-kmin] ... C[n-kmax]
-        best = float(np.max(self.w * past))
-        self.cum[:-1] = self.cum[1:]
-        self.cum[-1] = (1.0 - self.alpha) * value + self.alpha * best
         self.filled = min(self.H, self.filled + 1)
+        if not self.active:
+            return []
 
-        if self.active and self.active % self.tempo_every == 0 and self.filled >= 2 * self.fr:
+        self._since_tempo += 1
+        if self._since_tempo >= self.tempo_every and self.filled >= 2 * self.fr:
+            self._since_tempo = 0
             self._update_tempo()
 
         out: list[int] = []
-        if self.silent_run >= self.silence_reset_frames:
-            return out
         if self.last_beat is None:
             if self.next_beat is None and self.tempo_known and self.active >= self.warmup_frames:
                 self._predict(n)
@@ -163,21 +156,19 @@ class BeatTracker:
             y0, y1, y2 = self.state[i - 1], self.state[i], self.state[i + 1]
             den = y0 - 2 * y1 + y2
             shift = 0.5 * (y0 - y2) / den if den < 0 else 0.0
-        bpm = float(self.bpms[i] + shift)
         self.confidence = float(self.state[i])
-        self.period = 60.0 * self.fr / bpm
+        self.period = 60.0 * self.fr / float(self.bpms[i] + shift)
         self.tempo_known = True
-        self._set_weights()
 
     # ------------------------------------------------------------------ prediction
     def _predict(self, n: int) -> None:
         """Pick the next beat: the phase of the beat grid (period P) that collects the most
-        onset strength over the history, near the expected beat once a grid is running."""
+        onset strength over the history, favouring the beat one period after the last."""
         p = self.period
         h = self.odf[self.H - self.filled:]
         last = h.size - 1                     # index of frame n in h
         nph = max(2, int(math.ceil(p)))
-        phases = np.arange(nph, dtype=float)
+        phases = np.arange(nph, dtype=float)  # frames back from n to the latest grid point
         score = np.zeros(nph)
         j = 0
         while True:
@@ -190,10 +181,9 @@ class BeatTracker:
             i1 = np.minimum(i0 + 1, last)
             score[ok] += (0.85 ** j) * ((1 - frac) * h[i0] + frac * h[i1])
             j += 1
-        pred = n - phases + p                 # candidate next beats, in (n - nph + p, n + p]
+        pred = n - phases + p                 # the next grid point after n, per phase
         if self.last_beat is not None:
-            expected = self.last_beat + p
-            near = np.exp(-0.5 * ((pred - expected) / (p * self.phase_sigma)) ** 2)
+            near = np.exp(-0.5 * ((pred - (self.last_beat + p)) / (p * self.phase_sigma)) ** 2)
             # continuity, but a phase that explains the history clearly better still wins
             score = score * (self.phase_floor + (1.0 - self.phase_floor) * near)
         best = float(pred[int(np.argmax(score))])

@@ -1,0 +1,67 @@
+"""Motion encoder: genre kNN (AIST++ held out), cross-view retrieval, ballroom enrolment, int8 loss, CPU latency.
+
+States every goal of issue #4 with its measured figure: ballroom enrolment top-1 >= 0.90, cross-view
+top-1 >= 0.95, AIST++ held-out genre top-1 >= 0.95, encoding <= 1 ms per window on CPU (batched).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+GOALS = {"ballroom_enrol_top1": 0.90, "cross_view_top1": 0.95, "aist_genre_top1": 0.95, "ms_per_window": 1.0}
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", type=Path, default=None, help="encoder ONNX (default: the shipped one)")
+    p.add_argument("--data", type=Path, default=None, help="shared data folder")
+    p.add_argument("--hop", type=float, default=0.5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="latency only (no data needed)")
+
+
+def _latency(enc, batch: int, reps: int = 20) -> float:
+    rng = np.random.default_rng(0)
+    feats = rng.normal(0, 0.3, (batch, enc.max_frames, 34)).astype(np.float32)
+    mask = np.ones((batch, enc.max_frames), bool)
+    enc.encode_features(feats, mask)
+    best = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        enc.encode_features(feats, mask)
+        best.append((time.perf_counter() - t) * 1000 / batch)
+    return float(np.median(best))
+
+
+def run(args) -> dict:
+    from dancewire.paths import shared_data_dir
+    from edge.motion.encoder import MotionEncoder
+    from edge.motion.evaluate import evaluate_all, normalization_consistency
+    from edge.motion.export import dequantize, quantize
+
+    enc = MotionEncoder(args.model, threads=args.threads)
+    metrics: dict = {"model_id": enc.model_id, "sha256": enc.sha256, "embedding_dim": enc.dim,
+                     "onnx_bytes": enc.path.stat().st_size}
+    metrics["ms_per_window"] = {f"batch{b}": _latency(enc, b) for b in (1, 8, 32, 128)}
+    result = {"metrics": metrics}
+    root = args.data or shared_data_dir()
+    if args.quick or not (root / "keypoints").exists():
+        return result
+    full = evaluate_all(enc, root, hop_s=args.hop)
+    q8 = evaluate_all(lambda f, m: dequantize(*quantize(enc(f, m))), root, hop_s=args.hop)
+    for key in ("aist_genre", "cross_view", "ballroom_enrol"):
+        metrics[key] = {k: v for k, v in full[key].items() if not isinstance(v, list)}
+        metrics[key + "_int8"] = {k: q8[key][k] for k in ("top1", "top3")}
+    metrics["normalization_consistency"] = normalization_consistency(root)
+    metrics["goals"] = {
+        "ballroom_enrol_top1": {"goal": GOALS["ballroom_enrol_top1"], "measured": full["ballroom_enrol"]["top1"]},
+        "cross_view_top1": {"goal": GOALS["cross_view_top1"], "measured": full["cross_view"]["top1"]},
+        "aist_genre_top1": {"goal": GOALS["aist_genre_top1"], "measured": full["aist_genre"]["top1"]},
+        "ms_per_window_batch32": {"goal": GOALS["ms_per_window"], "measured": metrics["ms_per_window"]["batch32"]},
+    }
+    for g in metrics["goals"].values():
+        g["met"] = (g["measured"] <= g["goal"]) if g is metrics["goals"]["ms_per_window_batch32"] else (g["measured"] >= g["goal"])
+    result["details"] = {"aist_held_out": full["aist_genre"]["held_out"], "ballroom_gallery": full["ballroom_enrol"]["gallery"],
+                         "ballroom_cameras": full["ballroom_enrol"]["cameras"]}
+    return result

@@ -1,0 +1,96 @@
+"""Encoder: shipped ONNX through open_engine, PyTorch parity, int8 wire loss, MotionStage end to end."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.motion.settings import WEIGHTS_DIR
+
+ONNX = WEIGHTS_DIR / "encoder.onnx"
+CKPT = WEIGHTS_DIR / "encoder.pt"
+pytestmark = pytest.mark.skipif(not ONNX.exists(), reason="no shipped encoder weights (run dancewire encoder train)")
+
+
+def _windows(rng, B=32):
+    feats = rng.normal(0, 0.3, (B, 60, 34)).astype(np.float32)
+    mask = np.ones((B, 60), bool)
+    mask[:, 50:] = rng.random((B, 10)) > 0.5
+    feats[~mask] = 0
+    return feats, mask
+
+
+def test_runtime_embeddings_are_unit_and_small():
+    from edge.motion.encoder import MotionEncoder
+
+    enc = MotionEncoder(ONNX)
+    e = enc.encode_features(*_windows(np.random.default_rng(0)))
+    assert e.shape == (32, enc.dim) and enc.dim <= 128 and e.dtype == np.float32
+    assert np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    assert len(enc.sha256) == 64 and enc.model_id
+    assert ONNX.stat().st_size < 5 * 2**20
+
+
+def test_onnx_parity_with_pytorch():
+    pytest.importorskip("torch")
+    if not CKPT.exists():
+        pytest.skip("no checkpoint beside the ONNX file")
+    from edge.motion.export import parity
+
+    feats, mask = _windows(np.random.default_rng(1), 64)
+    assert parity(CKPT, ONNX, feats, mask) <= 1e-4
+
+
+def test_int8_wire_loss_is_bounded():
+    from edge.motion.encoder import MotionEncoder
+    from edge.motion.export import dequantize, quantize
+
+    enc = MotionEncoder(ONNX)
+    e = enc.encode_features(*_windows(np.random.default_rng(2), 128))
+    q, s = quantize(e)
+    assert q.dtype == np.int8
+    back = dequantize(q, s)
+    cos = np.sum(back * e, axis=1)
+    assert cos.min() > 0.9995
+    # ranking of a gallery barely changes
+    sim_f, sim_q = e @ e.T, back @ back.T
+    assert np.mean(np.argsort(-sim_f, 1)[:, 1] == np.argsort(-sim_q, 1)[:, 1]) > 0.97
+
+
+@pytest.mark.data
+def test_int8_knn_accuracy_loss_on_real_windows(shared_data):
+    from edge.motion import datasets as ds
+    from edge.motion.encoder import MotionEncoder
+    from edge.motion.evaluate import genre_eval, window_set
+    from edge.motion.export import dequantize, quantize
+
+    enc = MotionEncoder(ONNX)
+    seqs = [q for d in ds.ballroom_dirs(shared_data)[::2] for q in ds.load_ballroom(d, ds.DEFAULT_CAMERAS[:2])]
+    g, q = ds.ballroom_split(seqs)
+    gw, qw = window_set(g, hop_s=1.0), window_set(q, hop_s=1.0)
+    full = genre_eval(enc, gw, qw, probe=False)["top1"]
+    int8 = genre_eval(lambda f, m: dequantize(*quantize(enc(f, m))), gw, qw, probe=False)["top1"]
+    assert abs(full - int8) <= 0.01
+
+
+def test_stage_end_to_end():
+    from edge.motion.stage import MotionStage
+    from edge.records import Beat, Onset, Pose, PoseFrame
+
+    stage = MotionStage(audio_offset=0.1)
+    for k in range(12):
+        stage.push_audio(Beat(0.5 * k, 0.5 * k, k % 8 + 1, 120.0))
+        stage.push_audio(Onset(0.5 * k + 0.25, 0.5 * k + 0.3))
+    out = []
+    for i in range(120):
+        t = i / 30.0
+        kp = np.zeros((17, 3))
+        kp[:, 0] = 300 + np.arange(17) * 3 + 30 * np.cos(np.pi * t / 0.5)
+        kp[:, 1] = 100 + np.arange(17) * 20
+        kp[:, 2] = 0.9
+        out += stage.push(PoseFrame(i, t, 640, 480, [Pose(7, t, kp, np.zeros(4), 0.9)]))
+    assert len(out) == 3
+    rec = out[0].to_json()
+    assert rec["type"] == "window" and rec["dancer"] == 7 and len(rec["embedding"]) == stage.encoder.dim
+    assert set(rec["rhythm"]) >= {"bar", "beat_coverage", "beat_hit_rate", "bas_recall", "bas_precision", "bas_f1"}
+    summary = stage.session_summary()
+    assert 7 in summary and summary[7]["bas_f1"] is not None
