@@ -169,13 +169,22 @@ def load_ballroom(folder: str | Path, cameras=DEFAULT_CAMERAS) -> list[Sequence]
         raise BadInputError(f"cannot read {folder / 'skeletons.json'}: {exc}") from None
     sk = np.asarray(d["skeletons"], np.float64)
     centre = np.asarray(d.get("center", np.zeros((len(sk), 3))), np.float64)
+    cfg = {}
+    if (folder / "config.json").exists():
+        cfg = json.loads((folder / "config.json").read_text())
+    fps = ballroom_motion_fps(len(sk), cfg)
+    if fps < 20.0:
+        # The Waltz recordings are stored subsampled (config spans ~4.2x more 25-fps frames than the
+        # skeleton holds: ~6 fps); bring them back to 25 fps by linear interpolation before projecting.
+        t_src = np.arange(len(sk)) / fps
+        t_dst = np.arange(0.0, t_src[-1] + 1e-9, 1.0 / BALLROOM_FPS)
+        sk = np.stack([np.interp(t_dst, t_src, sk[:, j, c]) for j in range(sk.shape[1]) for c in range(3)], -1)
+        sk = sk.reshape(len(t_dst), -1, 3)
+        centre = np.stack([np.interp(t_dst, t_src, centre[:, c]) for c in range(3)], -1)
     world = (ballroom_to_coco3d(sk) + centre[:, None, :]) / 100.0
     floor = world[..., 1].min()
     world[..., 1] -= floor
     target = np.array([np.median(world[:, :, 0]), 1.0, np.median(world[:, :, 2])])
-    cfg = {}
-    if (folder / "config.json").exists():
-        cfg = json.loads((folder / "config.json").read_text())
     out = []
     for cam in cameras:
         xy = project(world, cam, target)
@@ -183,6 +192,15 @@ def load_ballroom(folder: str | Path, cameras=DEFAULT_CAMERAS) -> list[Sequence]
         out.append(Sequence(folder.name, BALLROOM_GENRES[m.group(1)], kp, BALLROOM_FPS, view=cam.name,
                             dancer=folder.name, source="ballroom", meta={"config": cfg, "camera": cam}))
     return out
+
+
+def ballroom_motion_fps(n_frames: int, cfg: dict) -> float:
+    """Frame rate of a ballroom skeleton: 25 fps, unless config.json's span (in 25-fps frames) is more
+    than twice the skeleton's length (the Waltz files: ~4.2x, i.e. stored at ~6 fps)."""
+    span = float(cfg.get("end_position", 0)) - float(cfg.get("start_position", 0))
+    if n_frames > 1 and span > 2.0 * n_frames:
+        return BALLROOM_FPS * n_frames / span
+    return BALLROOM_FPS
 
 
 def load_path(path: str | Path, cameras=DEFAULT_CAMERAS) -> list[Sequence]:

@@ -51,9 +51,12 @@ def test_int8_wire_loss_is_bounded():
     back = dequantize(q, s)
     cos = np.sum(back * e, axis=1)
     assert cos.min() > 0.9995
-    # ranking of a gallery barely changes
+    # the neighbour found with int8 embeddings is (near-)tied with the true nearest neighbour
     sim_f, sim_q = e @ e.T, back @ back.T
-    assert np.mean(np.argsort(-sim_f, 1)[:, 1] == np.argsort(-sim_q, 1)[:, 1]) > 0.97
+    np.fill_diagonal(sim_f, -2)
+    np.fill_diagonal(sim_q, -2)
+    picked = sim_f[np.arange(len(e)), np.argmax(sim_q, 1)]
+    assert np.max(sim_f.max(1) - picked) < 2e-3
 
 
 @pytest.mark.data
@@ -88,7 +91,7 @@ def test_stage_end_to_end():
         kp[:, 1] = 100 + np.arange(17) * 20
         kp[:, 2] = 0.9
         out += stage.push(PoseFrame(i, t, 640, 480, [Pose(7, t, kp, np.zeros(4), 0.9)]))
-    assert len(out) == 3
+    assert len(out) == 4                  # starts 0, 0.5, 1.0, 1.5 within 4 s
     rec = out[0].to_json()
     assert rec["type"] == "window" and rec["dancer"] == 7 and len(rec["embedding"]) == stage.encoder.dim
     assert set(rec["rhythm"]) >= {"bar", "beat_coverage", "beat_hit_rate", "bas_recall", "bas_precision", "bas_f1"}
