@@ -49,6 +49,22 @@ def ensure_keys() -> dict[str, Path]:
             "edge_secret": folder / "edge-local.key_secret"}
 
 
+SEED_DIR = Path(__file__).resolve().parent.parent / "cloud" / "seed"
+
+
+def ensure_gallery(exe: list[str], gallery: Path) -> None:
+    """A fresh cloud gets the seed gallery (AIST++ genres) so styles are classified out of the box."""
+    import numpy as np
+
+    if gallery.exists():
+        return
+    for f in sorted(SEED_DIR.glob("*.npz")):
+        style = str(np.load(f)["genre"][0])
+        subprocess.run(exe + ["cloud", "enroll", str(f), "--style", style, "--group", "AIST++",
+                              "--video", f.stem], check=True, stdout=subprocess.DEVNULL)
+    print(f"dancewire: enrolled the seed gallery ({SEED_DIR}) into {gallery}", flush=True)
+
+
 def _camera_present() -> bool:
     from edge.sources.camera import camera_available
     return camera_available(0)
@@ -97,6 +113,8 @@ def run(args) -> int:
     if args.page:
         edge_cmd += ["--page", str(args.page)]
 
+    from cloud.settings import load_settings
+    ensure_gallery(exe, Path(load_settings(None, []).gallery_path))
     procs: list[subprocess.Popen] = []
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     try:
@@ -106,7 +124,6 @@ def run(args) -> int:
         edge = subprocess.Popen(edge_cmd, env=env, start_new_session=True)
         procs.append(edge)
         from cloud.cli import resolve_token
-        from cloud.settings import load_settings
         token = resolve_token(load_settings(None, []))
         print(f"dancewire: dashboard  {api}/dashboard/#token={token}", flush=True)
         if args.page:

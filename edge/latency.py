@@ -7,7 +7,8 @@ import numpy as np
 
 # The order in which a frame's work happens; a stage's latency is the time since the
 # previous stage present in the record's stamps.
-STAGES = ("capture", "detect", "landmarks", "track", "clean", "window", "encode", "send", "feedback")
+STAGES = ("capture", "detect", "landmarks", "track", "clean", "window", "encode", "rhythm", "send", "feedback")
+WINDOW_STAGES = ("window", "encode", "rhythm", "send")
 
 
 class LatencyRecorder:
@@ -15,17 +16,21 @@ class LatencyRecorder:
         self.stages = stages
         self.samples: dict[str, list[float]] = defaultdict(list)
 
-    def add(self, stamps: dict[str, float], origin: str = "capture") -> None:
-        """Record the per-stage durations of one record, plus `total` from `origin` to its last stage."""
+    def add(self, stamps: dict[str, float], origin: str = "capture", total: str = "total",
+            only: tuple[str, ...] | None = None) -> None:
+        """Record the per-stage durations of one record, plus `total` from `origin` to its last stage.
+
+        `only` limits the stages recorded (a window carries its last frame's stamps, which
+        that frame already reported)."""
         prev = None
         for stage in self.stages:
             if stage not in stamps:
                 continue
-            if prev is not None:
+            if prev is not None and (only is None or stage in only):
                 self.samples[stage].append((stamps[stage] - stamps[prev]) * 1e3)
             prev = stage
         if origin in stamps and prev is not None and prev != origin:
-            self.samples["total"].append((stamps[prev] - stamps[origin]) * 1e3)
+            self.samples[total].append((stamps[prev] - stamps[origin]) * 1e3)
 
     def add_span(self, name: str, start: float, end: float) -> None:
         self.samples[name].append((end - start) * 1e3)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from dancewire.errors import DancewireError, DeviceError
-from edge.latency import LatencyRecorder
+from edge.latency import WINDOW_STAGES, LatencyRecorder
 from edge.pipeline import EdgeGraph
 from edge.queues import Closed, LeakyQueue
 from edge.records import Beat, Frame, PoseFrame, stamp
@@ -176,6 +176,7 @@ class LiveRunner:
             step = self.graph.on_frame(item)
             image = item.image
         live = step.live
+        self._send(step.windows)                  # the cloud's answer should not wait for drawing
         if self.sink is not None and self.sink.active and image is not None:
             total = (time.perf_counter() - live.stamps["capture"]) * 1e3 if "capture" in live.stamps else None
             self.sink.write(image, live, total, live.t)
@@ -184,7 +185,6 @@ class LiveRunner:
         stamp(live.stamps, "feedback")
         self.latency.add(live.stamps)
         self.counters["frames_done"] += 1
-        self._send(step.windows)
 
     def _send(self, windows) -> None:
         if not windows or self.link is None:
@@ -196,7 +196,7 @@ class LiveRunner:
         with self._lock:
             for i, r in enumerate(windows):
                 stamp(r.stamps, "send")
-                self.latency.add(r.stamps)
+                self.latency.add(r.stamps, total="window_total", only=WINDOW_STAGES)
                 self._window_capture[(r.window.track_id, first + i)] = r.stamps.get("capture", now)
             if len(self._window_capture) > 10_000:     # feedback never came for the oldest
                 for key in list(self._window_capture)[:5_000]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from dancewire.errors import BadInputError
-from edge.latency import LatencyRecorder
+from edge.latency import WINDOW_STAGES, LatencyRecorder
 from edge.records import AudioBlock, Beat, Frame, Onset, PoseFrame, WindowResult
 from edge.settings import EdgeSettings
 
@@ -89,7 +89,7 @@ class EdgeGraph:
             return []
         results = self.motion.push(pf)
         for r in results:
-            self.latency.add(r.stamps)
+            self.latency.add(r.stamps, total="window_total", only=WINDOW_STAGES)
         return results
 
     def on_audio(self, block: AudioBlock) -> list[Onset | Beat]:

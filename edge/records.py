@@ -62,12 +62,15 @@ class Pose:
     filled: np.ndarray | None = None   # (17,) bool: joints filled by cleaning, if any
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "id": int(self.track_id),
             "box": [round(float(v), 2) for v in self.box],
             "keypoints": [[round(float(x), 2), round(float(y), 2), round(float(s), 4)]
                           for x, y, s in self.kp17],
         }
+        if self.filled is not None and np.any(self.filled):
+            out["filled"] = [int(i) for i in np.flatnonzero(self.filled)]   # joints filled by cleaning
+        return out
 
 
 @dataclass

@@ -49,8 +49,7 @@ class Limits:
 
 LIMITS = Limits()
 
-# Body kinds, as the Envelope oneof names them.
-KINDS = ("hello", "batch", "heartbeat", "ack", "error", "feedback")
+# Body message type -> the Envelope oneof field that carries it.
 _BODY_FIELD = {pb.Hello: "hello", pb.WindowBatch: "batch", pb.Heartbeat: "heartbeat",
                pb.Ack: "ack", pb.Error: "error", pb.Feedback: "feedback"}
 

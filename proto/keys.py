@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,7 +117,7 @@ def resolve(name_or_path: str | os.PathLike, directory: str | os.PathLike | None
             secret: bool = False) -> Path:
     """A key given by path, or by name in the keys folder."""
     p = Path(name_or_path)
-    if p.exists():
+    if p.is_file():
         return p
     folder = keys_dir(directory)
     candidate = folder / (f"{name_or_path}.key_secret" if secret else f"{name_or_path}.key")
@@ -164,13 +163,3 @@ def list_keys(directory: str | os.PathLike | None = None) -> list[KeyInfo]:
     for pub in sorted(allowed_dir(directory).glob("*.key")):
         out.append(KeyInfo(pub.stem, load_public(pub).decode(), False, True, pub))
     return out
-
-
-def copy_public(name: str, dest: str | os.PathLike, directory: str | os.PathLike | None = None) -> Path:
-    """Copy NAME.key (public only) somewhere, e.g. to hand it to the other side."""
-    src = resolve(name, directory)
-    dest = Path(dest)
-    if dest.is_dir():
-        dest = dest / src.name
-    shutil.copyfile(src, dest)
-    return dest

@@ -18,8 +18,9 @@ Delivery is at-least-once, made exactly-once by the cloud's deduplication:
    at most ``max_inflight`` unacked batches are on the wire: a slow or absent cloud only makes
    the spool grow; the camera loop never waits.
 
-Security: CURVE with the node's keypair (``client_key``: a ``.key_secret`` file) and the
-cloud's public key (``server_key``). Plaintext only with ``insecure_dev=True``.
+Security: CURVE with the node's keypair (``client_key``: a ``.key_secret`` file or a key name)
+and the cloud's public key (``server_key``: a ``.key`` file or name); by default ``edge`` and
+``cloud`` in the keys folder (``dancewire keys ...``). Plaintext only with ``insecure_dev=True``.
 """
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ from proto import dancewire_pb2 as pb
 log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+DEFAULT_CLIENT_KEY = "edge"     # this node's keypair in proto.keys.keys_dir()
+DEFAULT_SERVER_KEY = "cloud"    # the cloud's public key in proto.keys.keys_dir()
 
 
 class LinkError(DancewireError):
@@ -243,18 +246,21 @@ class EdgeLink:
     # ------------------------------------------------------------------ set-up
     @staticmethod
     def _load_keys(client_key, server_key, insecure_dev: bool):
+        """CURVE keys: paths or names in the keys folder; None = the defaults ``edge`` and ``cloud`` there."""
         from proto import keys
 
-        if client_key is None and server_key is None:
-            if not insecure_dev:
-                raise LinkError("the link needs CURVE keys (client_key=.key_secret, server_key=cloud .key); "
-                                "plaintext only with the development flag insecure_dev=True / --insecure-dev")
+        if insecure_dev and client_key is None and server_key is None:
             log.warning("edge link in PLAINTEXT development mode: no encryption, no authentication")
             return None
-        if client_key is None or server_key is None:
-            raise LinkError("CURVE needs both client_key (this node's .key_secret) and server_key (the cloud's .key)")
-        public, secret = keys.load_keypair(client_key)
-        server = server_key if isinstance(server_key, bytes) else keys.load_public(server_key)
+        try:
+            secret_file = keys.resolve(client_key or DEFAULT_CLIENT_KEY, secret=True)
+            server_file = None if isinstance(server_key, bytes) else keys.resolve(server_key or DEFAULT_SERVER_KEY)
+        except keys.KeysError as exc:
+            raise LinkError(f"the link needs CURVE keys: {exc}. Make this node's with `dancewire keys generate "
+                            f"{DEFAULT_CLIENT_KEY}` and copy the cloud's public cloud.key into the keys folder "
+                            f"(plaintext only with the development flag --insecure-dev)") from None
+        public, secret = keys.load_keypair(secret_file)
+        server = server_key if isinstance(server_key, bytes) else keys.load_public(server_file)
         return public, secret, server
 
     def _open_socket(self) -> None:

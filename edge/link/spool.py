@@ -106,12 +106,6 @@ class Spool:
         self._last_warn = -1e9
 
     # ------------------------------------------------------------------ sequence numbers
-    def reserve(self, n: int) -> int:
-        """Reserve n consecutive sequence numbers; returns the first. Persisted by the next append."""
-        first = self._next_seq
-        self._next_seq += int(n)
-        return first
-
     @property
     def next_seq(self) -> int:
         return self._next_seq

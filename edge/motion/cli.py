@@ -43,7 +43,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--onnx", type=Path, default=WEIGHTS_DIR / "encoder.onnx")
     x.add_argument("--data", type=Path, default=None)
     x.set_defaults(func=_export)
+
+    m = cmds.add_parser("embed", help="keypoint files -> window embeddings (.jsonl for `cloud enroll`, or .npz)")
+    m.add_argument("inputs", type=Path, nargs="+", help=".pkl / .npy / DANCE_*/skeletons.json")
+    m.add_argument("--out", type=Path, required=True, help="output .jsonl or .npz")
+    m.add_argument("--hop", type=float, default=0.5, help="hop between windows, seconds")
+    m.set_defaults(func=_embed)
+
+    g = cmds.add_parser("seed-gallery", help="the default gallery (one .npz per AIST++ genre) for a fresh cloud")
+    g.add_argument("--data", type=Path, default=None)
+    g.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "cloud" / "seed")
+    g.set_defaults(func=_seed_gallery)
     enc.set_defaults(func=lambda args: (enc.print_help(), 2)[1])
+
+
+def _embed(args) -> int:
+    from edge.motion.embed import embed_files
+
+    n = embed_files(args.inputs, args.out, hop_s=args.hop)
+    _say(f"{n} window embeddings -> {args.out}")
+    return 0
+
+
+def _seed_gallery(args) -> int:
+    from edge.motion.embed import seed_gallery
+
+    print(json.dumps(seed_gallery(_data(args), args.out), indent=2))
+    return 0
 
 
 def _data(args) -> Path:

@@ -25,7 +25,6 @@ from edge.records import Beat, Onset, PoseFrame, Window, WindowResult, stamp
 
 
 class MotionStage:
-    name = "motion"
 
     def __init__(self, settings: MotionSettings | None = None, encoder=None, audio_offset: float | None = None,
                  fps: float | None = None):
@@ -65,20 +64,27 @@ class MotionStage:
         windows = self.cutter.push(frame)
         return self.process(windows, frame.stamps)
 
+    def flush(self) -> list[WindowResult]:
+        """End of stream: whatever the cutter still holds."""
+        return self.process(self.cutter.flush())
+
     def process(self, windows: list[Window], stamps: dict | None = None) -> list[WindowResult]:
         if not windows:
             return []
+        st = dict(stamps or {})
+        stamp(st, "window")
         enc = self.encoder if self._encoder is not False else None
         if enc:
             emb = enc.encode(windows)
         else:
             emb = np.zeros((len(windows), 0), np.float32)
+        stamp(st, "encode")
         out = []
         for w, e in zip(windows, emb):
             r = rhythm.window_metrics(w.kp, w.times, w.mask, self.onsets, self.beats, self.offset, self.s, w.t0, w.t1)
-            st = dict(stamps or {})
-            stamp(st, self.name)
-            out.append(WindowResult(w, e, r, st))
+            out.append(WindowResult(w, e, r, dict(st)))
+        for res in out:
+            stamp(res.stamps, "rhythm")
         self.windows_out += len(out)
         return out
 

@@ -14,10 +14,15 @@ Per frame:
 5. remaining high boxes above `new_thresh` start tracks (confirmed after `min_hits` frames,
    at once on the first frame); tracks lost longer than the buffer are removed.
 
-One deliberate difference from ByteTrack: its final "remove duplicate tracks" step (a lost
-track whose predicted box overlaps a tracked one by IoU > 0.85 is deleted) is left out. For
-dancers crossing, the hidden dancer's lost track is predicted right through the visible
-one, and that step would delete it, giving the dancer a new id when they come out.
+Deliberate differences from ByteTrack, both for dancers who stop or hide for a while:
+* its final "remove duplicate tracks" step (a lost track whose predicted box overlaps a
+  tracked one by IoU > 0.85 is deleted) is left out: when dancers cross, the hidden dancer's
+  lost track is predicted right through the visible one, and that step would delete it,
+  giving the dancer a new id when they come out;
+* a lost track matches by the better of the IoU with its predicted box and with its last
+  observed box (as OC-SORT's observation-centric recovery), and its motion model restarts
+  from the box that brings it back: a dancer who stops while hidden is not lost to the
+  prediction drifting on at the old speed.
 
 `update()` returns (track_id, detection index) for the confirmed tracks matched this frame.
 Track ids start at 1 and are never reused.
@@ -89,6 +94,7 @@ class Track:
     score: float
     start_frame: int
     frame_id: int                  # last frame it was matched
+    last_box: np.ndarray | None = None     # last observed box
     state: str = TRACKED
     confirmed: bool = False
     hits: int = 1
@@ -130,13 +136,17 @@ class ByteTracker:
 
     def _activate(self, box: np.ndarray, score: float) -> Track:
         mean, cov = self.kf.initiate(xyxy_to_xyah(box))
-        t = Track(self.next_id, mean, cov, score, self.frame_id, self.frame_id,
+        t = Track(self.next_id, mean, cov, score, self.frame_id, self.frame_id, np.asarray(box, np.float64),
                   confirmed=self.frame_id == 1 or self.min_hits <= 1)
         self.next_id += 1
         return t
 
     def _update(self, t: Track, box: np.ndarray, score: float) -> None:
-        t.mean, t.cov = self.kf.update(t.mean, t.cov, xyxy_to_xyah(box))
+        if t.state == LOST:       # back after a gap: restart the motion model from this box
+            t.mean, t.cov = self.kf.initiate(xyxy_to_xyah(box))
+        else:
+            t.mean, t.cov = self.kf.update(t.mean, t.cov, xyxy_to_xyah(box))
+        t.last_box = np.asarray(box, np.float64)
         t.score = score
         t.frame_id = self.frame_id
         t.hits += 1
@@ -213,6 +223,9 @@ class ByteTracker:
         if not tracks or len(boxes) == 0:
             return np.zeros((len(tracks), len(boxes)))
         iou = iou_matrix(np.array([t.box for t in tracks]), boxes)
+        lost = [i for i, t in enumerate(tracks) if t.state == LOST]
+        if lost:                  # a lost track may also match where it was last seen
+            iou[lost] = np.maximum(iou[lost], iou_matrix(np.array([tracks[i].last_box for i in lost]), boxes))
         if scores is not None:
             iou = iou * scores[None, :]
         return 1.0 - iou

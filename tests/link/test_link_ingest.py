@@ -161,9 +161,12 @@ def test_fuzzed_and_malformed_frames_never_crash_ingest(plain_server, tmp_path):
     assert st_["rejects"].get("bad_frame", 0) >= 1 and st_["rejects"].get("bad_multipart", 0) >= 1
     # still serving: a real edge gets through and every window arrives once
     link = edge(plain_server.endpoint, tmp_path, "after-fuzz").start()
+    link.set_session("class-7")
     e = embeddings(10)
     for i in range(10):
         link.submit([codec.make_window(1, 0, i, i + 2, e[i])])
+    fb = link.feedback(timeout=10)
+    assert fb is not None and fb.session_id == "class-7" and fb.dancers[0].seq == 1
     assert link.wait_acked(10)
     link.close()
     assert [s for n, s in plain_server.recorder.windows if n == "after-fuzz"] == list(range(1, 11))
@@ -250,7 +253,8 @@ def test_allow_list_reload_lets_a_new_key_in(tmp_path, keyring):
 
 def test_plaintext_needs_the_explicit_development_flag(tmp_path):
     with pytest.raises(LinkError, match="insecure"):
-        EdgeLink(encoder_hash="h", embedding_dim=8, spool_path=tmp_path / "s.sqlite")
+        EdgeLink(encoder_hash="h", embedding_dim=8, spool_path=tmp_path / "s.sqlite",
+                 client_key=tmp_path / "missing.key_secret")
     with pytest.raises(DancewireError, match="insecure"):
         IngestServer("tcp://127.0.0.1:*", None, {"h"}, state_path=tmp_path / "l.sqlite")
 
@@ -325,3 +329,30 @@ def test_a_stalled_cloud_never_blocks_submit(tmp_path):
     link.close(flush_timeout=0)
     router.close()
     ctx.term()
+
+
+def test_default_key_names_in_the_keys_folder(tmp_path, keyring, monkeypatch):
+    monkeypatch.setenv("DANCEWIRE_HOME", str(tmp_path))          # keys folder: tmp_path/keys = keyring
+    with pytest.raises(LinkError, match="dancewire keys generate edge"):
+        EdgeLink(encoder_hash="enc-1", embedding_dim=64, spool_path=tmp_path / "x.sqlite")
+    rec = Recorder()
+    with IngestServer("tcp://127.0.0.1:*", rec, {"enc-1"}, state_path=tmp_path / "l.sqlite",
+                      server_key="cloud", allow_dir=keyring / "allowed") as srv:
+        link = EdgeLink(srv.endpoint, encoder_hash="enc-1", embedding_dim=64, node_id="named",
+                        client_key="edge1", spool_path=tmp_path / "s.sqlite").start()   # server key: "cloud"
+        link.submit([codec.make_window(1, 0, 0, 2, np.ones(64))])
+        assert link.wait_acked(10)
+        link.close()
+    assert rec.windows == [("named", 1)]
+
+
+def test_an_invalid_submission_is_counted_and_leaves_no_stalled_gap(plain_server, tmp_path):
+    link = edge(plain_server.endpoint, tmp_path, "gappy").start()
+    link.submit([codec.make_window(1, 0, 0, 2, np.ones(64))])
+    link.submit([codec.make_window(1, 0, 1, 3, np.ones(32))])      # wrong dimension: never spooled
+    link.submit([codec.make_window(1, 0, 2, 4, np.ones(64))])
+    assert link.wait_acked(10), repr(link.stats())                   # the cloud skips seq 2 via floor_seq
+    st_ = link.stats()
+    link.close()
+    assert st_["submit_invalid"] == 1 and "expected dim 64" in st_["last_error"]
+    assert [s for n, s in plain_server.recorder.windows if n == "gappy"] == [1, 3]

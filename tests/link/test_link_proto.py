@@ -166,3 +166,15 @@ def test_decode_survives_mutated_valid_frames(data):
         codec.decode(bytes(frame[:cut]))
     except codec.WireError:
         pass
+
+
+def test_feedback_to_dict_for_the_rig():
+    fb = pb.Feedback(session_id="s1", t_us=5, dancers=[codec.make_dancer_feedback(
+        2, 10, {"house": 0.75, "krump": 0.25}, t0=1.0, t1=3.0, style="house", confidence=0.75,
+        nearest=[("ref-1", "house", 0.5)], scores={"routine_similarity": 80.0})])
+    d = codec.feedback_to_dict(codec.decode(codec.encode(fb))[1])
+    assert d["session"] == "s1" and d["type"] == "feedback"
+    (dancer,) = d["dancers"]
+    assert dancer["dancer"] == 2 and dancer["style"] == "house" and dancer["styles"] == {"house": 0.75, "krump": 0.25}
+    assert (dancer["t0"], dancer["t1"]) == (1.0, 3.0) and dancer["nearest"] == [("ref-1", "house", 0.5)]
+    assert dancer["scores"] == {"routine_similarity": 80.0}

@@ -148,3 +148,28 @@ def test_from_settings_opens_the_cached_models(pose_model_paths, shared_data, re
         assert stage.landmarks_engine.backend == "onnxruntime"
     finally:
         stage.close()
+
+
+def test_dropout_is_filled_and_the_id_survives_a_long_one(shared_data, pose_stage, read_frames):
+    """Real frames blanked: 3 frames (a dropped/occluded stretch: the cleaned stream puts the
+    dancer back, every joint marked filled), then 25 frames (1 s: the same id comes back)."""
+    frames, fps = read_frames(shared_data / "video" / "qengineering_Dance.mp4", limit=150)
+    short, long_ = range(40, 43), range(80, 105)
+    ids, final = {}, []
+    for i, image in enumerate(frames):
+        if i in short or i in long_:
+            image = np.zeros_like(image)
+        pf = pose_stage(Frame(i, i / fps, image))
+        ids[i] = [p.track_id for p in pf.poses]
+        final.extend(pose_stage.cleaned())
+    final.extend(pose_stage.flush())
+    assert all(ids[i] == [] for i in [*short, *long_])            # nothing invented live
+    assert set(sum(ids.values(), [])) == {1}                      # one dancer, one id throughout
+    by_index = {f.index: f for f in final}
+    for i in short:
+        (p,) = by_index[i].poses
+        assert p.filled.all() and p.track_id == 1
+        before, after = by_index[short[0] - 1].poses[0].kp17, by_index[short[-1] + 1].poses[0].kp17
+        assert np.abs(p.kp17[:, :2] - (before[:, :2] + after[:, :2]) / 2).max() < 0.25 * np.ptp(before[:, 1])
+    assert all(by_index[i].poses == [] for i in long_)            # too long to fill
+    assert not any(p.filled.any() for i, f in by_index.items() if i not in short for p in f.poses)

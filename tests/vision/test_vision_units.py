@@ -1,5 +1,9 @@
 """Unit tests of the vision parts that need no model: anchors, NMS, decoding, ROI geometry,
-tracker, one-euro filter, cleaning, quality filters, settings."""
+tracker, one-euro filter, cleaning, quality filters, settings.
+
+The two small `Engine`s below return crafted tensors (one anchor fired with known offsets; a
+landmark at the brightest crop pixel) so that the decoding and the crop geometry can be
+checked against exact expected values. The real models run in test_vision_real.py."""
 from __future__ import annotations
 
 import math
@@ -229,6 +233,18 @@ def test_tracker_keeps_ids_through_crossing_and_occlusion():
             ids_b.add(out[1])
     assert b_seen_after
     assert len(ids_a) == 1 and len(ids_b) == 1 and ids_a != ids_b
+
+
+def test_tracker_recovers_a_dancer_who_stopped_while_hidden():
+    """Moving right, hidden for 20 frames, back where they vanished: the Kalman prediction has
+    drifted 100 px away, the last observed box still matches."""
+    tracker = ByteTracker(buffer_frames=30)
+    for f in range(20):
+        assert tracker.update(np.array([_box(100 + 5 * f, 200)]), np.array([0.9])) == [(1, 0)]
+    for _ in range(20):
+        assert tracker.update(np.zeros((0, 4)), np.zeros(0)) == []
+    assert tracker.update(np.array([_box(195, 200)]), np.array([0.9])) == [(1, 0)]
+    assert tracker.update(np.array([_box(195, 200)]), np.array([0.9])) == [(1, 0)]   # and it stays put
 
 
 def test_tracker_new_tracks_need_confirmation_and_expire():
