@@ -58,7 +58,7 @@ class CameraSource:
 
 def camera_available(device: int | str = 0) -> bool:
     """Whether the camera opens (OpenCV's own warnings about a missing device are silenced)."""
-    cv2.setLogLevel(0)   # LOG_LEVEL_SILENT: the answer is the return value
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)   # the answer is the return value
     cap = cv2.VideoCapture(device, cv2.CAP_V4L2) if not isinstance(device, str) or "appsink" not in device \
         else cv2.VideoCapture(device, cv2.CAP_GSTREAMER)
     ok = cap.isOpened()
