@@ -164,8 +164,9 @@ def run(args) -> dict:
         keymod.generate("edge-bench")
         keymod.allow(kd / "edge-bench.key")
         keys = {"edge_secret": kd / "edge-bench.key_secret", "server_public": kd / "cloud.key"}
-        from benchmarks.seed_gallery import enrol_default_gallery
-        enrol_default_gallery(home)
+        from cloud.settings import load_settings
+        from dancewire.up import ensure_gallery
+        ensure_gallery([sys.executable, "-m", "dancewire"], Path(load_settings(None, []).gallery_path))
         api_port, zmq_port = _free_port(), _free_port()
         with cloud_process(home, api_port, zmq_port, kd / "cloud.key_secret"):
             base = load_edge_settings()

@@ -14,6 +14,8 @@ process with its SQLite ledger, on loopback. Measured:
 * ``roundtrip_ms_p50/p99``: submit() on the edge -> spool -> cloud (validate, dedup, a stand-in
   classifier building Feedback, ledger commit) -> Feedback callback on the edge, paced at
   ``--rate`` windows/s; ``nodes_roundtrip_ms_*`` the same with ``--nodes`` edges sharing the rate.
+  Each configuration runs ``--repeats`` times; the metric is the run with the median p99 and every
+  run is listed in ``detail`` (with the machine's load before and after in ``config``).
 """
 from __future__ import annotations
 
@@ -47,6 +49,8 @@ def add_arguments(p) -> None:
     p.add_argument("--nodes", type=int, default=8, help="simulated edge nodes for the N-node test")
     p.add_argument("--ingest-windows", type=int, default=200_000, help="windows for the ingest throughput test")
     p.add_argument("--ingest-conns", type=int, default=4, help="connections for the ingest throughput test")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="round-trip runs per configuration; the metric is the median run (all runs are in detail)")
     p.add_argument("--insecure-dev", action="store_true", help="plaintext instead of CURVE (comparison only)")
     p.add_argument("--quick", action="store_true", help="short runs (CI smoke test)")
 
@@ -335,9 +339,32 @@ def measure_roundtrip(tmp: Path, keydir, args, nodes: int, per_msg: int) -> dict
 
 # --------------------------------------------------------------------------- entry
 
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median p99 (a shared 2-core box has occasional stalls of other processes' making);
+    every run's p50/p99 is kept under "runs"."""
+    ordered = sorted(runs, key=lambda r: r["p99"] if r["p99"] is not None else float("inf"))
+    chosen = dict(ordered[len(ordered) // 2])
+    chosen["runs"] = [{"p50": r["p50"], "p99": r["p99"], "max": r["max"], "missing_feedback": r["missing_feedback"]}
+                      for r in runs]
+    chosen["missing_feedback"] = sum(r["missing_feedback"] for r in runs)
+    return chosen
+
+
+def _contention() -> dict:
+    """How busy the machine was (other processes skew latency tails on a small box)."""
+    out = {"load_average": os.getloadavg(), "nice": os.nice(0)}
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+        out["cpu_pressure_some_avg60"] = float(line.split("avg60=")[1].split()[0])
+    except (OSError, IndexError, ValueError):
+        pass
+    return out
+
+
 def run(args) -> dict:
     from proto import keys
 
+    before = _contention()
     if args.quick:
         args.bytes_seconds, args.seconds = min(args.bytes_seconds, 3.0), min(args.seconds, 1.5)
         args.ingest_windows = min(args.ingest_windows, 20_000)
@@ -355,9 +382,10 @@ def run(args) -> dict:
         ing = measure_ingest(tmp, keydir, args, args.ingest_windows, args.dancers, feedback=False)
         ing1 = measure_ingest(tmp, keydir, args, args.ingest_windows // 4, 1, feedback=False)
         ingf = measure_ingest(tmp, keydir, args, args.ingest_windows // 2, args.dancers, feedback=True)
-        rt = measure_roundtrip(tmp, keydir, args, 1, args.dancers)
-        rt1 = measure_roundtrip(tmp, keydir, args, 1, 1)
-        rtn = measure_roundtrip(tmp, keydir, args, args.nodes, args.dancers)
+        rt = _median_run([measure_roundtrip(tmp, keydir, args, 1, args.dancers) for _ in range(args.repeats)])
+        rt1 = _median_run([measure_roundtrip(tmp, keydir, args, 1, 1) for _ in range(args.repeats)])
+        rtn = _median_run([measure_roundtrip(tmp, keydir, args, args.nodes, args.dancers)
+                           for _ in range(args.repeats)])
 
     metrics = {
         **{k: by[k] for k in ("bytes_per_dancer_second", "downlink_bytes_per_dancer_second",
@@ -382,7 +410,8 @@ def run(args) -> dict:
               "seconds": args.seconds, "nodes": args.nodes, "security": "plaintext" if args.insecure_dev else "CURVE",
               "rhythm_metrics_per_window": len(RHYTHM), "windows_per_dancer_second": 2,
               "spool": "SQLite WAL, fsync every 0.2 s", "ledger": "SQLite WAL, fsync every 0.2 s",
-              "ingest_cpu": "ingest process pinned to one CPU; load generator on the other(s)"}
+              "ingest_cpu": "ingest process pinned to one CPU; load generator on the other(s)",
+              "contention_before": before, "contention_after": _contention()}
     detail = {"bytes": by, "bytes_1_dancer_per_message": by1, "bytes_dim128": by128, "ingest": ing, "ingest_1_per_message": ing1, "ingest_with_feedback": ingf,
               **{k: {kk: vv for kk, vv in v.items() if kk != "rtts"} for k, v in
                  (("roundtrip", rt), ("roundtrip_1_per_message", rt1), ("roundtrip_nodes", rtn))}}

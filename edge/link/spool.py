@@ -45,6 +45,9 @@ from proto.walsync import WalSyncer
 log = logging.getLogger(__name__)
 
 FSYNC_POLICIES = ("interval", "always", "never")
+ACKED_STATS_SQL = ("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM spool "
+                   "WHERE first_seq <= ? AND last_seq <= ?")
+ACKED_DELETE_SQL = "DELETE FROM spool WHERE first_seq <= ? AND last_seq <= ?"
 FULL_POLICIES = ("drop_oldest", "drop_newest")
 
 
@@ -196,11 +199,11 @@ class Spool:
     def ack(self, seq: int) -> int:
         """Delete every row whose last_seq <= seq (the cloud has them). Returns rows deleted."""
         with self._lock:
-            row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM spool WHERE last_seq <= ?",
-                                   (seq,)).fetchone()
+            # seqs grow with first_seq, so bounding first_seq too keeps this a primary-key range scan
+            row = self._db.execute(ACKED_STATS_SQL, (seq, seq)).fetchone()
             if not row[0]:
                 return 0
-            self._db.execute("DELETE FROM spool WHERE last_seq <= ?", (seq,))
+            self._db.execute(ACKED_DELETE_SQL, (seq, seq))
             self._stats.batches -= row[0]
             self._stats.bytes -= row[1]
         if self._syncer is not None:

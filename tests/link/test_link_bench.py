@@ -12,7 +12,7 @@ from dancewire.cli import main
 def test_bench_wire_quick_writes_all_metrics(tmp_path):
     out = tmp_path / "bench-wire.json"
     assert main(["bench", "wire", "--json", str(out), "--quick", "--bytes-seconds", "1.5", "--seconds", "1",
-                 "--ingest-windows", "8000", "--nodes", "3"]) == 0
+                 "--ingest-windows", "8000", "--nodes", "3", "--repeats", "1"]) == 0
     result = json.loads(out.read_text())
     m = result["metrics"]
     for key in ("bytes_per_dancer_second", "ingest_windows_per_s", "roundtrip_ms_p50", "roundtrip_ms_p99",

@@ -121,3 +121,14 @@ def test_edge_link_full_spool_policy_end_to_end(tmp_path):
     s = Spool(tmp_path / "s.sqlite")
     assert [r[0] for r in s.pending(0)] == list(range(81, 101))
     s.close()
+
+
+def test_ack_trims_by_primary_key_range_not_a_full_scan(tmp_path):
+    """A spool that filled during a long outage must drain quickly: acks use the first_seq index."""
+    from edge.link.spool import ACKED_DELETE_SQL, ACKED_STATS_SQL
+
+    s = Spool(tmp_path / "s.sqlite")
+    for sql in (ACKED_STATS_SQL, ACKED_DELETE_SQL):
+        plan = " ".join(str(r) for r in s._db.execute("EXPLAIN QUERY PLAN " + sql, (5, 5)).fetchall())
+        assert "PRIMARY KEY" in plan and "SCAN spool" not in plan.replace("SCAN spool USING", ""), plan
+    s.close()

@@ -84,7 +84,7 @@ def test_short_run_on_two_clips(shared_data, tmp_path):
         d = m[f"frame_drop:{p}pct"]
         assert abs(d["frames"] - (1 - p / 100) * n) <= 2
         assert 0.0 <= d["displacement_mean"] < 0.2
-    assert m["clean"]["style_pose_stats"]["top1"] == 1.0
+    assert m["clean"]["style_pose_stats"]["top1"] == m["clean"]["style_pose_stats"]["top1_all"] == 1.0
     assert m["clean"]["style_pose_stats"]["coverage"] == 1.0
     assert m["frame_drop:50pct"]["style_pose_stats"]["drop"] is not None
     assert m["clean"]["style_pose_stats"]["similarity_to_clean"] == pytest.approx(1.0)
@@ -93,3 +93,26 @@ def test_short_run_on_two_clips(shared_data, tmp_path):
     for path in out["plots"]:
         assert (tmp_path / path.split("/")[-1]).stat().st_size > 5000
     json.dumps(out, default=float)
+
+
+def test_style_metrics_count_lost_windows_as_wrong():
+    from edge.records import Window
+
+    def win(kp_xy, t0):
+        kp = np.concatenate([kp_xy[None].repeat(60, 0), np.ones((60, 17, 1))], 2).astype(np.float32)
+        kp[:, :, 0] += np.sin(np.arange(60) / 5.0)[:, None] * 10        # a little motion
+        return Window(0, t0, t0 + 2, kp, np.ones(60, bool), t0 + np.arange(60) / 30)
+
+    a, b = _standing(), _standing()[:, ::-1].copy()                      # B: x and y swapped, lying down
+    def norm(ws):                                                        # mean keypoint position, unit length
+        e = np.stack([w.kp[..., :2].mean((0, 1)) for w in ws]) if ws else np.zeros((0, 2))
+        return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-8)
+
+    gallery = {"A": [win(a, 0.0)], "B": [win(b, 0.0)]}
+    clean_q = {"A": [win(a, 0.125), win(a, 0.375)], "B": [win(b, 0.125)]}
+    out = robustness.style_metrics(norm, gallery, {"A": [win(a, 0.125)], "B": []}, clean_q, tol=0.125)
+    assert out["top1"] == 1.0
+    assert out["top1_all"] == pytest.approx(1 / 3)
+    assert out["coverage"] == pytest.approx(1 / 3)
+    assert out["similarity_to_clean"] == pytest.approx(1.0)
+    assert out["per_class"]["B"] == {"top1": None, "windows": 0, "expected": 1}

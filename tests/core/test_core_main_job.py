@@ -1,0 +1,61 @@
+"""The main job (`dancewire up`): cloud + edge + dashboard on the demo source, stopped cleanly."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dancewire.paths import REPO_ROOT
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_seed_gallery_matches_the_shipped_encoder():
+    from edge.motion.export import sha256
+
+    encoder = REPO_ROOT / "edge" / "motion" / "weights" / "encoder.onnx"
+    seeds = sorted((REPO_ROOT / "cloud" / "seed").glob("*.npz"))
+    assert len(seeds) == 4
+    for f in seeds:
+        data = np.load(f)
+        assert str(data["encoder_hash"]) == sha256(encoder), f"{f.name} is stale: run `dancewire encoder seed-gallery`"
+        emb = data["embeddings"].astype(np.float32)
+        assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=2e-3)
+
+
+@pytest.mark.slow
+def test_up_runs_demo_end_to_end_and_loses_nothing(tmp_path):
+    from edge.models.registry import model_path
+
+    try:
+        model_path("pose_detector")
+    except Exception as exc:  # the edge needs the pose models even for the demo's CLI start-up checks
+        pytest.skip(f"pose models not built: {exc}")
+    env = dict(os.environ, DANCEWIRE_HOME=str(tmp_path), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "dancewire", "up", "--demo", "--duration", "20", "--page", "0",
+           "--api-port", str(_free_port()), "--zmq-port", str(_free_port())]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "DEMO" in proc.stdout and "/dashboard/#token=" in proc.stdout
+
+    stats = json.loads((tmp_path / "last-edge-run.json").read_text())
+    sent = stats["counters"]["windows_sent"]
+    assert sent > 20, stats["counters"]
+    assert stats["link"]["acked_seq"] == stats["link"]["next_seq"] - 1     # every window acked
+    assert stats["counters"]["feedback"] > 0 and stats["cloud_feedback_ms"]["n"] > 0
+
+    from cloud.store import Store
+    store = Store(f"sqlite:///{tmp_path / 'cloud.sqlite3'}")
+    try:
+        assert store.count("windows") == sent                                # exactly once
+        styles = {r["style"] for r in store.results()}
+        assert styles & {"Break", "House", "Krump", "Middle Hip-hop"}
+    finally:
+        store.close()
