@@ -13,7 +13,8 @@ process with its SQLite ledger, on loopback. Measured:
   seconds the process used.
 * ``roundtrip_ms_p50/p99``: submit() on the edge -> spool -> cloud (validate, dedup, a stand-in
   classifier building Feedback, ledger commit) -> Feedback callback on the edge, paced at
-  ``--rate`` windows/s; ``nodes_roundtrip_ms_*`` the same with ``--nodes`` edges sharing the rate.
+  ``--rate`` windows/s; ``nodes_roundtrip_ms_*`` the same with ``--nodes`` edges (one process
+  each, as each is its own machine in a studio) sharing the rate.
   Each configuration runs ``--repeats`` times; the metric is the run with the median p99 and every
   run is listed in ``detail`` (with the machine's load before and after in ``config``).
 """
@@ -282,58 +283,92 @@ def measure_ingest(tmp: Path, keydir, args, windows: int, per_msg: int, feedback
             "rejected": stats.get("rejected", 0), "per_message": per_msg, "feedback": feedback}
 
 
-def measure_roundtrip(tmp: Path, keydir, args, nodes: int, per_msg: int) -> dict:
-    port = _free_port()
-    cloud = _Cloud(tmp, keydir, port, feedback=True)
-    sent: dict[tuple[int, int], float] = {}
+def _edge_node(endpoint: str, tmp: Path, keydir, name: str, dim: int, dtype: str, msgs_per_s: float,
+               seconds: float, per_msg: int, start_at: float, phase: float) -> dict:
+    """One simulated edge node: paced submits from `start_at` (unix time), RTT of each window's feedback."""
+    sent: dict[int, float] = {}
     rtts: list[float] = []
     lock = threading.Lock()
-    links = []
 
-    def on_feedback_for(node: int):
-        def cb(fb):
-            now = time.perf_counter()
-            with lock:
-                for d in fb.dancers:
-                    t = sent.pop((node, d.seq), None)
-                    if t is not None:
-                        rtts.append((now - t) * 1000.0)
-        return cb
+    def on_feedback(fb):
+        now = time.perf_counter()
+        with lock:
+            for d in fb.dancers:
+                t = sent.pop(d.seq, None)
+                if t is not None:
+                    rtts.append((now - t) * 1000.0)
 
+    link = _link(endpoint, tmp, keydir, name, dim, dtype, on_feedback)
     try:
-        for n in range(nodes):
-            links.append(_link(f"tcp://127.0.0.1:{port}", tmp, keydir, f"rt{nodes}-{per_msg}-{n}", args.dim,
-                               args.dtype, on_feedback_for(n)))
-        for link in links:
-            if not link.wait_ready(30):
-                raise RuntimeError(f"edge never connected: {link.stats()}")
-        emb = _embeddings(1000, args.dim)
-        msgs_per_s = args.rate / per_msg
-        total = int(args.seconds * msgs_per_s)
+        if not link.wait_ready(30):
+            raise RuntimeError(f"edge never connected: {link.stats()}")
+        emb = _embeddings(1000, dim)
+        total = int(seconds * msgs_per_s)
         warm = int(0.5 * msgs_per_s)
-        start = time.perf_counter()
+        start = time.perf_counter() + max(0.0, start_at - time.time()) + phase / msgs_per_s
         for i in range(total):
             time.sleep(max(0.0, start + i / msgs_per_s - time.perf_counter()))
-            node = i % nodes
-            ws = _windows(i, per_msg, emb, args.dtype)
+            ws = _windows(i, per_msg, emb, dtype)
             with lock:
                 t = time.perf_counter()
-                first = links[node].submit(ws)
+                first = link.submit(ws)
                 if i >= warm:
                     for k in range(per_msg):
-                        sent[(node, first + k)] = t
-        achieved = (total * per_msg) / (time.perf_counter() - start)
-        for link in links:
-            link.wait_acked(20)
+                        sent[first + k] = t
+        achieved = total * per_msg / (time.perf_counter() - start)
+        link.wait_acked(20)
         time.sleep(0.2)
-        lost = len(sent)
+        with lock:
+            lost = len(sent)
     finally:
-        for link in links:
-            link.close()
+        link.close()
+    return {"rtts": rtts, "lost": lost, "achieved": achieved}
+
+
+def _edge_node_proc(queue, *a) -> None:
+    try:
+        queue.put(_edge_node(*a))
+    except Exception as exc:            # the parent raises it instead of waiting out its timeout
+        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def measure_roundtrip(tmp: Path, keydir, args, nodes: int, per_msg: int) -> dict:
+    """1 node: in this process. N nodes: one process each (each node is its own machine in a studio)."""
+    import multiprocessing
+
+    port = _free_port()
+    cloud = _Cloud(tmp, keydir, port, feedback=True)
+    endpoint = f"tcp://127.0.0.1:{port}"
+    msgs_per_s = args.rate / per_msg / nodes
+    start_at = time.time() + (1.0 if nodes == 1 else 4.0)      # after every node has connected
+    common = (args.dim, args.dtype, msgs_per_s, args.seconds, per_msg, start_at)
+    try:
+        if nodes == 1:
+            results = [_edge_node(endpoint, tmp, keydir, f"rt1-{per_msg}", *common, 0.0)]
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            queue = ctx.Queue()
+            procs = [ctx.Process(target=_edge_node_proc, args=(queue, endpoint, tmp, keydir, f"rt{nodes}-{per_msg}-{n}",
+                                                                *common, n / nodes)) for n in range(nodes)]
+            try:
+                for p in procs:
+                    p.start()
+                results = [queue.get(timeout=args.seconds + 120) for _ in procs]
+            finally:
+                for p in procs:
+                    p.join(30)
+                    if p.is_alive():
+                        p.terminate()
+            errors = [r["error"] for r in results if "error" in r]
+            if errors:
+                raise RuntimeError(f"simulated edge node failed: {errors[0]}")
+    finally:
         stats = cloud.stop()
+    rtts = [v for r in results for v in r["rtts"]]
     pct = percentiles(rtts, (50, 90, 99))
     return {"p50": pct["p50"], "p90": pct["p90"], "p99": pct["p99"], "max": max(rtts) if rtts else None,
-            "samples": len(rtts), "missing_feedback": lost, "achieved_windows_per_s": achieved,
+            "samples": len(rtts), "missing_feedback": sum(r["lost"] for r in results),
+            "achieved_windows_per_s": sum(r["achieved"] for r in results),
             "nodes": nodes, "per_message": per_msg, "cloud_duplicates": stats.get("duplicates"), "rtts": rtts}
 
 

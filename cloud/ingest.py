@@ -32,8 +32,8 @@ loss of the cloud host can lose at most that much of already-acked windows. ``fs
 group commit (~2 ms each here).
 
 Security: CURVE with ``zmq.auth.thread.ThreadAuthenticator``; only edge public keys in the
-allow-list folder (``proto.keys.allowed_dir()``) get in. Failed handshakes are counted
-(``auth_failures``) from the socket monitor. Plaintext only with ``insecure_dev=True``.
+allow-list folder (``proto.keys.allowed_dir()``) get in. Refused keys (``auth_failures``) and
+other failed handshakes (``handshake_failures``) are counted from the socket monitor. Plaintext only with ``insecure_dev=True``.
 
 Run standalone (tests, benchmarks): ``python -m cloud.ingest --bind tcp://127.0.0.1:5555 ...``.
 """
@@ -571,12 +571,15 @@ class IngestServer:
             except (zmq.Again, zmq.ZMQError):
                 return
             event = evt["event"]
-            if event in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
-                         zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 self.counters["auth_failures"] += 1
                 self._ratelog("auth", self.counters["auth_failures"],
-                              "ingest refused a connection (%s): unknown key or wrong mechanism",
-                              zmq.Event(event).name)
+                              "ingest refused a connection: its CURVE key is not on the allow-list")
+            elif event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+                self.counters["handshake_failures"] += 1
+                self._ratelog("handshake", self.counters["handshake_failures"],
+                              "ingest: a connection failed its handshake (%s): wrong security mechanism "
+                              "(plaintext vs CURVE), wrong server key, or not a ZeroMQ peer", zmq.Event(event).name)
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.counters["handshakes"] += 1
             elif event == zmq.EVENT_DISCONNECTED:

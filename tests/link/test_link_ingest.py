@@ -230,7 +230,8 @@ def test_unknown_key_is_rejected_and_allowed_key_accepted(tmp_path, keyring):
         good.submit([codec.make_window(1, 0, 0, 2, np.ones(64))])
         assert good.wait_acked(10)
         assert not plain.wait_ready(1.0)
-        assert wait_until(lambda: srv.stats().get("auth_failures", 0) >= 2, 10), srv.stats()
+        assert wait_until(lambda: srv.stats().get("auth_failures", 0) >= 1                 # the stranger
+                          and srv.stats().get("handshake_failures", 0) >= 1, 10), srv.stats()  # plaintext
         for link in (good, stranger, plain):
             link.close(flush_timeout=0.1)
         assert rec.hellos == ["good"] and rec.windows == [("good", 1)]
