@@ -5,8 +5,9 @@ Tong (sec. 3) kept an example (a dancer's sequence of frames) only if
 2. the mean keypoint confidence over the example is >= 0.5,
 3. the example has at least 18 frames (~0.75 s at 24 fps).
 
-Rules 1 and 3 are about whole sequences, so they are offered as `sequence_quality` for
-whoever cuts windows (edge/motion). Per frame, `QualityFilter` applies rule 2 to each pose
+Rules 1 and 3 are about whole sequences: the live window cutter applies rule 3
+(`motion.min_valid`), and `sequence_quality` applies all three to a recorded sequence (data
+curation, as Tong used them). Per frame, `QualityFilter` applies rule 2 to each pose
 (a pose whose mean confidence is below the limit is dropped from the frame) and counts
 the keypoints below the rule-1 limit; it never changes a keypoint.
 """

@@ -53,7 +53,7 @@ class VisionSettings:
     track_match_iou: float = 0.2        # first association: accepted when IoU x score >= this (ByteTrack 0.8 cost)
     track_low_iou: float = 0.5          # second association: IoU >= this (ByteTrack 0.5 cost)
     track_buffer_s: float = 1.5         # a lost track is kept this long (ByteTrack: 30 frames at 30 fps)
-    track_min_hits: int = 2             # frames before a new track is confirmed (not on the first frame)
+    track_min_hits: int = 3             # frames before a new track is confirmed (not on the first frame; SORT: 3)
 
     # --- smoothing (one-euro, mediapipe's landmark parameters) --------------------------
     smooth: bool = True
@@ -76,5 +76,5 @@ class VisionSettings:
     # --- quality (Tong) -------------------------------------------------------------
     min_keypoint_conf: float = 0.15     # a keypoint below this is unreliable (Tong: every keypoint of an example)
     min_mean_conf: float = 0.5          # a pose whose mean keypoint confidence is below this is dropped
-    min_frames: int = 18                # Tong: an example needs at least this many frames (sequence check)
+    # Tong's third rule (an example needs >= 18 frames) is `motion.min_valid`: windows are cut there.
     keypoint_score: str = "visibility"  # per-keypoint score: "visibility", "presence" or "min" of both

@@ -53,13 +53,14 @@ class PoseStage:
 
     @classmethod
     def from_settings(cls, settings: VisionSettings | None = None, backend: str = "onnxruntime",
-                      threads: int = 2) -> "PoseStage":
-        """Open both BlazePose models from the model cache on `backend`."""
+                      threads: int = 2, precision: str = "fp16") -> "PoseStage":
+        """Open both BlazePose models from the model cache on `backend` (`precision`: TensorRT's;
+        an INT8 engine uses the rig's calibration cache from `dancewire calibrate int8`)."""
         from edge.engines import open_engine
         from edge.models.registry import model_path
 
-        det = open_engine(model_path("pose_detector"), backend, threads=threads)
-        lmk = open_engine(model_path("pose_landmarks"), backend, threads=threads)
+        det = open_engine(model_path("pose_detector"), backend, threads=threads, precision=precision)
+        lmk = open_engine(model_path("pose_landmarks"), backend, threads=threads, precision=precision)
         return cls(settings or VisionSettings(), det, lmk)
 
     def reset(self) -> None:

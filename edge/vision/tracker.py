@@ -212,7 +212,7 @@ class ByteTracker:
             if t.confirmed:
                 out[di] = t.track_id
 
-        # 5) forget old lost tracks; drop lost duplicates of tracked ones
+        # 5) forget old lost tracks
         for t in self.tracks:
             if t.state == LOST and self.frame_id - t.frame_id > self.buffer:
                 t.state = REMOVED

@@ -239,3 +239,26 @@ def test_trt_cache_key_and_cache_hit(tmp_path):
     for k in out1:
         np.testing.assert_allclose(out1[k], out2[k], rtol=1e-3, atol=1e-3)
     second.close()
+
+
+def test_pipeline_opens_the_pose_models_at_the_configured_precision(tmp_path, monkeypatch):
+    """`engine.precision` reaches both pose engines (TensorRT stand-ins here)."""
+    from edge.models.registry import model_path
+    from edge.pipeline import EdgeGraph
+    from edge.settings import load_edge_settings
+
+    try:
+        model_path("pose_detector")
+    except DancewireError as exc:
+        pytest.skip(f"pose models not built: {exc}")
+    fake_trt, _ = fakes.install(monkeypatch)
+    monkeypatch.setattr(trt_mod, "cache_dir", lambda: tmp_path)
+    settings = load_edge_settings(None, ["engine.backend=tensorrt", "engine.precision=fp32"])
+    graph = EdgeGraph.build(settings, audio=False, encoder=False)
+    try:
+        for eng in (graph.pose.detector_engine, graph.pose.landmarks_engine):
+            assert eng.backend == "tensorrt" and eng.precision == "fp32"
+        assert len(fake_trt.configs) == 2
+        assert all(fake_trt.BuilderFlag.FP16 not in c.flags for c in fake_trt.configs)
+    finally:
+        graph.close()
