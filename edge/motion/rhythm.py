@@ -6,13 +6,13 @@ beats = local minima of the smoothed joint speed (kinematic beats: the body stop
 Music side (from `edge.audio` records, shifted by the audio offset): `Onset` times are the music
 intensity peaks, `Beat` times the music beats (onsets stand in when no beat grid is known).
 
-Metrics (each None when undefined):
-* ``bar``: DanceMVP beat alignment rate, the share of motion-intensity peaks within 0.2 s of a music peak;
+Metrics (each None when undefined; the names are the wire's `RhythmMetrics` fields, see `proto.codec`):
+* ``beat_alignment``: DanceMVP beat alignment rate, the share of motion-intensity peaks within 0.2 s of a music peak;
 * ``beat_coverage``: Ban / Lee et al., motion beats / music beats;
 * ``beat_hit_rate``: aligned motion beats / motion beats (aligned: within 0.2 s of a music beat);
-* ``bas_recall``: beat-align score (AIST++ / Bailando style): mean over music beats of
-  exp(-d^2 / 2 sigma^2), d = distance to the nearest motion beat; ``bas_precision``: the same over
-  motion beats towards music beats; ``bas_f1``: their harmonic mean.
+* ``align_recall``: beat-align score (AIST++ / Bailando style): mean over music beats of
+  exp(-d^2 / 2 sigma^2), d = distance to the nearest motion beat; ``align_precision``: the same over
+  motion beats towards music beats; ``align_f1``: their harmonic mean.
 Times are media seconds; an offset o means a music event at audio time t happens at t + o.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from edge.motion.normalize import body_size
 from edge.motion.settings import MotionSettings
 from edge.records import Beat, Onset
 
-METRICS = ("intensity", "bar", "beat_coverage", "beat_hit_rate", "bas_recall", "bas_precision", "bas_f1",
+METRICS = ("intensity", "beat_alignment", "beat_coverage", "beat_hit_rate", "align_recall", "align_precision", "align_f1",
            "motion_beats", "music_beats")
 
 
@@ -117,11 +117,11 @@ def beat_hit_rate(motion_beats, music_beats, tol: float = 0.2) -> float | None:
 
 def beat_align_score(motion_beats, music_beats, sigma: float = 0.1) -> dict[str, float | None]:
     if len(motion_beats) == 0 or len(music_beats) == 0:
-        return {"bas_recall": None, "bas_precision": None, "bas_f1": None}
+        return {"align_recall": None, "align_precision": None, "align_f1": None}
     rec = float(np.mean(np.exp(-nearest_distance(music_beats, motion_beats) ** 2 / (2 * sigma ** 2))))
     prec = float(np.mean(np.exp(-nearest_distance(motion_beats, music_beats) ** 2 / (2 * sigma ** 2))))
     f1 = 0.0 if rec + prec == 0 else 2 * rec * prec / (rec + prec)
-    return {"bas_recall": rec, "bas_precision": prec, "bas_f1": float(f1)}
+    return {"align_recall": rec, "align_precision": prec, "align_f1": float(f1)}
 
 
 def music_times(onsets: Iterable[Onset] = (), beats: Iterable[Beat] = (), offset: float = 0.0):
@@ -147,16 +147,16 @@ def metrics(curve: MotionCurve, music_peaks: np.ndarray, music_beats: np.ndarray
     xb_in, xb_near, xp_near = inside(music_beats), near(music_beats), near(music_peaks)
     sel = (curve.t >= t0) & (curve.t <= t1)
     out: dict[str, float | None] = {"intensity": float(np.mean(curve.intensity[sel])) if sel.any() else None}
-    out["bar"] = beat_alignment_rate(mp, xp_near, s.align_tol_s) if len(music_peaks) else None
+    out["beat_alignment"] = beat_alignment_rate(mp, xp_near, s.align_tol_s) if len(music_peaks) else None
     out["beat_coverage"] = beat_coverage(mb, xb_in)
     out["beat_hit_rate"] = beat_hit_rate(mb, xb_near, s.align_tol_s)
     if len(xb_in) and len(mb):
         rec = float(np.mean(np.exp(-nearest_distance(xb_in, curve.beats) ** 2 / (2 * s.bas_sigma_s ** 2))))
         prec = float(np.mean(np.exp(-nearest_distance(mb, xb_near) ** 2 / (2 * s.bas_sigma_s ** 2))))
-        out.update({"bas_recall": rec, "bas_precision": prec,
-                    "bas_f1": 0.0 if rec + prec == 0 else 2 * rec * prec / (rec + prec)})
+        out.update({"align_recall": rec, "align_precision": prec,
+                    "align_f1": 0.0 if rec + prec == 0 else 2 * rec * prec / (rec + prec)})
     else:
-        out.update({"bas_recall": None, "bas_precision": None, "bas_f1": None})
+        out.update({"align_recall": None, "align_precision": None, "align_f1": None})
     out["motion_beats"] = float(len(mb))
     out["music_beats"] = float(len(xb_in))
     return out

@@ -94,6 +94,6 @@ def test_stage_end_to_end():
     assert len(out) == 4                  # starts 0, 0.5, 1.0, 1.5 within 4 s
     rec = out[0].to_json()
     assert rec["type"] == "window" and rec["dancer"] == 7 and len(rec["embedding"]) == stage.encoder.dim
-    assert set(rec["rhythm"]) >= {"bar", "beat_coverage", "beat_hit_rate", "bas_recall", "bas_precision", "bas_f1"}
+    assert set(rec["rhythm"]) >= {"beat_alignment", "beat_coverage", "beat_hit_rate", "align_recall", "align_precision", "align_f1"}
     summary = stage.session_summary()
-    assert 7 in summary and summary[7]["bas_f1"] is not None
+    assert 7 in summary and summary[7]["align_f1"] is not None

@@ -17,10 +17,10 @@ def test_metric_definitions():
     assert rhythm.beat_hit_rate(motion, music, 0.2) == pytest.approx(2 / 3)
     s = rhythm.beat_align_score(motion, music, sigma=0.1)
     e = np.exp(-np.array([0.05, 0.3, 0.0, 1.0]) ** 2 / 0.02)
-    assert s["bas_recall"] == pytest.approx(e.mean())
+    assert s["align_recall"] == pytest.approx(e.mean())
     p = np.exp(-np.array([0.05, 0.3, 0.0]) ** 2 / 0.02).mean()
-    assert s["bas_precision"] == pytest.approx(p)
-    assert s["bas_f1"] == pytest.approx(2 * p * e.mean() / (p + e.mean()))
+    assert s["align_precision"] == pytest.approx(p)
+    assert s["align_f1"] == pytest.approx(2 * p * e.mean() / (p + e.mean()))
     assert rhythm.beat_alignment_rate([], music) is None and rhythm.beat_coverage(motion, []) is None
 
 
@@ -42,12 +42,26 @@ def test_synthetic_dancer_on_and_off_beat():
     beats = [Beat(0.5 * k, 0.5 * k, k % 8 + 1, 120.0) for k in range(40)]
     on = rhythm.window_metrics(kp, t, None, beats=beats)
     off = rhythm.window_metrics(kp, t, None, beats=beats, offset=0.25)
-    assert on["bas_f1"] > 0.9 and on["beat_hit_rate"] > 0.9
+    assert on["align_f1"] > 0.9 and on["beat_hit_rate"] > 0.9
     assert 0.8 < on["beat_coverage"] < 1.2
-    assert off["bas_f1"] < 0.2 and off["beat_hit_rate"] < 0.2
+    assert off["align_f1"] < 0.2 and off["beat_hit_rate"] < 0.2
     # intensity peaks sit between the beats: onsets there align, onsets on the beats do not
     mid = [Onset(0.5 * k + 0.25, 0.0) for k in range(40)]
-    assert rhythm.window_metrics(kp, t, None, onsets=mid)["bar"] > 0.9
+    assert rhythm.window_metrics(kp, t, None, onsets=mid)["beat_alignment"] > 0.9
+
+
+def test_window_metrics_travel_in_the_wire_fields():
+    """The edge's metric names are the wire's RhythmMetrics fields, so the cloud reads them by name."""
+    from proto import codec
+
+    t, kp = _dancer()
+    beats = [Beat(0.5 * k, 0.5 * k, k % 8 + 1, 120.0) for k in range(40)]
+    onsets = [Onset(0.5 * k + 0.25, 0.0) for k in range(40)]
+    m = rhythm.window_metrics(kp, t, None, beats=beats, onsets=onsets)
+    back = codec.rhythm_from_pb(codec.rhythm_to_pb(m))
+    for name in ("intensity", "beat_alignment", "beat_coverage", "beat_hit_rate", "align_recall",
+                 "align_precision", "align_f1"):
+        assert name in codec.RHYTHM_FIELDS and back[name] == pytest.approx(m[name], rel=1e-6)
 
 
 def test_session_summary_matches_offline():
@@ -57,7 +71,7 @@ def test_session_summary_matches_offline():
         sr.push(ti, k)
     beats = [Beat(0.5 * k, 0.5 * k, 1, 120.0) for k in range(40)]
     s = sr.summary(beats=beats)
-    assert s["bas_f1"] > 0.9 and s["duration_s"] > 19
+    assert s["align_f1"] > 0.9 and s["duration_s"] > 19
 
 
 @pytest.mark.data
@@ -81,7 +95,7 @@ def test_real_ballroom_dance_scores_higher_with_its_own_music(shared_data):
         row = []
         for shift in (0.0, 0.5 * period, -0.5 * period):
             m = rhythm.window_metrics(seq.kp, times, None, onsets, beats, offset=-start + shift)
-            row.append(m["bas_f1"])
+            row.append(m["align_f1"])
         rows.append(row)
     r = np.array(rows)
     assert len(r) >= 8
