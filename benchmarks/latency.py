@@ -4,7 +4,8 @@ For each backend configuration (ONNX Runtime with 1 and 2 threads; TensorRT FP16
 where `import tensorrt` works) the real edge graph replays a video at real time (frames are
 stamped when released: glass time) into a real cloud process over CURVE ZeroMQ, and records:
 - per-stage latency of every frame: capture -> detect -> landmarks -> track -> clean -> feedback
-  (the overlay drawn on the rig), and of every window: -> motion (window + encode) -> send;
+  (the overlay drawn and JPEG-encoded for the rig's local page), and of every window: -> motion
+  (window + encode) -> send;
 - edge feedback latency: capture to overlay, per frame (`edge_feedback_ms_*`);
 - cloud feedback latency: capture of a window's last frame to the cloud's Feedback for that
   window arriving back at the edge (`cloud_feedback_ms_*`), and the cloud's own stage times;
@@ -111,6 +112,7 @@ def _configs(spec: str) -> list[tuple[str, dict]]:
 
 def run_config(settings, video: Path, loops: int, keys: dict, zmq_port: int, session: str,
                duration: float | None = None) -> dict:
+    from edge.feedback.sink import FeedbackSink
     from edge.live import LiveRunner, open_link
     from edge.pipeline import EdgeGraph
     from edge.sources.audio_file import has_audio
@@ -119,7 +121,8 @@ def run_config(settings, video: Path, loops: int, keys: dict, zmq_port: int, ses
     settings = replace(settings, link=replace(settings.link, endpoint=f"tcp://127.0.0.1:{zmq_port}",
                                               client_key=keys["edge_secret"], server_key=keys["server_public"]))
     graph = EdgeGraph.build(settings)
-    runner = LiveRunner(settings, graph, session=session)
+    sink = FeedbackSink(page_port=0)     # the rig's local page: overlay drawn and JPEG-encoded per frame
+    runner = LiveRunner(settings, graph, sink=sink, session=session)
     period = VideoFileSource(video).info.duration or 10.0
     runner.add_video(lambda: _looped_frames(video, loops), paced=True)
     if has_audio(video):
@@ -142,6 +145,7 @@ def run_config(settings, video: Path, loops: int, keys: dict, zmq_port: int, ses
         time.sleep(0.5)               # the last feedback messages
     finally:
         link.close(2.0)
+        sink.close()
         graph.close()
     stats = runner.stats()
     stats["timeline"] = timeline

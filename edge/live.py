@@ -68,6 +68,11 @@ class LiveRunner:
         self.producers: list[_Producer] = []
         self.canvas: np.ndarray | None = None
         self.end_of_stream = threading.Event()
+        self._grid_beats: list[Beat] = []
+        self._grid_onsets: list[float] = []
+        self._grid_t0: float | None = None
+
+    BEAT_GRID_S = 2.0   # a beat-grid summary goes to the cloud this often (media time)
 
     # ---------------------------------------------------------------- producers
     def add_video(self, frames_iter_factory, paced: bool) -> None:
@@ -148,6 +153,8 @@ class LiveRunner:
             for p in self.producers:
                 p.stop_event.set()
             self._drain_events()
+            if self._grid_beats or self._grid_onsets:      # the last, partial beat grid
+                self._send_beat_grid(max([b.t for b in self._grid_beats] + self._grid_onsets))
             self._send(self.graph.flush().windows)
 
     def _check_producers(self) -> None:
@@ -162,11 +169,28 @@ class LiveRunner:
             except queue.Empty:
                 return
             self.graph.deliver_audio(events)
-            if self.sink is not None:
-                for ev in events:
-                    if isinstance(ev, Beat):
-                        self.counters["beats"] += 1
+            for ev in events:
+                if isinstance(ev, Beat):
+                    self.counters["beats"] += 1
+                    self._grid_beats.append(ev)
+                    if self.sink is not None:
                         self.sink.on_beat(ev)
+                else:
+                    self._grid_onsets.append(ev.t)
+                if self._grid_t0 is None:
+                    self._grid_t0 = ev.t
+                elif ev.t - self._grid_t0 >= self.BEAT_GRID_S:
+                    self._send_beat_grid(ev.t)
+
+    def _send_beat_grid(self, t1: float) -> None:
+        """Onset/beat-grid summary of the last BEAT_GRID_S seconds, on the reliable path."""
+        if self.link is not None and (self._grid_beats or self._grid_onsets):
+            from proto import codec
+
+            bpm = self._grid_beats[-1].bpm if self._grid_beats else 0.0
+            self.link.submit(codec.make_beat_grid(0, self._grid_t0, t1, [(b.t, b.count) for b in self._grid_beats],
+                                                  self._grid_onsets, bpm=bpm), session_id=self.session)
+        self._grid_beats, self._grid_onsets, self._grid_t0 = [], [], t1
 
     def _step(self, item) -> None:
         if isinstance(item, PoseFrame):            # demo: keypoint-level input
@@ -177,6 +201,10 @@ class LiveRunner:
             image = item.image
         live = step.live
         self._send(step.windows)                  # the cloud's answer should not wait for drawing
+        if self.sink is not None and step.windows:
+            # the dancer's own on-beat share (DanceMVP beat alignment rate of the latest window)
+            self.sink.on_feedback({r.window.track_id: {"on_beat": r.rhythm.get("beat_alignment")}
+                                   for r in step.windows if r.rhythm.get("beat_alignment") is not None})
         if self.sink is not None and self.sink.active and image is not None:
             total = (time.perf_counter() - live.stamps["capture"]) * 1e3 if "capture" in live.stamps else None
             self.sink.write(image, live, total, live.t)
@@ -246,8 +274,10 @@ def run_live(settings: EdgeSettings, args) -> int:
             raise DeviceError(f"no camera at {cam!r}; use --source FILE or --demo")
     graph = EdgeGraph.build(settings, video=not demo, audio=not args.no_mic)
     demo_s = DemoSettings(sample_rate=settings.audio.sample_rate)
+    has_music = graph.audio is not None
     sink = FeedbackSink(record=args.record, show=args.show, page_port=args.page,
-                        fps=demo_s.fps if demo else 30.0)
+                        fps=demo_s.fps if demo else 30.0,
+                        on_count_one=(lambda: graph.count_one(clock.now())) if has_music else None)
     runner = LiveRunner(settings, graph, sink=sink, clock=clock, session=session)
     if demo:
         print(f"edge: {DEMO_LABEL}", flush=True)

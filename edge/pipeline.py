@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import queue
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ class EdgeGraph:
         self.frames = 0
         self.frames_with_dancer = 0
         self.dancers: set[int] = set()
+        self._count_one: queue.SimpleQueue[float] = queue.SimpleQueue()
 
     @classmethod
     def build(cls, settings: EdgeSettings, *, video: bool = True, audio: bool = True,
@@ -51,7 +53,7 @@ class EdgeGraph:
         from edge.vision.stage import PoseStage
 
         eng = settings.engine
-        pose = PoseStage.from_settings(settings.vision, eng.backend, eng.threads) if video else None
+        pose = PoseStage.from_settings(settings.vision, eng.backend, eng.threads, eng.precision) if video else None
         enc = MotionEncoder(settings=settings.motion, backend=settings.motion.backend,
                             threads=settings.motion.threads) if encoder else False
         motion = MotionStage(settings.motion, encoder=enc, audio_offset=0.0)
@@ -92,8 +94,15 @@ class EdgeGraph:
             self.latency.add(r.stamps, total="window_total", only=WINDOW_STAGES)
         return results
 
+    def count_one(self, t: float) -> None:
+        """The rig says: the beat at media time `t` is 1. Any thread; the analyzer applies it
+        on its own thread before the next block."""
+        self._count_one.put(float(t))
+
     def on_audio(self, block: AudioBlock) -> list[Onset | Beat]:
         """Audio stage only (the live runner calls it on the audio thread)."""
+        while not self._count_one.empty():
+            self.audio.reset_count(self._count_one.get_nowait())
         if self.audio_offset:
             block.t += self.audio_offset
         return self.audio.process(block)
@@ -163,6 +172,7 @@ def analyze(settings: EdgeSettings, video: str | Path, out, *, audio: str | Path
             graph.deliver_audio(events)
             for ev in events:
                 out.write(ev.to_json())
+                counts["onset" if isinstance(ev, Onset) else "beat"] += 1
         _write_step(out, graph.flush(), counts)
     finally:
         graph.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+import threading
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -239,21 +240,26 @@ def draw_overlay(image: np.ndarray, poses: PoseFrame | None, beat: Beat | None =
 
 
 class Overlay:
-    """Keeps the latest beat and cloud feedback so each frame can be drawn with one call."""
+    """Keeps the latest beat and cloud feedback so each frame can be drawn with one call.
+    Feedback arrives on the link's I/O thread; `draw` reads a snapshot taken under the lock."""
 
     def __init__(self, style: OverlayStyle | None = None):
         self.style = style or OverlayStyle()
         self.beat: Beat | None = None
         self.feedback: dict[int, dict] = {}
         self.latency_ms: float | None = None
+        self._lock = threading.Lock()
 
     def on_beat(self, beat: Beat) -> None:
         self.beat = beat
 
     def on_feedback(self, track_id: int, **fields) -> None:
-        self.feedback.setdefault(int(track_id), {}).update(fields)
+        with self._lock:
+            self.feedback[int(track_id)] = {**self.feedback.get(int(track_id), {}), **fields}
 
     def draw(self, image: np.ndarray, poses: PoseFrame | None, latency_ms: float | None = None) -> np.ndarray:
         if latency_ms is not None:
             self.latency_ms = latency_ms
-        return draw_overlay(image, poses, self.beat, self.feedback, self.latency_ms, style=self.style)
+        with self._lock:
+            feedback = dict(self.feedback)      # values are replaced, never changed in place
+        return draw_overlay(image, poses, self.beat, feedback, self.latency_ms, style=self.style)

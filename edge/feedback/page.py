@@ -1,7 +1,8 @@
 """A tiny local page for the rig: the overlay as an MJPEG stream over HTTP (stdlib only).
 
-``GET /`` a page with the live picture, ``GET /stream.mjpg`` the MJPEG stream
-(multipart/x-mixed-replace), ``GET /frame.jpg`` the latest frame, ``GET /healthz`` "ok".
+``GET /`` a page with the live picture and a "this is 1" button, ``GET /stream.mjpg`` the MJPEG
+stream (multipart/x-mixed-replace), ``GET /frame.jpg`` the latest frame, ``GET /healthz`` "ok",
+``POST /count/one`` "the beat now is count 1" (resets the eight-count; 404 when the rig has no music).
 It binds to 127.0.0.1 by default: the rig's own screen or an SSH tunnel, not the network.
 """
 from __future__ import annotations
@@ -23,8 +24,11 @@ BOUNDARY = "dancewireframe"
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>dancewire rig</title>
 <style>body{margin:0;background:#111;color:#ddd;font:14px sans-serif}
-img{display:block;max-width:100vw;max-height:96vh;margin:auto}p{text-align:center;margin:4px}</style></head>
-<body><img src="/stream.mjpg" alt="live overlay"><p>dancewire rig &middot; live overlay</p></body></html>
+img{display:block;max-width:100vw;max-height:90vh;margin:auto}p{text-align:center;margin:4px}
+button{font:bold 20px sans-serif;padding:10px 28px;border-radius:8px;border:0;background:#0af;color:#111}</style></head>
+<body><img src="/stream.mjpg" alt="live overlay">
+<p><button onclick="fetch('/count/one',{method:'POST'})" title="the beat you hear now is count 1">this is 1</button>
+&nbsp; dancewire rig &middot; live overlay</p></body></html>
 """
 
 
@@ -32,8 +36,9 @@ class OverlayPage:
     """Serves the latest published frame. `publish` is cheap for the caller: one JPEG encode."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8089, jpeg_quality: int = 80,
-                 max_fps: float = 30.0):
+                 max_fps: float = 30.0, on_count_one=None):
         self.host, self.port = host, int(port)
+        self.on_count_one = on_count_one        # called (from a server thread) on POST /count/one
         self.jpeg_quality = int(jpeg_quality)
         self.min_interval = 1.0 / max_fps if max_fps > 0 else 0.0
         self._jpeg: bytes | None = None
@@ -95,6 +100,14 @@ class OverlayPage:
                         self._send(HTTPStatus.OK, "image/jpeg", jpeg)
                 elif path == "/stream.mjpg":
                     self._stream()
+                else:
+                    self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found")
+
+            def do_POST(self):
+                path = self.path.split("?", 1)[0]
+                if path == "/count/one" and page.on_count_one is not None:
+                    page.on_count_one()
+                    self._send(HTTPStatus.OK, "text/plain", b"count reset: this beat is 1")
                 else:
                     self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found")
 

@@ -1,7 +1,8 @@
 """One object for the pipeline: draw the overlay once per frame, send it to every chosen output.
 
 Outputs: ``record`` (an MP4 path, `--record`), ``show`` (an OpenCV window, `--show`) and
-``page_port`` (the local MJPEG page). With none chosen, nothing is drawn.
+``page_port`` (the local MJPEG page). With none chosen, nothing is drawn. ``on_count_one`` is the
+rig's "this is 1" (the page's button, the window's key 1): it resets the eight-count.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from edge.records import Beat, PoseFrame
 
 class FeedbackSink:
     def __init__(self, record: str | Path | None = None, show: bool = False, page_port: int | None = None,
-                 page_host: str = "127.0.0.1", fps: float = 30.0, style: OverlayStyle | None = None):
+                 page_host: str = "127.0.0.1", fps: float = 30.0, style: OverlayStyle | None = None,
+                 on_count_one=None):
         self.overlay = Overlay(style)
         self.recorder = self.window = self.page = None
         try:
@@ -25,10 +27,10 @@ class FeedbackSink:
                 self.recorder = OverlayRecorder(record, fps=fps)
             if show:
                 from edge.feedback.window import OverlayWindow
-                self.window = OverlayWindow()
+                self.window = OverlayWindow(on_count_one=on_count_one)
             if page_port is not None:
                 from edge.feedback.page import OverlayPage
-                self.page = OverlayPage(page_host, page_port).start()
+                self.page = OverlayPage(page_host, page_port, on_count_one=on_count_one).start()
         except Exception:
             self.close()
             raise

@@ -33,15 +33,17 @@ def gui_available() -> tuple[bool, str]:
 
 
 class OverlayWindow:
-    """One cv2 window. `show` returns False once the user pressed q or Esc (or closed it)."""
+    """One cv2 window. `show` returns False once the user pressed q or Esc (or closed it);
+    the key 1 calls `on_count_one` ("the beat now is count 1")."""
 
-    def __init__(self, title: str = "dancewire"):
+    def __init__(self, title: str = "dancewire", on_count_one=None):
         import cv2
 
         ok, reason = gui_available()
         if not ok:
             raise DeviceError(f"--show cannot open a window: {reason}; {_ALTERNATIVES}")
         self.title = title
+        self.on_count_one = on_count_one
         try:
             cv2.namedWindow(title, cv2.WINDOW_NORMAL)
         except cv2.error as exc:
@@ -60,6 +62,8 @@ class OverlayWindow:
             visible = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
         except cv2.error:
             visible = False
+        if key == ord("1") and self.on_count_one is not None:
+            self.on_count_one()
         if key in (ord("q"), 27) or not visible:
             self.close()
             return False

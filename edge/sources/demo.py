@@ -87,9 +87,9 @@ class DemoDancers:
         s = self.s
         beat = 60.0 / s.bpm
         ph = 2 * np.pi * t / beat                  # one cycle per beat, minimum speed on the beat
-        height = 0.55 * s.height
-        cx = s.width * (k + 1) / (s.dancers + 1)
-        cy = s.height * 0.52
+        height = 0.4 * s.height                     # the skeleton spans 1.8 units: ~72% of the frame
+        cx = s.width * (0.5 if s.dancers == 1 else 0.16 + 0.68 * k / (s.dancers - 1))
+        cy = s.height * 0.55
         kp = _REST.copy()
         pattern = self.PATTERNS[k % len(self.PATTERNS)]
         bounce = 0.03 * (1 - np.cos(ph))           # down on the off-beat, up (still) on the beat
@@ -132,6 +132,7 @@ class DemoDancers:
         import cv2
 
         img = np.full((self.s.height, self.s.width, 3), 24, np.uint8)
-        cv2.putText(img, DEMO_LABEL, (20, self.s.height - 20), cv2.FONT_HERSHEY_SIMPLEX, 0.7,
-                    (0, 200, 255), 2, cv2.LINE_AA)
+        (w, _), _ = cv2.getTextSize(DEMO_LABEL, cv2.FONT_HERSHEY_SIMPLEX, 0.7, 2)
+        cv2.putText(img, DEMO_LABEL, ((self.s.width - w) // 2, self.s.height - 20), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.7, (0, 200, 255), 2, cv2.LINE_AA)
         return img

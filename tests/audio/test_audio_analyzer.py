@@ -204,6 +204,36 @@ def test_reset_count_makes_that_beat_one(track120):
     assert got[8].count == 1 and got[9].count == 2
 
 
+def test_rig_this_is_one_from_the_page_reaches_the_analyzer(track120):
+    """The rig page's "this is 1" button (a real HTTP POST) resets the count on the audio thread."""
+    import urllib.request
+
+    from edge.feedback.page import OverlayPage
+    from edge.pipeline import EdgeGraph
+    from edge.settings import EdgeSettings
+
+    x, _, _ = track120
+    graph = EdgeGraph(EdgeSettings(), audio=AudioAnalyzer())
+    media_now = {"t": 0.0}
+    beats: list[Beat] = []
+    with OverlayPage(port=0, on_count_one=lambda: graph.count_one(media_now["t"])) as page:
+        for i in range(0, x.size, 1024):
+            media_now["t"] = i / SR
+            for ev in graph.on_audio(AudioBlock(t=i / SR, samples=x[i:i + 1024], sample_rate=SR)):
+                if isinstance(ev, Beat):
+                    beats.append(ev)
+                    if len(beats) == 7:          # pressed 0.1 s after the 7th beat: that one was 1
+                        media_now["t"] = ev.t + 0.1
+                        req = urllib.request.Request(page.url + "count/one", method="POST")
+                        with urllib.request.urlopen(req, timeout=5) as r:
+                            assert r.status == 200
+    assert [b.count for b in beats[7:15]] == [2, 3, 4, 5, 6, 7, 8, 1]
+    with OverlayPage(port=0) as page:            # a rig without music: nothing to reset
+        req = urllib.request.Request(page.url + "count/one", method="POST")
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(req, timeout=5)
+
+
 def test_envelope_accessor(track120, run120):
     _, ref_beats, _ = track120
     an, _, _ = run120

@@ -55,7 +55,12 @@ def test_up_runs_demo_end_to_end_and_loses_nothing(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'cloud.sqlite3'}")
     try:
         assert store.count("windows") == sent                                # exactly once
-        styles = {r["style"] for r in store.results()}
+        results = store.results()
+        styles = {r["style"] for r in results}
         assert styles & {"Break", "House", "Krump", "Middle Hip-hop"}
+        # the edge's music analysis reaches the cloud: beat grids, and each window's beat alignment
+        assert store.count("beats") >= 5 and stats["counters"]["beats"] > 20
+        aligned = [r for r in results if "beat_alignment" in (r["scores"] or {})]
+        assert len(aligned) > len(results) / 2, results[:3]
     finally:
         store.close()

@@ -1,0 +1,100 @@
+"""`dancewire edge analyze` as a user runs it: one JSON Lines stream from a real video, and bad
+input ending with one clear line and exit code 2 (never a traceback)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+
+from dancewire.errors import DancewireError
+
+
+def _analyze(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "dancewire", "edge", "analyze", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def models_built():
+    from edge.models.registry import model_path
+
+    try:
+        model_path("pose_detector")
+        model_path("pose_landmarks")
+    except DancewireError as exc:
+        pytest.skip(f"pose models not built: {exc}")
+
+
+@pytest.mark.slow
+def test_real_video_gives_one_stream_of_frames_music_windows_and_summary(tmp_path, shared_data, models_built):
+    video = shared_data / "video" / "qengineering_Dance.mp4"
+    out = tmp_path / "out.jsonl"
+    proc = _analyze(video, "--out", out, "--max-frames", 100)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    kinds = [r["type"] for r in records]
+    assert kinds[-1] == "summary" and kinds.count("summary") == 1
+    summary = records[-1]
+    frames = [r for r in records if r["type"] == "frame"]
+    assert len(frames) == summary["frames"] == 100
+    w, h = summary["width"], summary["height"]
+    times = [f["t"] for f in frames]
+    assert times == sorted(times) and times[1] - times[0] == pytest.approx(1 / summary["video_fps"], abs=2e-3)
+    with_dancer = [f for f in frames if f["dancers"]]
+    assert len(with_dancer) == summary["frames_with_dancer"] >= 90
+    for f in with_dancer:
+        for d in f["dancers"]:
+            kp = np.asarray(d["keypoints"])
+            assert kp.shape == (17, 3) and isinstance(d["id"], int)
+            x0, y0, x1, y1 = d["box"]
+            assert -0.25 * w < x0 < x1 < 1.25 * w and -0.25 * h < y0 < y1 < 1.25 * h
+            good = kp[kp[:, 2] > 0.5]
+            assert good.size and (good[:, 0] > -0.1 * w).all() and (good[:, 0] < 1.1 * w).all()
+    # COCO order: the nose above the ankles for an upright dancer, in original-frame pixels
+    kp = np.asarray(with_dancer[0]["dancers"][0]["keypoints"])
+    assert kp[0, 1] < kp[15, 1] and kp[0, 1] < kp[16, 1]
+
+    # the video's own music: causal onsets and beats on the same clock
+    onsets = [r for r in records if r["type"] == "onset"]
+    beats = [r for r in records if r["type"] == "beat"]
+    assert len(onsets) >= 5 and all(o["known_at"] >= o["t"] - 1e-6 for o in onsets)
+    assert all(1 <= b["count"] <= 8 and b["bpm"] > 0 for b in beats)
+    assert max(o["t"] for o in onsets) <= times[-1] + 0.5
+    windows = [r for r in records if r["type"] == "window"]
+    assert windows and all(r["t1"] - r["t0"] <= 2.05 for r in windows)
+    emb = np.asarray([r["embedding"] for r in windows])
+    assert emb.shape[1] <= 128 and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-3)
+    assert summary["records"] == {"onset": len(onsets), "beat": len(beats), "window": len(windows)}
+    assert summary["processing_fps"] > 0 and "landmarks" in summary["latency_ms"]
+    assert summary["encoder"]["encoder_hash"]
+
+
+def _one_clear_line(proc, pattern: str) -> None:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("dancewire: error:"), proc.stderr
+    assert pattern in lines[0], lines[0]
+
+
+def test_bad_inputs_end_with_one_clear_line(tmp_path, models_built):
+    _one_clear_line(_analyze(tmp_path / "missing.mp4", "--out", tmp_path / "o.jsonl"), "not found")
+
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(1).bytes(20000))
+    _one_clear_line(_analyze(garbage, "--out", tmp_path / "o.jsonl"), "cannot read video")
+
+    wav = tmp_path / "music-only.wav"
+    with av.open(str(wav), "w") as c:
+        s = c.add_stream("pcm_s16le", rate=8000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for p in [*s.encode(frame), *s.encode()]:
+            c.mux(p)
+    _one_clear_line(_analyze(wav, "--out", tmp_path / "o.jsonl"), "no video stream")
+
+    _one_clear_line(_analyze(garbage, "--out", tmp_path / "no-such-dir" / "o.jsonl"), "cannot write")
