@@ -38,8 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--score", type=float, default=math.nan, help="a labelled performance score for these inputs")
     p.add_argument("--dancer", type=int, default=None, help="only this track id of the inputs")
     p.add_argument("--phrase-seconds", type=float, default=4.0, help="eight-count length when inputs carry no beats")
-    p.add_argument("--analyze-cmd", default=None, help="command that turns a video/keypoint file into edge JSONL "
-                                                          "({input}, {output} are substituted)")
+    p.add_argument("--analyze-cmd", default=None, help="command that turns an input into edge JSONL ({input}, "
+                                                          "{output} are substituted; default: `dancewire encoder "
+                                                          "embed` for keypoint files, `dancewire edge analyze` else)")
     p.add_argument("--gallery", type=Path, default=None, help="gallery file (default: settings gallery_path)")
     p.add_argument("--new", action="store_true", help="start a new gallery instead of adding to the existing one")
     p.add_argument("--no-fit", action="store_true", help="do not refit calibration / score head (faster bulk enrolment)")
@@ -121,7 +122,7 @@ def cmd_gallery(args) -> int:
 
 
 def cmd_enroll(args) -> int:
-    from cloud.enroll import DEFAULT_ANALYZE_CMD, Labels, fit_gallery, references_from_file
+    from cloud.enroll import Labels, fit_gallery, references_from_file
     from cloud.gallery import Gallery
     from dancewire.progress import Progress
 
@@ -134,7 +135,7 @@ def cmd_enroll(args) -> int:
     added = 0
     for inp in args.inputs:
         refs, emb, encoder = references_from_file(inp, labels, phrase_s=args.phrase_seconds,
-                                                  analyze_cmd=args.analyze_cmd or DEFAULT_ANALYZE_CMD)
+                                                  analyze_cmd=args.analyze_cmd)
         gallery = gallery.merged(refs, emb, encoder)
         added += len(refs)
         prog.update(1, inp.name)

@@ -8,9 +8,11 @@ Accepted inputs (the cloud never runs edge code in-process):
   beats before the window's middle). An optional ``summary``/``encoder`` record names the encoder.
 * ``.npz`` - ``embeddings`` (N, D) and optionally ``t0``, ``t1``, ``phrase``, ``score`` arrays and
   an ``encoder_hash`` string.
-* anything else - handed to the edge as a separate process with ``--analyze-cmd`` (default
-  ``dancewire edge analyze {input} --out {output}``, which takes a video), and its JSONL read as
-  above. Keypoint files need an analyze command that accepts them (pass it as ``--analyze-cmd``).
+* keypoint files (AIST++ ``.pkl``, gendance ``.npy``, a ballroom ``DANCE_*`` folder or its
+  ``skeletons.json``) - handed to ``dancewire encoder embed {input} --out {output}`` as a separate
+  process (the edge's windows and encoder, no video), and its JSONL read as above;
+* anything else (a video) - handed to ``dancewire edge analyze {input} --out {output}``.
+  ``--analyze-cmd`` replaces either command.
 
 Without beats, eight-counts are cut every ``phrase_s`` seconds (4 s = eight beats at 120 BPM).
 """
@@ -34,6 +36,13 @@ from dancewire.errors import BadInputError
 log = logging.getLogger(__name__)
 
 DEFAULT_ANALYZE_CMD = f"{shlex.quote(sys.executable)} -m dancewire edge analyze {{input}} --out {{output}}"
+DEFAULT_EMBED_CMD = f"{shlex.quote(sys.executable)} -m dancewire encoder embed {{input}} --out {{output}}"
+KEYPOINT_SUFFIXES = (".pkl", ".npy", ".json")
+
+
+def default_command(path: Path) -> str:
+    """The edge command that turns this input into an analyze stream: keypoints or video."""
+    return DEFAULT_EMBED_CMD if path.is_dir() or path.suffix in KEYPOINT_SUFFIXES else DEFAULT_ANALYZE_CMD
 
 
 @dataclass
@@ -81,7 +90,7 @@ def phrases_for(mids: np.ndarray, beats: list[tuple[float, int]], phrase_s: floa
 
 
 def references_from_file(path: Path, labels: Labels, *, phrase_s: float = 4.0,
-                         analyze_cmd: str = DEFAULT_ANALYZE_CMD) -> tuple[list[Reference], np.ndarray, dict]:
+                         analyze_cmd: str | None = None) -> tuple[list[Reference], np.ndarray, dict]:
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"{path}: no such file")
@@ -98,7 +107,7 @@ def references_from_file(path: Path, labels: Labels, *, phrase_s: float = 4.0,
         rows = [(float(t0[i]), float(t1[i]), int(phrase[i]), float(score[i]), 0) for i in range(n)]
     else:
         if path.suffix != ".jsonl":
-            path = _analyze(path, analyze_cmd)
+            path = _analyze(path, analyze_cmd or default_command(path))
         wins, beats, encoder = read_jsonl(path)
         if labels.dancer is not None:
             wins = [w for w in wins if int(w.get("dancer", 0)) == labels.dancer]

@@ -1,4 +1,4 @@
-"""Fixtures for the cloud tests: real-data embeddings (stand-in encoder), stores on both
+"""Fixtures for the cloud tests: real embeddings (the shipped motion encoder), stores on both
 backends (SQLite and a throwaway PostgreSQL cluster), and a running cloud server."""
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import cloud_standin as standin  # noqa: E402
-from cloud_standin import make_gallery  # noqa: E402
+import real_embeddings  # noqa: E402
+from real_embeddings import make_gallery  # noqa: E402
 
 from cloud.gallery import Gallery  # noqa: E402
 
@@ -33,10 +33,10 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def ballroom(shared_data) -> list[dict]:
-    """Ballroom sequences (real mocap, 3 styles) with stand-in embeddings per 2 s window."""
-    seqs = standin.load_ballroom(shared_data / "keypoints" / "ballroom_tang2018")
+    """Ballroom sequences (real mocap, 3 styles) with real encoder embeddings per 2 s window."""
+    seqs = real_embeddings.load_ballroom(shared_data / "keypoints" / "ballroom_tang2018")
     for s in seqs:
-        s["times"], s["emb"] = standin.sequence_embeddings(s)
+        s["times"], s["emb"] = real_embeddings.sequence_embeddings(s)
     return seqs
 
 

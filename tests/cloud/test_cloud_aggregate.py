@@ -138,7 +138,7 @@ def test_state_round_trip_through_json():
 
 
 def test_routine_and_gaussian_scores_flow_through(ballroom):
-    from cloud_standin import make_gallery
+    from real_embeddings import make_gallery
     from cloud.enroll import fit_gallery
     from cloud.settings import ClassifySettings
 

@@ -33,9 +33,9 @@ def served(tmp_path, ballroom_gallery, make_server):
 
 
 def feed(service, ballroom_gallery, n):
-    import cloud_standin as standin
+    import real_embeddings
     _, holdout = ballroom_gallery
-    events = standin.simulated_session(holdout)[:n]
+    events = real_embeddings.simulated_session(holdout)[:n]
     for _, w, b in events:
         service.process(w, b)
     return events

@@ -113,3 +113,22 @@ def test_enroll_video_through_the_edge(home, shared_data, capsys):
     assert len(g) >= 3 and g.encoder.get("hash") and g.dim >= 16
     assert {r.video for r in g.refs} == {"qengineering_Dance"}
     assert np.allclose(np.linalg.norm(g.embeddings, axis=1), 1.0, atol=1e-4)
+
+
+def test_enroll_keypoint_files_by_default(home, shared_data, capsys):
+    """Keypoint files (AIST++ .pkl, a ballroom folder) enrol with no extra flags: the edge's
+    `encoder embed` runs in its own process with the shipped encoder."""
+    from edge.motion.encoder import MotionEncoder
+
+    kp = shared_data / "keypoints"
+    pkl = sorted((kp / "aistpp").glob("*.pkl"))[0]
+    waltz = kp / "ballroom_tang2018" / "DANCE_W_1"
+    gal = home / "g.npz"
+    assert main(["cloud", "enroll", str(pkl), "--style", "Break", "--group", "AIST++", "--gallery", str(gal),
+                 "--no-fit"]) == 0
+    assert main(["cloud", "enroll", str(waltz), "--style", "waltz", "--routine", "waltz-basic", "--gallery",
+                 str(gal), "--no-fit"]) == 0
+    g = Gallery.load(gal)
+    assert g.encoder["hash"] == MotionEncoder().sha256
+    assert {r.style for r in g.refs} == {"Break", "waltz"} and {r.video for r in g.refs} == {pkl.stem, "DANCE_W_1"}
+    assert sum(r.style == "Break" for r in g.refs) > 20 and np.isfinite(g.embeddings).all()

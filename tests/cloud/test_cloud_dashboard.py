@@ -1,6 +1,6 @@
 """The dashboard in a real headless browser (Debian's chromium) while a simulated edge streams
-real-motion embeddings: live values appear and update, every panel is live, and the page reads
-on a laptop and a phone (full-page screenshots in artifacts/)."""
+real embeddings over ZeroMQ: live values appear and update, every panel is live, and the page
+reads on a laptop and a phone (full-page screenshots in artifacts/)."""
 from __future__ import annotations
 
 import shutil
@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from conftest import free_port
 
 from cloud.service import CloudService
 from cloud.settings import CloudSettings
@@ -57,27 +59,55 @@ def close(drv):
 
 
 class SimulatedEdge(threading.Thread):
-    """Streams the holdout ballroom performances (3 dancers) at `speed` x real time."""
+    """An edge node streaming the holdout ballroom performances (3 dancers, real encoder
+    embeddings) at `speed` x real time over the real wire: EdgeLink (DEALER, spool, CURVE off
+    for the test) -> IngestServer (ROUTER, dedup, acks) -> CloudService -> the dashboard."""
 
-    def __init__(self, service, seqs, speed=4.0):
+    def __init__(self, service, seqs, tmp_path, speed=4.0):
         super().__init__(daemon=True)
-        import cloud_standin as standin
-        self.service, self.speed = service, speed
-        self.events = standin.simulated_session(seqs)
+        import real_embeddings
+
+        from cloud.ingest import IngestServer
+        from edge.link.client import EdgeLink
+        from proto import codec
+
+        self.codec = codec
+        self.speed = speed
+        self.events = real_embeddings.simulated_session(seqs)
         self.stop_flag = threading.Event()
         self.sent = 0
+        port = free_port()
+        self.server = IngestServer(f"tcp://127.0.0.1:{port}", service, service.encoder_hashes(),
+                                   state_path=tmp_path / "ingest.sqlite", insecure_dev=True).start()
+        info = real_embeddings.encoder_info()
+        self.link = EdgeLink(f"tcp://127.0.0.1:{port}", encoder_hash=info["hash"], encoder_model_id=info["model_id"],
+                             embedding_dim=seqs[0]["emb"].shape[1], node_id="studio-a", session_id="class-1",
+                             spool_path=tmp_path / "spool.sqlite", insecure_dev=True).start()
+
+    def _messages(self, windows, grids):
+        c = self.codec
+        return ([c.make_beat_grid(0, g.t0, g.t1, zip(g.beats, g.counts), g.onsets, g.bpm, g.confidence)
+                 for g in grids]
+                + [c.make_window(w.track_id, 0, w.t0, w.t1, w.embedding, w.rhythm, w.pose_quality)
+                   for w in windows])
 
     def run(self):
+        assert self.link.wait_ready(20), self.link.stats()
         start, t_first = time.perf_counter(), self.events[0][0]
         for t, windows, grids in self.events:
             due = start + (t - t_first) / self.speed
             while time.perf_counter() < due:
                 if self.stop_flag.wait(min(0.01, max(0.0, due - time.perf_counter()))):
                     return
-            for w in windows:
-                w.arrival = time.time()        # it arrives now
-            self.service.process(windows, grids)
+            self.link.submit(self._messages(windows, grids))
             self.sent += len(windows)
+
+    def close(self):
+        self.stop_flag.set()
+        if self.is_alive():
+            self.join(5)
+        self.link.close(flush_timeout=1.0)
+        self.server.stop()
 
 
 def wait_for(fn, timeout=15.0, what="condition"):
@@ -96,11 +126,9 @@ def live_cloud(tmp_path, ballroom_gallery, make_server):
     svc = CloudService(CloudSettings(db_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", gallery_path=tmp_path / "g.npz"),
                        gallery=g)
     srv = make_server(svc, TOKEN)
-    edge = SimulatedEdge(svc, holdout)
+    edge = SimulatedEdge(svc, holdout, tmp_path)
     yield srv, edge, holdout
-    edge.stop_flag.set()
-    if edge.is_alive():
-        edge.join(5)
+    edge.close()
     svc.close()
 
 

@@ -48,7 +48,8 @@ def test_windows_over_zeromq(tmp_path, ballroom_gallery):
     sock.connect(f"tcp://127.0.0.1:{port}")
     try:
         epoch = (1 << 63) + 12345                      # a fixed64 epoch above the signed range
-        sock.send(codec.encode(codec.make_hello("studio-b", "standin-v1", 128, "int8", epoch=epoch,
+        dim = holdout[0]["emb"].shape[1]
+        sock.send(codec.encode(codec.make_hello("studio-b", g.encoder["hash"], dim, "int8", epoch=epoch,
                                                 session_id="class-2")))
         recv_until(sock, "ack")
         s = holdout[0]
@@ -82,7 +83,7 @@ def test_windows_over_zeromq(tmp_path, ballroom_gallery):
         # an edge with another encoder is refused
         other = ctx.socket(zmq.DEALER)
         other.connect(f"tcp://127.0.0.1:{port}")
-        other.send(codec.encode(codec.make_hello("studio-c", "another-encoder", 128, "int8", epoch=1)))
+        other.send(codec.encode(codec.make_hello("studio-c", "another-encoder", dim, "int8", epoch=1)))
         err, _ = recv_until(other, "error")
         assert err.fatal and err.code == pb.Error.ENCODER_MISMATCH
         other.close(0)
