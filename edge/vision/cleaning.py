@@ -18,10 +18,14 @@ Two outputs, so that the live path never waits:
 
 * `live(posefr)` cleans the newest frame in place at once: rejected joints hold their last
   accepted position with score 0 and `filled` True; nothing can be interpolated yet;
-* `pop_final()` returns the frames that are `delay` frames old, final: gaps filled by the
-  spline, tracks that were missed for a few frames re-inserted, `Pose.filled` marking every
-  filled joint. `flush()` finalises the rest at the end of a stream.
-The longest gap that can be filled is min(max_gap, delay) frames.
+* `pop_final()` returns the frames that are final: gaps filled by the spline, tracks that
+  were missed for a few frames re-inserted, `Pose.filled` marking every filled joint. A frame
+  is final as soon as no later frame can change it (every joint accepted and no recent track
+  missing, or the sample that closes each of its gaps has arrived), and at the latest when it
+  is `delay` frames old: a clean stream is not delayed at all, a gap holds the frames from its
+  start until it closes. `flush()` finalises the rest at the end of a stream.
+The longest gap that can be filled is min(max_gap, delay) frames; the spline uses the
+`context` accepted samples before a gap and those after it that have arrived when it closes.
 """
 from __future__ import annotations
 
@@ -140,11 +144,25 @@ class PoseCleaner:
 
     # -- delayed path -----------------------------------------------------------------------
     def pop_final(self) -> list[PoseFrame]:
-        """Frames now `delay` frames old, with gaps filled."""
+        """Frames that are final (settled, or `delay` frames old), oldest first, gaps filled."""
         out = []
-        while len(self._buffer) > self.delay:
+        while self._buffer and (len(self._buffer) > self.delay or self._settled()):
             out.append(self._finalize(self._buffer.popleft()))
         return out
+
+    def _settled(self) -> bool:
+        """No later frame can change the oldest buffered one: each of its rejected joints and each
+        recently seen track it misses is back in a later frame (or it has none)."""
+        head, later = self._buffer[0], list(self._buffer)[1:]
+        for tid, acc in head.accepted.items():
+            for j in np.flatnonzero(~acc):
+                if not any(tid in e.accepted and e.accepted[tid][j] for e in later):
+                    return False
+        for tid, hist in self._hist.items():
+            if (tid not in head.poses and head.frame.index - hist[-1].index <= self.max_gap
+                    and not any(tid in e.poses for e in later)):
+                return False
+        return True
 
     def flush(self) -> list[PoseFrame]:
         out = []

@@ -70,7 +70,7 @@ class VisionSettings:
     jump_max: float = 0.35
     jump_max_rejects: int = 2           # consecutive rejections after which the new position is accepted (Ban: 2)
     clean_max_gap: int = 4              # longest gap (frames) filled by spline interpolation
-    clean_delay: int = 5                # frames the cleaned stream lags the live one (>= clean_max_gap)
+    clean_delay: int = 5                # most frames the cleaned stream lags the live one (>= clean_max_gap)
     clean_context: int = 4              # valid frames on each side used to fit the spline
 
     # --- quality (Tong) -------------------------------------------------------------

@@ -3,7 +3,7 @@
     stage = PoseStage.from_settings(VisionSettings())
     for frame in source:
         posefr = stage(frame)              # live: this frame, at once
-        for done in stage.cleaned():       # final: frames `clean_delay` frames old, gaps filled
+        for done in stage.cleaned():       # final frames (at most `clean_delay` old), gaps filled
             ...
     rest = stage.flush()                   # end of stream: the last delayed frames
 
@@ -14,7 +14,8 @@ the returned PoseFrame carries a copy of them (with whatever the source wrote be
 
 Delay: spline filling needs frames after a gap, so it cannot be live. The live PoseFrame is
 returned immediately (jump-rejected joints hold their last accepted position with score 0
-and `Pose.filled` set); the same frames come out again through `cleaned()` exactly
+and `Pose.filled` set); the same frames come out again through `cleaned()` once final: at
+once when nothing in them waits for a later frame, else when the gap closes, at most
 `clean_delay` frames later (0.2 s at 25 fps with the defaults), with gaps of up to
 min(clean_max_gap, clean_delay) frames filled and `Pose.filled` marking the filled joints.
 The overlay and the wire can use the live frames; windows for the encoder can use the

@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
+from dancewire.paths import REPO_ROOT
 from edge.records import Frame
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 
 STAGE_KEYS = ("detect", "landmarks", "track", "clean")
+ARTIFACTS = REPO_ROOT / "artifacts"
 
 
 def test_single_dancer_found_in_almost_every_frame(shared_data, pose_stage, read_frames):
@@ -97,8 +99,12 @@ def test_pck_against_coco_labels(shared_data, pose_stage):
                 hits["torso@0.2"][0] += ok
                 hits["torso@0.2"][1] += n
     scores = {k: (v[0] / v[1] if v[1] else float("nan")) for k, v in hits.items()}
-    print(f"COCO PCK on {people} matched people of 14 labelled: "
-          + ", ".join(f"{k} {v:.3f} ({hits[k][0]}/{hits[k][1]})" for k, v in scores.items()))
+    report = (f"COCO PCK on {people} matched people of 14 labelled: "
+              + ", ".join(f"{k} {v:.3f} ({hits[k][0]}/{hits[k][1]})" for k, v in scores.items()))
+    print(report)
+    ARTIFACTS.mkdir(exist_ok=True)                 # reported beside the other test artifacts
+    (ARTIFACTS / "pck_coco.json").write_text(json.dumps({"people": people, "pck": scores, "hits": hits,
+                                                         "summary": report}, indent=2))
     assert people >= 4
     assert scores["box@0.2"] >= 0.8
 

@@ -369,6 +369,22 @@ def test_cleaning_reinserts_a_missed_pose_and_leaves_long_gaps():
         assert by_index[i].poses == []                   # too long: not invented
 
 
+def test_cleaning_releases_a_frame_as_soon_as_it_is_final():
+    """A clean stream is not delayed; a gap holds frames from its start until it closes,
+    and a gap that never closes holds them `delay` frames at most."""
+    cleaner = PoseCleaner(max_gap=4, delay=5)
+    released_at = {}
+    for i in range(30):
+        missing = i in (10, 11) or i >= 20                # a 2-frame gap, then the dancer leaves
+        cleaner.live(PoseFrame(i, i / 25, 640, 480, [] if missing else [_pose(1, i / 25, 100 + 2 * i)]))
+        for f in cleaner.pop_final():
+            released_at[f.index] = i
+    assert all(released_at[i] == i for i in range(10))             # no delay while clean
+    assert [released_at[i] for i in (10, 11)] == [12, 12]          # held until the dancer is back
+    assert all(released_at[i] == i for i in range(12, 20))
+    assert released_at[20] == 25                                   # never back: `delay` frames late
+
+
 def test_cleaning_accepts_a_real_move_after_two_rejections():
     """Ban: after two rejected frames the joint is compared with the previous raw frame."""
     cleaner = PoseCleaner(jump_max=0.35, max_rejects=2, max_gap=4, delay=5)
