@@ -125,6 +125,34 @@ def bench_size(n: int, args) -> dict:
             exact.classify(q[i:i + 1])
             ex_ms.append(1000 * (time.perf_counter() - t0))
         out["exact_classify_ms"] = percentiles(ex_ms, (50, 95, 99))
+        out["ef_sweep"] = ef_sweep(clf, exact, q, q_style, s)
+    return out
+
+
+def ef_sweep(clf, exact, q, q_style, s, efs=(16, 32, 64, 128, 256)) -> dict:
+    """HNSW query beam vs per-window classify time, recall@k and agreement with exact search."""
+    default = clf.index.ef
+    m = min(500, len(q))
+    _, rows_e = exact.index.search(q[:m], s.k)
+    styles_e = [c.style for c in exact.classify(q[:m])]
+    out = {}
+    for ef in efs:
+        if ef < s.k:
+            continue
+        clf.index.set_ef(ef)
+        ms = []
+        for i in range(len(q)):
+            t0 = time.perf_counter()
+            clf.classify(q[i:i + 1])
+            ms.append(1000 * (time.perf_counter() - t0))
+        _, rows_a = clf.index.search(q[:m], s.k)
+        out[str(ef)] = {"classify_ms": percentiles(ms, (50, 95, 99)),
+                        "recall_at_k": float(np.mean([len(set(a) & set(b)) / s.k for a, b in zip(rows_a, rows_e)])),
+                        "style_agreement_with_exact": float(np.mean(
+                            [c.style == e for c, e in zip(clf.classify(q[:m]), styles_e)])),
+                        "style_accuracy": float(np.mean([c.style == f"style{y:02d}"
+                                                         for c, y in zip(clf.classify(q), q_style)]))}
+    clf.index.set_ef(default)
     return out
 
 

@@ -103,13 +103,18 @@ class HnswIndex:
     def __len__(self) -> int:
         return self._n
 
+    def set_ef(self, ef: int) -> None:
+        """Query-time beam width (>= k): recall against speed."""
+        self.ef = int(ef)
+        self.index.set_ef(self.ef)
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = np.atleast_2d(np.asarray(queries, np.float32))
         k = min(k, self._n)
         if k == 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         if self.ef < k:
-            self.index.set_ef(k)
+            self.set_ef(k)
         labels, dists = self.index.knn_query(q, k=k)
         return (1.0 - dists).astype(np.float32), labels.astype(np.int64)
 
