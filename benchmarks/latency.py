@@ -130,15 +130,6 @@ def run_config(settings, video: Path, loops: int, keys: dict, zmq_port: int, ses
     link = open_link(settings, graph.motion.encoder, session, on_feedback=runner.on_feedback)
     runner.link = link
     link.wait_ready(20)
-    timeline = []
-    orig_step = runner._step
-
-    def step(item):
-        orig_step(item)
-        st = item.stamps
-        if "feedback" in st and "capture" in st:
-            timeline.append((runner.clock.now(), (st["feedback"] - st["capture"]) * 1e3))
-    runner._step = step
     try:
         runner.run(duration)
         link.wait_acked(10)
@@ -148,7 +139,7 @@ def run_config(settings, video: Path, loops: int, keys: dict, zmq_port: int, ses
         sink.close()
         graph.close()
     stats = runner.stats()
-    stats["timeline"] = timeline
+    stats["timeline"] = list(runner.timeline)
     return stats
 
 
@@ -199,6 +190,7 @@ def run(args) -> dict:
                                          if st["cloud_feedback_ms"] else None)
         table[name]["dropped_frames"] = st["dropped_frames"]
         table[name]["frames"] = st["counters"]["frames_done"]
+        table[name]["timeline_points"] = len(st["timeline"])       # plotted in latency_timeline.png
     main = "ort-2" if "ort-2" in results else next(iter(results))
     m = results[main]
     metrics = {

@@ -24,7 +24,7 @@ class ClassifySettings:
     exact_max: int = 10000           # galleries up to this size use exact cosine search, larger ones HNSW
     hnsw_m: int = 16
     hnsw_ef_construction: int = 100
-    hnsw_ef: int = 128               # query-time beam (>= k): recall vs speed, see `dancewire bench cloud`
+    hnsw_ef: int = 64                # query-time beam (>= k): recall vs speed, see `dancewire bench cloud` ef_sweep
     calibrate: bool = True           # fit a temperature on the gallery at enrolment (leave-one-video-out)
 
 

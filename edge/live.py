@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 import uuid
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,7 @@ class LiveRunner:
         self.producers: list[_Producer] = []
         self.canvas: np.ndarray | None = None
         self.end_of_stream = threading.Event()
+        self.timeline: deque[tuple[float, float]] = deque(maxlen=200_000)   # (rig time s, glass-to-feedback ms)
         self._grid_beats: list[Beat] = []
         self._grid_onsets: list[float] = []
         self._grid_t0: float | None = None
@@ -212,6 +214,8 @@ class LiveRunner:
                 raise KeyboardInterrupt
         stamp(live.stamps, "feedback")
         self.latency.add(live.stamps)
+        if "capture" in live.stamps:
+            self.timeline.append((self.clock.now(), (live.stamps["feedback"] - live.stamps["capture"]) * 1e3))
         self.counters["frames_done"] += 1
 
     def _send(self, windows) -> None:

@@ -43,6 +43,7 @@ class EdgeGraph:
         self.frames_with_dancer = 0
         self.dancers: set[int] = set()
         self._count_one: queue.SimpleQueue[float] = queue.SimpleQueue()
+        self.audio_offset = 0.0     # music at audio time a is heard at media time a + offset
 
     @classmethod
     def build(cls, settings: EdgeSettings, *, video: bool = True, audio: bool = True,
@@ -56,13 +57,13 @@ class EdgeGraph:
         pose = PoseStage.from_settings(settings.vision, eng.backend, eng.threads, eng.precision) if video else None
         enc = MotionEncoder(settings=settings.motion, backend=settings.motion.backend,
                             threads=settings.motion.threads) if encoder else False
-        motion = MotionStage(settings.motion, encoder=enc, audio_offset=0.0)
+        motion = MotionStage(settings.motion, encoder=enc)   # the graph shifts the audio itself (on_audio)
         analyzer = AudioAnalyzer(settings.audio) if audio else None
+        for engine in ([pose.detector_engine, pose.landmarks_engine] if pose else []) + ([enc.engine] if enc else []):
+            engine.warm_up()          # before the first frame, not on it
         graph = cls(settings, pose=pose, audio=analyzer, motion=motion)
         graph.audio_offset = audio_offset
         return graph
-
-    audio_offset: float = 0.0   # music at audio time a is heard at media time a + offset
 
     def validate(self, frame: Frame) -> None:
         if frame.image is None or frame.image.size == 0 or min(frame.image.shape[:2]) == 0:

@@ -32,7 +32,7 @@ from collections import deque
 import numpy as np
 
 from edge.audio.eightcount import EightCounter
-from edge.audio.onsets import OnsetDetector, OnsetEnvelope
+from edge.audio.onsets import OnsetDetector, OnsetEnvelope, block_db
 from edge.audio.settings import AudioSettings
 from edge.audio.tempo.beats import BeatTracker
 from edge.records import AudioBlock, Beat, Onset, stamp
@@ -217,7 +217,6 @@ class AudioAnalyzer:
 
     def _beat_frame(self, frame: np.ndarray, known_at: float) -> list[Beat]:
         s = self.settings
-        from edge.audio.onsets import block_db
         # silence = nothing above the gate for the last half second (drum stems are quiet
         # between hits; that is not silence)
         self._levels.append(block_db(frame))

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d      # imported with the graph, not on the first window
+from scipy.signal import find_peaks
 
 from edge.motion.normalize import body_size
 from edge.motion.settings import MotionSettings
@@ -58,7 +60,6 @@ def _resample(t: np.ndarray, x: np.ndarray, rate: float) -> tuple[np.ndarray, np
 def smooth(x: np.ndarray, sigma_samples: float) -> np.ndarray:
     if sigma_samples <= 0 or len(x) < 3:
         return x
-    from scipy.ndimage import gaussian_filter1d
     return gaussian_filter1d(x, sigma_samples, mode="nearest")
 
 
@@ -72,8 +73,6 @@ class MotionCurve:
 
 
 def motion_curve(t: np.ndarray, speed: np.ndarray, settings: MotionSettings | None = None, rate: float = 50.0) -> MotionCurve:
-    from scipy.signal import find_peaks
-
     s = settings or MotionSettings()
     t, x = _resample(np.asarray(t, float), np.asarray(speed, float), rate)
     if len(x) < 5:

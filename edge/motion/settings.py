@@ -25,7 +25,6 @@ class MotionSettings:
     bas_sigma_s: float = 0.1           # beat-align score Gaussian width
     smooth_s: float = 0.1              # Gaussian smoothing of joint speed before peak picking
     min_peak_gap_s: float = 0.2        # minimum distance between two motion beats / peaks
-    audio_offset_s: float = 0.0        # music event at audio time t happens at media time t + offset
     # Encoder runtime.
     encoder_onnx: Path = WEIGHTS_DIR / "encoder.onnx"
     backend: str = "onnxruntime"

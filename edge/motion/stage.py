@@ -14,6 +14,7 @@ computed against the events known when the window closes. The encoder is loaded 
 """
 from __future__ import annotations
 
+import bisect
 from typing import Iterable
 
 import numpy as np
@@ -26,10 +27,10 @@ from edge.records import Beat, Onset, PoseFrame, Window, WindowResult, stamp
 
 class MotionStage:
 
-    def __init__(self, settings: MotionSettings | None = None, encoder=None, audio_offset: float | None = None,
+    def __init__(self, settings: MotionSettings | None = None, encoder=None, audio_offset: float = 0.0,
                  fps: float | None = None):
         self.s = settings or MotionSettings()
-        self.offset = self.s.audio_offset_s if audio_offset is None else float(audio_offset)
+        self.offset = float(audio_offset)
         self.cutter = WindowCutter(self.s, fps=fps)
         self._encoder = encoder
         self.onsets: list[Onset] = []
@@ -81,12 +82,26 @@ class MotionStage:
         stamp(st, "encode")
         out = []
         for w, e in zip(windows, emb):
-            r = rhythm.window_metrics(w.kp, w.times, w.mask, self.onsets, self.beats, self.offset, self.s, w.t0, w.t1)
+            onsets, beats = self._events_near(w.t0, w.t1)
+            r = rhythm.window_metrics(w.kp, w.times, w.mask, onsets, beats, self.offset, self.s, w.t0, w.t1)
             out.append(WindowResult(w, e, r, dict(st)))
         for res in out:
             stamp(res.stamps, "rhythm")
         self.windows_out += len(out)
         return out
+
+    MARGIN_S = 2.0   # music events this far outside a window still count for its metrics (tolerances, offsets)
+
+    def _events_near(self, t0: float, t1: float) -> tuple[list[Onset], list[Beat]]:
+        """The onsets and beats near [t0, t1] in media time (both lists are in time order), so a
+        window's cost does not grow with the session."""
+        lo, hi = t0 - self.offset - self.MARGIN_S, t1 - self.offset + self.MARGIN_S
+        pick = []
+        for events in (self.onsets, self.beats):
+            a = bisect.bisect_left(events, lo, key=lambda e: e.t)
+            b = bisect.bisect_right(events, hi, key=lambda e: e.t)
+            pick.append(events[a:b])
+        return pick[0], pick[1]
 
     def primitives(self) -> list[WindowResult]:
         """Eight-beat primitives cut since the last call (needs Beat events with counts)."""

@@ -94,3 +94,13 @@ def test_context_manager_and_unknown_backend(dynamic_model):
         assert eng.run({"x": np.ones((1, 3), np.float32)})["y"].tolist() == [[3.0, 3.0, 3.0]]
     with pytest.raises(ValueError, match="unknown backend"):
         open_engine(dynamic_model, "tflite")
+
+
+def test_warm_up_runs_every_input_at_batch_one(dynamic_model, fixed_model):
+    for path in (dynamic_model, fixed_model):
+        eng = open_engine(path, "onnxruntime", threads=1)
+        seen = []
+        run = eng.run
+        eng.run = lambda feeds: seen.append({k: v.shape for k, v in feeds.items()}) or run(feeds)
+        eng.warm_up()
+        assert seen == [{"x": (1, 3)}]

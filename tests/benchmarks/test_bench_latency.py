@@ -1,0 +1,34 @@
+"""`dancewire bench latency` end to end on a short paced replay: real edge graph, real cloud
+process over CURVE ZeroMQ. Checks what it writes, not how fast this machine is."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dancewire.cli import main
+
+
+@pytest.mark.slow
+def test_bench_latency_writes_stages_feedback_and_a_timeline(tmp_path, shared_data):
+    from edge.models.registry import model_path
+
+    try:
+        model_path("pose_landmarks")
+    except Exception as exc:
+        pytest.skip(f"pose models not built: {exc}")
+    out = tmp_path / "bench-latency.json"
+    assert main(["bench", "latency", "--json", str(out), "--configs", "ort-2", "--loops", "1"]) == 0
+    res = json.loads(out.read_text())
+    m = res["metrics"]
+    assert m["config"] == "ort-2" and m["frames"] > 150 and m["dropped_frames"] >= 0
+    assert 0 < m["edge_feedback_ms_p50"] <= m["edge_feedback_ms_p95"]
+    assert 0 < m["cloud_feedback_ms_p50"] <= m["cloud_feedback_ms_p95"]       # Feedback came back
+    stages = res["configs"]["ort-2"]
+    for stage in ("detect", "landmarks", "track", "clean", "feedback", "total", "window", "encode", "send"):
+        assert stages[stage]["p50"] >= 0 and stages[stage]["p99"] >= stages[stage]["p50"], stage
+    assert {"classify", "total"} <= set(res["cloud_stages_ms"]["stages"])
+    assert res["machine"]["cores"] >= 1 and res["machine"]["cpu"]
+    assert stages["timeline_points"] == stages["frames"]                      # every frame is on the plot
+    for png in ("latency_stages.png", "latency_timeline.png"):
+        assert (tmp_path / png).stat().st_size > 0, png
