@@ -318,26 +318,18 @@ def decode_audio(path: str | Path, sample_rate: int = 44100) -> np.ndarray:
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 
-def music_events(path: str | Path, sample_rate: int = 44100):
-    """Offline onsets and beats of a song (aubio), as `edge.records` Onset and Beat lists (audio time).
-
-    A reference for tests and benchmarks on the ballroom songs; live music events come from edge.audio.
-    """
-    import aubio
-
-    from edge.records import Beat, Onset
+def music_events(path: str | Path, sample_rate: int = 44100, start: float = 0.0, end: float | None = None):
+    """Onsets and beats of a song from `start` to `end` (seconds), found by the edge's own causal
+    analyzer (`edge.audio`, as live), as `edge.records` Onset and Beat lists on the song's clock."""
+    from edge.audio.analyzer import AudioAnalyzer
+    from edge.records import AudioBlock, Beat, Onset
 
     x = decode_audio(path, sample_rate)
-    hop, win = 512, 1024
-    onset = aubio.onset("specflux", win, hop, sample_rate)
-    tempo = aubio.tempo("specflux", win, hop, sample_rate)
-    onsets, beats = [], []
-    for i in range(0, len(x) - hop, hop):
-        block = x[i:i + hop]
-        if onset(block):
-            t = float(onset.get_last_s())
-            onsets.append(Onset(t, t, float(onset.get_descriptor())))
-        if tempo(block):
-            beats.append(float(tempo.get_last_s()))
-    bpm = float(60.0 / np.median(np.diff(beats))) if len(beats) > 2 else 0.0
-    return onsets, [Beat(t, t, k % 8 + 1, bpm, k // 8) for k, t in enumerate(beats)]
+    a, b = int(max(0.0, start) * sample_rate), len(x) if end is None else min(len(x), int(end * sample_rate))
+    analyzer = AudioAnalyzer(sample_rate=sample_rate)
+    events = []
+    for i in range(a, b, 1024):
+        events += analyzer.process(AudioBlock(t=i / sample_rate, samples=x[i:min(i + 1024, b)],
+                                              sample_rate=sample_rate))
+    events += analyzer.flush()
+    return [e for e in events if isinstance(e, Onset)], [e for e in events if isinstance(e, Beat)]
