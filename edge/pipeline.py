@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class StepOutput:
     live: PoseFrame | None = None                               # this frame's poses, at once
-    cleaned: list[PoseFrame] = field(default_factory=list)      # delayed, gap-filled frames
+    cleaned: list[PoseFrame] = field(default_factory=list)      # final, gap-filled frames
     windows: list[WindowResult] = field(default_factory=list)
+    primitives: list[WindowResult] = field(default_factory=list)  # eight-beat primitives (analysis records)
 
 
 class EdgeGraph:
@@ -77,11 +78,16 @@ class EdgeGraph:
         for pf in self.pose.cleaned():
             out.cleaned.append(pf)
             out.windows.extend(self._motion(pf))
-        return out
+        return self._primitives(out)
 
     def on_poses(self, pf: PoseFrame) -> StepOutput:
         """Keypoint-level input (the demo source): everything after the pose stage runs."""
-        return StepOutput(live=pf, cleaned=[pf], windows=self._motion(pf))
+        return self._primitives(StepOutput(live=pf, cleaned=[pf], windows=self._motion(pf)))
+
+    def _primitives(self, out: StepOutput) -> StepOutput:
+        if self.motion is not None:
+            out.primitives = self.motion.primitives()
+        return out
 
     def _motion(self, pf: PoseFrame) -> list[WindowResult]:
         self.frames += 1
@@ -121,7 +127,7 @@ class EdgeGraph:
                 out.windows.extend(self._motion(pf))
         if self.motion is not None:
             out.windows.extend(self.motion.flush())
-        return out
+        return self._primitives(out)
 
     def encoder_info(self) -> dict | None:
         enc = self.motion.encoder if self.motion is not None else None
@@ -141,7 +147,7 @@ def merge_by_time(*streams: Iterator) -> Iterator:
 
 def analyze(settings: EdgeSettings, video: str | Path, out, *, audio: str | Path | None = None,
             audio_offset: float = 0.0, max_frames: int | None = None, encoder: bool = True) -> dict:
-    """Run the graph over a file as fast as possible; write frame/onset/beat/window records + summary."""
+    """Run the graph over a file as fast as possible; write frame/onset/beat/window/primitive records + summary."""
     from edge.sources.audio_file import AudioFileSource
     from edge.sources.video import VideoFileSource
 
@@ -155,7 +161,7 @@ def analyze(settings: EdgeSettings, video: str | Path, out, *, audio: str | Path
         duration = (max_frames / source.info.fps) if (max_frames and source.info.fps) else None
         streams.append(_until(audio_src.blocks(), duration))
 
-    counts = {"onset": 0, "beat": 0, "window": 0}
+    counts = {"onset": 0, "beat": 0, "window": 0, "primitive": 0}
     start = time.perf_counter()
     try:
         for item in merge_by_time(*streams):
@@ -206,6 +212,9 @@ def _write_step(out, step: StepOutput, counts: dict) -> None:
     for r in step.windows:
         out.write(r.to_json())
         counts["window"] += 1
+    for r in step.primitives:
+        out.write(r.to_json("primitive"))
+        counts["primitive"] += 1
 
 
 def _until(blocks: Iterator[AudioBlock], duration: float | None) -> Iterator[AudioBlock]:

@@ -129,8 +129,9 @@ class WindowResult:
     rhythm: dict[str, float]
     stamps: dict[str, float] = field(default_factory=dict)
 
-    def to_json(self) -> dict:
-        return {"type": "window", "dancer": int(self.window.track_id),
+    def to_json(self, kind: str = "window") -> dict:
+        """A `window` record, or with kind="primitive" a DanceMVP eight-beat primitive (t0, t1 = its downbeats)."""
+        return {"type": kind, "dancer": int(self.window.track_id),
                 "t0": round(self.window.t0, 4), "t1": round(self.window.t1, 4),
                 "embedding": [round(float(v), 5) for v in self.embedding],
                 "rhythm": {k: (round(float(v), 4) if v is not None else None) for k, v in self.rhythm.items()}}

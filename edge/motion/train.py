@@ -1,4 +1,5 @@
-"""Training: self-supervised InfoNCE pretraining on AIST++, then supervised fine-tuning on its genres.
+"""Training: self-supervised InfoNCE pretraining on AIST++ and on keypoints our own pose pipeline
+extracts from the shared videos, then supervised fine-tuning on AIST++'s genres.
 
 `dancewire encoder train` runs it all on CPU (about 10 min on 1-2 cores): pretrain, fine-tune
 two ways from the same checkpoint (Tong's pairwise loss, supervised contrastive; both keep the
@@ -40,6 +41,7 @@ class TrainConfig:
     d_model: int = 64
     layers: int = 2
     emb_dim: int = 64
+    own_keypoints: bool = True   # also pretrain on what our pose pipeline extracts from the shared videos
 
 
 class SeqBank:
@@ -110,6 +112,45 @@ class SeqBank:
         return out, self.genre[si], self.perf[si]
 
 
+OWN_GENRE = "unlabelled (own pose pipeline)"
+
+
+def own_pipeline_sequences(data_root: Path, progress=print, min_seconds: float = 2.5) -> list[ds.Sequence]:
+    """Keypoints our own pose pipeline (BlazePose ONNX, tracker, cleaning) extracts from the shared
+    videos: one unlabelled Sequence per dancer track, for self-supervised pretraining only. Live
+    BlazePose keypoints are noisier than AIST++'s; this puts real estimator errors into the pairs."""
+    from edge.sources.video import VideoFileSource
+    from edge.vision.stage import PoseStage
+
+    videos = sorted((data_root / "video").glob("*.mp4"))
+    if not videos:
+        return []
+    stage = PoseStage.from_settings()
+    out = []
+    try:
+        for v in videos:
+            src = VideoFileSource(v)
+            stage.reset()
+            frames = []
+            for f in src.frames():
+                stage(f)
+                frames += stage.cleaned()
+            frames += stage.flush()
+            fps = src.info.fps or 25.0
+            for tid in sorted({p.track_id for f in frames for p in f.poses}):
+                kp = np.full((len(frames), 17, 3), np.nan, np.float32)
+                for i, f in enumerate(frames):
+                    for p in f.poses:
+                        if p.track_id == tid:
+                            kp[i] = p.kp17
+                if np.isfinite(kp[:, 0, 0]).sum() / fps >= min_seconds:
+                    out.append(ds.Sequence(f"{v.stem}#{tid}", OWN_GENRE, kp, fps, source="own-pipeline"))
+            progress(f"own pose pipeline: {v.name}: {len(frames)} frames")
+    finally:
+        stage.close()
+    return out
+
+
 def _torch_embed(model):
     import torch
 
@@ -147,8 +188,10 @@ def train(data_root: Path, out_dir: Path, cfg: TrainConfig | None = None, settin
     bank = SeqBank(train_seqs)
     progress(f"train: {len(train_seqs)} sequences ({len({q.name for q in train_seqs})} performances), "
              f"held out: {sorted({q.name for q in test_seqs})}")
+    own = own_pipeline_sequences(data_root, progress) if cfg.own_keypoints else []
+    ssl_bank = SeqBank(train_seqs + own) if own else bank      # pretraining only: no labels needed
 
-    def run(model, steps, loss_kind, lr, desc):
+    def run(model, steps, loss_kind, lr, desc, bank=bank):
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
         model.train()
@@ -179,7 +222,7 @@ def train(data_root: Path, out_dir: Path, cfg: TrainConfig | None = None, settin
         return model
 
     model = MotionEncoder(d_model=cfg.d_model, layers=cfg.layers, emb_dim=cfg.emb_dim)
-    run(model, cfg.pretrain_steps, "ssl", cfg.lr, "pretrain (InfoNCE)")
+    run(model, cfg.pretrain_steps, "ssl", cfg.lr, "pretrain (InfoNCE)", bank=ssl_bank)
     pre_state = {k: v.clone() for k, v in model.state_dict().items()}
     results = {}
     progress("evaluating the pretrained encoder")
@@ -204,6 +247,7 @@ def train(data_root: Path, out_dir: Path, cfg: TrainConfig | None = None, settin
     torch.save(ckpt, out_dir / "encoder.pt")
     summary = {"shipped": best, "results": results, "train_config": cfg.__dict__, "normalization": s.normalization,
                "train_sequences": sorted({q.name for q in train_seqs}), "test_sequences": sorted({q.name for q in test_seqs}),
+               "own_pipeline_sequences": [{"name": q.name, "frames": len(q.kp), "fps": q.fps} for q in own],
                "train_seconds": round(time.monotonic() - t_start, 1)}
     (out_dir / "train_metrics.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary

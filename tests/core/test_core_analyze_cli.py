@@ -68,7 +68,9 @@ def test_real_video_gives_one_stream_of_frames_music_windows_and_summary(tmp_pat
     assert windows and all(r["t1"] - r["t0"] <= 2.05 for r in windows)
     emb = np.asarray([r["embedding"] for r in windows])
     assert emb.shape[1] <= 128 and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-3)
-    assert summary["records"] == {"onset": len(onsets), "beat": len(beats), "window": len(windows)}
+    primitives = [r for r in records if r["type"] == "primitive"]
+    assert summary["records"] == {"onset": len(onsets), "beat": len(beats), "window": len(windows),
+                                  "primitive": len(primitives)}
     assert summary["processing_fps"] > 0 and "landmarks" in summary["latency_ms"]
     assert summary["encoder"]["encoder_hash"]
 

@@ -97,3 +97,28 @@ def test_stage_end_to_end():
     assert set(rec["rhythm"]) >= {"beat_alignment", "beat_coverage", "beat_hit_rate", "align_recall", "align_precision", "align_f1"}
     summary = stage.session_summary()
     assert 7 in summary and summary[7]["align_f1"] is not None
+
+
+def test_graph_emits_eight_beat_primitives_between_downbeats():
+    """With a beat grid, the graph cuts one DanceMVP eight-beat primitive per dancer and phrase,
+    encoded and scored like a window, written as `primitive` records."""
+    from edge.pipeline import EdgeGraph
+    from edge.records import Beat, Pose, PoseFrame
+    from edge.settings import EdgeSettings
+
+    from edge.motion.stage import MotionStage
+
+    graph = EdgeGraph(EdgeSettings(), motion=MotionStage())
+    graph.deliver_audio([Beat(0.5 * k, 0.5 * k, k % 8 + 1, 120.0) for k in range(24)])   # downbeats 0, 4, 8 s
+    prims = []
+    for i in range(300):                                   # 10 s at 30 fps
+        t = i / 30.0
+        kp = np.zeros((17, 3))
+        kp[:, 0] = 300 + np.arange(17) * 3 + 30 * np.cos(np.pi * t / 0.5)
+        kp[:, 1] = 100 + np.arange(17) * 20
+        kp[:, 2] = 0.9
+        prims += graph.on_poses(PoseFrame(i, t, 640, 480, [Pose(3, t, kp, np.zeros(4), 0.9)])).primitives
+    assert [(p.window.t0, p.window.t1) for p in prims] == [(0.0, 4.0), (4.0, 8.0)]
+    rec = prims[0].to_json("primitive")
+    assert rec["type"] == "primitive" and rec["dancer"] == 3 and len(rec["embedding"]) == graph.motion.encoder.dim
+    assert np.isclose(np.linalg.norm(rec["embedding"]), 1.0, atol=1e-3) and rec["rhythm"]["align_f1"] > 0.5
