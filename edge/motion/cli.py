@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--finetune-steps", type=int, default=None)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--normalization", choices=("ban", "tong"), default="ban")
+    t.add_argument("--own-keypoints", action="store_true",
+                   help="also pretrain on keypoints our pose pipeline extracts from the shared videos "
+                        "(measured, not better: see the model card)")
     t.set_defaults(func=_train)
 
     e = cmds.add_parser("eval", help="top-1/top-3 kNN genre accuracy of QUERY windows against a --gallery; "
@@ -88,7 +91,7 @@ def _train(args) -> int:
     from edge.motion.settings import MotionSettings
     from edge.motion.train import TrainConfig, train
 
-    cfg = TrainConfig(threads=args.threads, seed=args.seed)
+    cfg = TrainConfig(threads=args.threads, seed=args.seed, own_keypoints=args.own_keypoints)
     if args.pretrain_steps is not None:
         cfg = replace(cfg, pretrain_steps=args.pretrain_steps)
     if args.finetune_steps is not None:

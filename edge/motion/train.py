@@ -1,5 +1,5 @@
-"""Training: self-supervised InfoNCE pretraining on AIST++ and on keypoints our own pose pipeline
-extracts from the shared videos, then supervised fine-tuning on AIST++'s genres.
+"""Training: self-supervised InfoNCE pretraining on AIST++ (optionally also on keypoints our own pose
+pipeline extracts from the shared videos), then supervised fine-tuning on AIST++'s genres.
 
 `dancewire encoder train` runs it all on CPU (about 10 min on 1-2 cores): pretrain, fine-tune
 two ways from the same checkpoint (Tong's pairwise loss, supervised contrastive; both keep the
@@ -41,7 +41,7 @@ class TrainConfig:
     d_model: int = 64
     layers: int = 2
     emb_dim: int = 64
-    own_keypoints: bool = True   # also pretrain on what our pose pipeline extracts from the shared videos
+    own_keypoints: bool = False  # also pretrain on what our pose pipeline extracts from the shared videos
 
 
 class SeqBank:

@@ -122,3 +122,23 @@ def test_graph_emits_eight_beat_primitives_between_downbeats():
     rec = prims[0].to_json("primitive")
     assert rec["type"] == "primitive" and rec["dancer"] == 3 and len(rec["embedding"]) == graph.motion.encoder.dim
     assert np.isclose(np.linalg.norm(rec["embedding"]), 1.0, atol=1e-3) and rec["rhythm"]["align_f1"] > 0.5
+
+
+def test_own_pipeline_keypoints_for_pretraining(tmp_path, shared_data):
+    """`encoder train --own-keypoints`: our pose pipeline turns a real video into an unlabelled
+    training sequence (COCO-17 pixels, the video's frame rate, one per dancer track)."""
+    from edge.models.registry import model_path
+    from edge.motion.train import OWN_GENRE, SeqBank, own_pipeline_sequences
+
+    try:
+        model_path("pose_landmarks")
+    except Exception as exc:
+        pytest.skip(f"pose models not built: {exc}")
+    (tmp_path / "video").mkdir()
+    (tmp_path / "video" / "moonwalk.mp4").symlink_to(shared_data / "video" / "controlvideo_moonwalk.mp4")
+    (seq,) = own_pipeline_sequences(tmp_path, progress=lambda *_: None)
+    assert seq.genre == OWN_GENRE and seq.source == "own-pipeline" and abs(seq.fps - 23.976) < 0.01
+    assert seq.kp.shape[1:] == (17, 3) and np.isfinite(seq.kp[:, :, :2]).all(axis=(1, 2)).mean() > 0.9
+    found = seq.kp[np.isfinite(seq.kp[:, 0, 0])]
+    assert (found[:, :, 0] > 0).mean() > 0.9 and (found[:, :, 0] < 1084).mean() > 0.9       # frame pixels
+    assert SeqBank([seq]).valid.sum() == np.isfinite(seq.kp[:, :, :2]).all(axis=(1, 2)).sum()
