@@ -1,9 +1,12 @@
-"""The main job (`dancewire up`): cloud + edge + dashboard on the demo source, stopped cleanly."""
+"""The main job (`dancewire up`): cloud + edge + dashboard on the demo source, stopped by Ctrl-C (SIGINT)
+with nothing lost."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -39,11 +42,24 @@ def test_up_runs_demo_end_to_end_and_loses_nothing(tmp_path):
     except Exception as exc:  # the edge needs the pose models even for the demo's CLI start-up checks
         pytest.skip(f"pose models not built: {exc}")
     env = dict(os.environ, DANCEWIRE_HOME=str(tmp_path), PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "dancewire", "up", "--demo", "--duration", "20", "--page", "0",
+    cmd = [sys.executable, "-m", "dancewire", "up", "--demo", "--page", "0",
            "--api-port", str(_free_port()), "--zmq-port", str(_free_port())]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "DEMO" in proc.stdout and "/dashboard/#token=" in proc.stdout
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:                      # runs until it says it is up
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        time.sleep(20)
+        proc.send_signal(signal.SIGINT)               # Ctrl-C
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stdout = "".join(lines) + out
+    assert proc.returncode == 0, stdout
+    assert "DEMO" in stdout and "/dashboard/#token=" in stdout and "stopping (edge first" in stdout
 
     stats = json.loads((tmp_path / "last-edge-run.json").read_text())
     sent = stats["counters"]["windows_sent"]
