@@ -121,7 +121,11 @@ class Store:
                 self.conn = psycopg.connect(target, autocommit=True)
             except psycopg.OperationalError as exc:
                 raise DancewireError(f"cannot connect to PostgreSQL: {str(exc).strip().splitlines()[0]}") from None
-        self.migrate()
+        try:
+            self.migrate()
+        except Exception:
+            self.conn.close()
+            raise
 
     # ----- plumbing ---------------------------------------------------------------------------
     def _sql(self, sql: str) -> str:

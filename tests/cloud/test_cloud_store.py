@@ -32,6 +32,31 @@ def test_migrations_apply_once(db_url):
     s.close()
 
 
+def test_an_older_database_is_upgraded_in_place(db_url, monkeypatch):
+    """A database made by a dancewire with only migration 1 keeps its data when a newer one opens it;
+    a database newer than this dancewire is refused with a clear error."""
+    import cloud.store as store_mod
+    from cloud.records import WindowIn
+    from dancewire.errors import DancewireError
+
+    monkeypatch.setattr(store_mod, "MIGRATIONS", MIGRATIONS[:1])
+    old = Store(db_url)
+    assert old.schema_version() == 1
+    old.write_batch([WindowIn("n", "s", 0, 1, 0.0, 2.0, np.ones(4, np.float32) / 2)], [])
+    old.close()
+    monkeypatch.setattr(store_mod, "MIGRATIONS", MIGRATIONS)
+    new = Store(db_url)                               # applies 2.. on open
+    latest = max(v for v, _, _ in MIGRATIONS)
+    assert new.schema_version() == latest and new.count("windows") == 1
+    new.write_batch([], [], latency=[(time.time(), "classify", 1.5)])     # migration 2's table works
+    assert new.count("latency") == 1
+    new.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (latest + 1, "from the future", time.time()))
+    new.close()
+    with pytest.raises(DancewireError, match="newer than this dancewire"):
+        Store(db_url)
+
+
 def stream_into(service, ballroom_gallery, n_windows=None, session="class-1"):
     import real_embeddings
     _, holdout = ballroom_gallery
