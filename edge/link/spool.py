@@ -28,6 +28,11 @@ Bounds and the policy when full (``max_bytes`` of payload, ``max_batches`` rows)
     already spooled is kept. Counted in ``refused_batches`` / ``refused_windows``.
   The defaults (64 MiB, 500,000 batches) hold ~3 h of 10 dancers at 2 windows/s with
   64..128-dim int8 embeddings.
+  A full disk (SQLite's "database or disk is full") caps ``max_bytes`` a little below what the
+  spool holds then (``DISK_FULL_SLACK``), logs one clear error, and applies the same policy:
+  drop_oldest deletes the oldest batches (SQLite reuses their pages, so the file need not grow)
+  to store the new ones; drop_newest refuses them. The link keeps running; under drop_newest
+  everything spooled is kept.
 """
 from __future__ import annotations
 
@@ -60,6 +65,13 @@ class SpoolStats:
     dropped_windows: int = 0
     refused_batches: int = 0
     refused_windows: int = 0
+
+
+DISK_FULL_SLACK = 256 * 1024   # bytes the spool gives up when the disk is full
+
+
+def _disk_full(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or "full" in str(exc).lower()
 
 
 class Spool:
@@ -117,39 +129,67 @@ class Spool:
     def append(self, rows: list[tuple[int, int, int, bytes]]) -> list[bool]:
         """Store rows (first_seq, last_seq, n_items, payload) in one transaction.
 
-        Returns, per row, whether it was stored (False only under ``on_full="drop_newest"``).
+        Returns, per row, whether it was stored (False under ``on_full="drop_newest"``, or when a full
+        disk leaves no room at all).
         """
         if not rows:
             return []
-        stored = []
-        now = time.time()
         with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
             try:
-                for first, last, n_items, payload in rows:
-                    size = len(payload)
-                    self._next_seq = max(self._next_seq, last + 1)  # a refused seq is never reused
-                    if not self._make_room(size):
-                        self._stats.refused_batches += 1
-                        self._stats.refused_windows += n_items
-                        stored.append(False)
-                        continue
-                    db.execute("INSERT INTO spool VALUES (?, ?, ?, ?, ?)", (first, last, n_items, now, payload))
-                    self._stats.batches += 1
-                    self._stats.bytes += size
-                    self._stats.appended_batches += 1
-                    stored.append(True)
-                db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (self._next_seq,))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+                stored = self._append(rows)
+            except sqlite3.OperationalError as exc:
+                if not _disk_full(exc):
+                    raise
+                # room for this append plus slack: freed rows only help once whole pages come free
+                need = sum(len(r[3]) for r in rows) + DISK_FULL_SLACK
+                self.max_bytes = max(0, min(self.max_bytes, self._stats.bytes - need))
+                log.error("edge spool %s: the disk is full; the spool is capped at %d bytes (%d batches) and "
+                          "%s from now on - free space on the rig", self.path, self.max_bytes, self._stats.batches,
+                          "drops its oldest batches" if self.on_full == "drop_oldest" else "refuses new batches")
+                try:
+                    stored = self._append(rows)
+                except sqlite3.OperationalError as exc2:
+                    if not _disk_full(exc2):
+                        raise
+                    stored = [False] * len(rows)          # not even the freed pages were enough
+                    self._next_seq = max(self._next_seq, max(r[1] for r in rows) + 1)
+                    self._stats.refused_batches += len(rows)
+                    self._stats.refused_windows += sum(r[2] for r in rows)
         if self._syncer is not None:
             self._syncer.mark_dirty()
         if not all(stored):
             self._warn("spool full (%d batches, %d bytes): refused %d new batch(es) so far",
                        self._stats.batches, self._stats.bytes, self._stats.refused_batches)
+        return stored
+
+    def _append(self, rows: list[tuple[int, int, int, bytes]]) -> list[bool]:
+        """One transaction; on failure the counters are restored with the rollback."""
+        stored = []
+        now = time.time()
+        saved_stats, saved_next = SpoolStats(**vars(self._stats)), self._next_seq
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for first, last, n_items, payload in rows:
+                size = len(payload)
+                self._next_seq = max(self._next_seq, last + 1)  # a refused seq is never reused
+                if not self._make_room(size):
+                    self._stats.refused_batches += 1
+                    self._stats.refused_windows += n_items
+                    stored.append(False)
+                    continue
+                db.execute("INSERT INTO spool VALUES (?, ?, ?, ?, ?)", (first, last, n_items, now, payload))
+                self._stats.batches += 1
+                self._stats.bytes += size
+                self._stats.appended_batches += 1
+                stored.append(True)
+            db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (self._next_seq,))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            self._stats, self._next_seq = saved_stats, saved_next
+            raise
         return stored
 
     def _make_room(self, size: int) -> bool:

@@ -132,3 +132,33 @@ def test_ack_trims_by_primary_key_range_not_a_full_scan(tmp_path):
         plan = " ".join(str(r) for r in s._db.execute("EXPLAIN QUERY PLAN " + sql, (5, 5)).fetchall())
         assert "PRIMARY KEY" in plan and "SCAN spool" not in plan.replace("SCAN spool USING", ""), plan
     s.close()
+
+
+def _fill_the_disk(spool: Spool) -> None:
+    """From now on the file cannot grow: SQLite answers SQLITE_FULL, as on a full disk."""
+    pages = spool._db.execute("PRAGMA page_count").fetchone()[0]
+    spool._db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest"])
+def test_full_disk_follows_the_full_spool_policy(tmp_path, policy, caplog):
+    s = Spool(tmp_path / "s.sqlite", on_full=policy, fsync="never")
+    assert all(s.append(rows(1, 400, size=2000)))
+    _fill_the_disk(s)
+    with caplog.at_level("ERROR"):
+        got = s.append(rows(401, 5, size=2000))               # no exception: the link thread lives on
+    assert "disk is full" in caplog.text
+    st = s.stats()
+    count, nbytes = s._db.execute("SELECT COUNT(*), SUM(LENGTH(payload)) FROM spool").fetchone()
+    assert (st["batches"], st["bytes"]) == (count, nbytes)   # counters match the file after the rollback
+    if policy == "drop_oldest":
+        assert all(got) and st["dropped_batches"] >= 5
+        assert [r[0] for r in s.pending(0, 10_000)][-5:] == [401, 402, 403, 404, 405]  # the newest are kept
+        assert all(s.append(rows(406, 50, size=2000)))                       # and it goes on
+    else:
+        assert not any(got) and st["refused_batches"] == 5 and count == 400  # what was spooled is kept
+    top = s.next_seq - 1
+    assert top == (455 if policy == "drop_oldest" else 405)             # refused seqs are never reused
+    held = s.stats()["batches"]
+    assert s.ack(top) == held and s.stats()["batches"] == 0
+    s.close()
