@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from cloud.index import single_thread_blas
 from cloud.live import LatencyStats, LiveHub
 from cloud.records import BeatGridIn, FeedbackOut, WindowIn, WindowResult
 from cloud.settings import CloudSettings
-from cloud.store import Store
+from cloud.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,10 @@ class CloudService:
         self.node_info: dict[str, dict] = {}
         self.epochs: dict[str, int] = {}
         self.counters = {"windows": 0, "batches": 0, "duplicates": 0, "late": 0, "beat_grids": 0,
-                         "unclassified": 0, "feedback": 0, "errors": 0}
+                         "unclassified": 0, "feedback": 0, "errors": 0, "store_failures": 0,
+                         "store_dropped_batches": 0}
+        self._unwritten: deque = deque()        # (args, kwargs) of write_batch calls the store refused
+        self._store_error_logged = 0.0
         self.started = time.time()
         self._latency_pending: list[tuple[float, str, float]] = []   # kept in the store with the next batch
         self._latency_lock = threading.Lock()
@@ -111,8 +115,8 @@ class CloudService:
             with self._latency_lock:
                 pending, self._latency_pending = self._latency_pending, []
             pending += [(w.arrival, "publish", 1000 * (t_pub - w.stamps["received"])) for w in fresh]
-            self.store.write_batch(fresh, results, dancer_states, session_states, beats,
-                                   store_embeddings=self.settings.store_embeddings, latency=pending)
+            self._write(fresh, results, dancer_states, session_states, beats,
+                        store_embeddings=self.settings.store_embeddings, latency=pending)
             t_store = time.perf_counter()
             feedback = self.aggregator.feedback(results)
             self.counters["batches"] += 1
@@ -150,6 +154,33 @@ class CloudService:
                 self.hub.publish({"type": "dancer", **summary})
         for sid in {r.window.session_id for r in results if r is not None}:
             self.hub.publish({"type": "group", **self.aggregator.group_summary(sid)})
+
+    MAX_UNWRITTEN = 10_000   # batches held in memory while the store cannot write
+
+    def _write(self, *args, **kwargs) -> None:
+        """Store a batch, after any the store could not take before (oldest first). While the store
+        is unavailable (disk full, database down) batches wait here, bounded: the windows are
+        classified and answered all the same, and one error line says why they are not stored yet."""
+        self._unwritten.append((args, kwargs))
+        while self._unwritten:
+            a, k = self._unwritten[0]
+            try:
+                self.store.write_batch(*a, **k)
+            except StoreUnavailable as exc:
+                self.counters["store_failures"] += 1
+                if len(self._unwritten) > self.MAX_UNWRITTEN:
+                    self._unwritten.popleft()
+                    self.counters["store_dropped_batches"] += 1
+                now = time.monotonic()
+                if now - self._store_error_logged > 10.0:
+                    self._store_error_logged = now
+                    log.error("%s; %d batch(es) held in memory, retried with the next one (%d dropped so far)",
+                              exc, len(self._unwritten), self.counters["store_dropped_batches"])
+                return
+            self._unwritten.popleft()
+        if self.counters["store_failures"] and self._store_error_logged:
+            log.info("cloud store writes again; every held batch is stored")
+            self._store_error_logged = 0.0
 
     def _maybe_prune(self) -> None:
         days = self.settings.retention_days
@@ -212,6 +243,10 @@ class CloudService:
         metric("dancewire_cloud_unclassified_windows_total", "counter", "Windows stored without a classification.",
                [({}, c["unclassified"])])
         metric("dancewire_cloud_beat_grids_total", "counter", "Beat grids received.", [({}, c["beat_grids"])])
+        metric("dancewire_cloud_store_failures_total", "counter", "Store writes refused (disk full, database down).",
+               [({}, c["store_failures"])])
+        metric("dancewire_cloud_store_held_batches", "gauge", "Batches held in memory until the store writes again.",
+               [({}, len(self._unwritten))])
         metric("dancewire_cloud_gallery_references", "gauge", "References in the gallery.", [({}, len(self.gallery))])
         metric("dancewire_cloud_live_clients", "gauge", "Connected live dashboards.", [({}, self.hub.clients)])
         metric("dancewire_cloud_live_messages_total", "counter", "Messages pushed to live dashboards.",

@@ -78,6 +78,24 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
 _BLOB = {"sqlite": "BLOB", "postgresql": "BYTEA"}
 
 
+class StoreUnavailable(DancewireError):
+    """The database cannot take writes now (disk full, server unreachable); retrying later may work."""
+
+
+def _unavailable(exc: Exception) -> bool:
+    import sqlite3
+
+    if isinstance(exc, sqlite3.OperationalError):
+        return getattr(exc, "sqlite_errorname", "") in ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY",
+                                                         "SQLITE_BUSY", "SQLITE_CANTOPEN") \
+            or any(k in str(exc).lower() for k in ("full", "disk i/o", "readonly", "locked"))
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return isinstance(exc, psycopg.OperationalError) or getattr(exc, "sqlstate", "") in ("53100", "53200")
+
+
 def parse_url(url: str) -> tuple[str, str]:
     """(dialect, target): ('sqlite', path) or ('postgresql', conninfo url)."""
     if url.startswith("sqlite://"):
@@ -134,18 +152,27 @@ class Store:
 
     @contextmanager
     def transaction(self):
+        """All or nothing. A database that cannot take the write now (full disk, server gone, read-only)
+        raises `StoreUnavailable` after the rollback; other errors (bugs, bad data) pass unchanged."""
         with self._lock:
-            if self.dialect == "sqlite":
-                self.conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self
-                except BaseException:
-                    self.conn.execute("ROLLBACK")
-                    raise
-                self.conn.execute("COMMIT")
-            else:
-                with self.conn.transaction():
-                    yield self
+            try:
+                if self.dialect == "sqlite":
+                    self.conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield self
+                    except BaseException:
+                        if self.conn.in_transaction:
+                            self.conn.execute("ROLLBACK")
+                        raise
+                    self.conn.execute("COMMIT")
+                else:
+                    with self.conn.transaction():
+                        yield self
+            except Exception as exc:
+                if _unavailable(exc):
+                    raise StoreUnavailable(f"the {self.dialect} store cannot write now: "
+                                           f"{str(exc).strip().splitlines()[0]}") from exc
+                raise
 
     def execute(self, sql: str, params=()) -> None:
         with self._lock:

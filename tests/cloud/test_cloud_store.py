@@ -69,6 +69,34 @@ def stream_into(service, ballroom_gallery, n_windows=None, session="class-1"):
     return events, feedback
 
 
+def test_a_full_disk_loses_no_window(tmp_path, ballroom_gallery, caplog):
+    """The store's disk fills up mid-session (SQLite answers SQLITE_FULL): windows are still classified
+    and answered, held in memory with one clear error, and all stored once there is room again."""
+    g, _ = ballroom_gallery
+    svc = CloudService(CloudSettings(db_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", gallery_path=tmp_path / "g.npz"),
+                       gallery=g)
+    events, _ = stream_into(svc, ballroom_gallery, 40)
+    db = svc.store.conn
+    db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")   # the disk is full
+    import real_embeddings
+    _, holdout = ballroom_gallery
+    later = real_embeddings.simulated_session(holdout, session="class-1")[40:120]
+    feedback = []
+    with caplog.at_level("ERROR"):
+        for _, windows, grids in later:
+            feedback += svc.process(windows, grids)
+    assert "cannot write now" in caplog.text and svc.counters["store_failures"] > 0
+    assert feedback and feedback[-1].dancers                       # the rig still gets its answers
+    assert svc.store.count("windows") < 120 and svc.metrics_text().count("dancewire_cloud_store_held_batches") >= 1
+    db.execute("PRAGMA max_page_count = 1073741823")                # room again
+    more = real_embeddings.simulated_session(holdout, session="class-1")[120:121]
+    for _, windows, grids in more:
+        svc.process(windows, grids)
+    assert svc.store.count("windows") == 121 and svc.store.count("results") == 121
+    assert len(svc._unwritten) == 0
+    svc.close()
+
+
 def test_service_writes_reads_and_survives_restart(db_url, tmp_path, ballroom_gallery):
     g, holdout = ballroom_gallery
     settings = CloudSettings(db_url=db_url, gallery_path=tmp_path / "g.npz")
