@@ -33,6 +33,7 @@ from edge.queues import Closed, LeakyQueue
 from edge.records import Beat, Frame, PoseFrame, stamp
 from edge.settings import EdgeSettings
 from edge.sources.clock import RigClock
+from proto import codec
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +188,6 @@ class LiveRunner:
     def _send_beat_grid(self, t1: float) -> None:
         """Onset/beat-grid summary of the last BEAT_GRID_S seconds, on the reliable path."""
         if self.link is not None and (self._grid_beats or self._grid_onsets):
-            from proto import codec
-
             bpm = self._grid_beats[-1].bpm if self._grid_beats else 0.0
             self.link.submit(codec.make_beat_grid(0, self._grid_t0, t1, [(b.t, b.count) for b in self._grid_beats],
                                                   self._grid_onsets, bpm=bpm), session_id=self.session)
