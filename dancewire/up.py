@@ -130,10 +130,16 @@ def run(args) -> int:
             print(f"dancewire: rig page   http://127.0.0.1:{args.page}/", flush=True)
         print("dancewire: Ctrl-C stops everything", flush=True)
         deadline = None if args.duration is None else time.monotonic() + args.duration
+        edge_done = False
         while deadline is None or time.monotonic() < deadline:
-            for p in procs:
-                if p.poll() is not None:
-                    raise DancewireError(f"{'cloud' if p is cloud else 'edge'} exited with code {p.returncode}")
+            if cloud.poll() is not None:
+                raise DancewireError(f"the cloud exited with code {cloud.returncode}")
+            if not edge_done and edge.poll() is not None:
+                if edge.returncode != 0 or not args.source:
+                    raise DancewireError(f"the edge exited with code {edge.returncode}")
+                edge_done = True        # the video ended: its results stay on the dashboard
+                print(f"dancewire: the edge finished {args.source}; the cloud and dashboard stay up "
+                      "(Ctrl-C stops)", flush=True)
             time.sleep(0.3)
     except KeyboardInterrupt:
         print("dancewire: stopping (edge first, so it hands its spool to the cloud)", flush=True)

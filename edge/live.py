@@ -136,6 +136,9 @@ class LiveRunner:
 
     # ---------------------------------------------------------------- main loop
     def run(self, duration: float | None = None) -> None:
+        # media time 0 = now: model loading and the cloud connection happened before it, so a paced
+        # file does not start seconds "late" and flood the leaky queue with frames it then drops
+        self.clock.restart()
         for p in self.producers:
             p.start()
         deadline = None if duration is None else time.monotonic() + duration

@@ -14,6 +14,10 @@ class RigClock:
     def __init__(self, origin: float | None = None):
         self.origin = time.monotonic() if origin is None else origin
 
+    def restart(self) -> None:
+        """Time 0 is now (before any source starts: a paced file plays from here)."""
+        self.origin = time.monotonic()
+
     def now(self) -> float:
         return time.monotonic() - self.origin
 

@@ -80,3 +80,32 @@ def test_up_runs_demo_end_to_end_and_loses_nothing(tmp_path):
         assert len(aligned) > len(results) / 2, results[:3]
     finally:
         store.close()
+
+
+@pytest.mark.slow
+def test_up_with_a_video_keeps_the_dashboard_after_the_video_ends(tmp_path):
+    import av
+
+    from edge.models.registry import model_path
+
+    try:
+        model_path("pose_detector")
+    except Exception as exc:
+        pytest.skip(f"pose models not built: {exc}")
+    video = tmp_path / "short.mp4"
+    with av.open(str(video), "w") as c:
+        s = c.add_stream("mpeg4", rate=24)
+        s.width, s.height, s.pix_fmt = 160, 120, "yuv420p"
+        for i in range(24):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.full((120, 160, 3), i * 10, np.uint8), format="bgr24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    env = dict(os.environ, DANCEWIRE_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "dancewire", "up", "--source", str(video), "--duration", "12", "--page", "0",
+           "--api-port", str(_free_port()), "--zmq-port", str(_free_port())]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "the edge finished" in proc.stdout and "error" not in proc.stderr.lower()
+    stats = json.loads((tmp_path / "home" / "last-edge-run.json").read_text())
+    assert stats["counters"]["frames_done"] == 24 and stats["dropped_frames"] == 0

@@ -1,0 +1,32 @@
+"""The live runner's pacing: a paced file starts at media time 0 when the runner starts, however
+long model loading and the cloud connection took before (nothing floods the leaky queue)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from edge.live import LiveRunner
+from edge.pipeline import EdgeGraph
+from edge.records import Pose, PoseFrame
+from edge.settings import EdgeSettings
+from edge.sources.clock import RigClock
+
+
+def _frames(n=25, fps=25.0):
+    for i in range(n):
+        kp = np.zeros((17, 3), np.float32)
+        kp[:, 0], kp[:, 1], kp[:, 2] = 100 + np.arange(17), 50 + 10 * np.arange(17), 0.9
+        yield PoseFrame(i, i / fps, 640, 480, [Pose(1, i / fps, kp, np.array([100, 50, 117, 210.0]), 0.9)])
+
+
+def test_a_paced_source_starts_when_the_runner_starts():
+    clock = RigClock(origin=time.monotonic() - 3.0)          # built 3 s ago (models, link, ...)
+    runner = LiveRunner(EdgeSettings(), EdgeGraph(EdgeSettings()), clock=clock)
+    runner.add_video(_frames, paced=True)
+    t0 = time.monotonic()
+    runner.run(duration=10)
+    wall = time.monotonic() - t0
+    assert runner.counters["frames_done"] == 25 and runner.frames.dropped == 0
+    assert 0.9 < wall < 3.0                                  # played at real time: 25 frames = 1 s
+    assert len(runner.timeline) == 25
