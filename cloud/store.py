@@ -83,17 +83,17 @@ class StoreUnavailable(DancewireError):
 
 
 def _unavailable(exc: Exception) -> bool:
+    """Errors of the database's state (disk full, I/O, read-only, locked, server gone), not of the data."""
     import sqlite3
 
     if isinstance(exc, sqlite3.OperationalError):
-        return getattr(exc, "sqlite_errorname", "") in ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY",
-                                                         "SQLITE_BUSY", "SQLITE_CANTOPEN") \
-            or any(k in str(exc).lower() for k in ("full", "disk i/o", "readonly", "locked"))
+        name = getattr(exc, "sqlite_errorname", "")     # extended code, e.g. SQLITE_IOERR_WRITE
+        return name.startswith(("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_BUSY", "SQLITE_CANTOPEN"))
     try:
         import psycopg
     except ImportError:
         return False
-    return isinstance(exc, psycopg.OperationalError) or getattr(exc, "sqlstate", "") in ("53100", "53200")
+    return isinstance(exc, psycopg.OperationalError)      # disk full (53100) and connection losses included
 
 
 def parse_url(url: str) -> tuple[str, str]:

@@ -13,7 +13,7 @@ import heapq
 import logging
 import queue
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -48,7 +48,9 @@ class EdgeGraph:
 
     @classmethod
     def build(cls, settings: EdgeSettings, *, video: bool = True, audio: bool = True,
-              encoder: bool = True, audio_offset: float = 0.0) -> "EdgeGraph":
+              encoder: bool = True, audio_offset: float = 0.0, primitives: bool = False) -> "EdgeGraph":
+        """`primitives`: also cut and encode eight-beat primitives (`edge analyze` writes them; the
+        live graph sends only windows, so it does not cut them at all)."""
         from edge.audio.analyzer import AudioAnalyzer
         from edge.motion.encoder import MotionEncoder
         from edge.motion.stage import MotionStage
@@ -58,7 +60,8 @@ class EdgeGraph:
         pose = PoseStage.from_settings(settings.vision, eng.backend, eng.threads, eng.precision) if video else None
         enc = MotionEncoder(settings=settings.motion, backend=settings.motion.backend,
                             threads=settings.motion.threads) if encoder else False
-        motion = MotionStage(settings.motion, encoder=enc)   # the graph shifts the audio itself (on_audio)
+        mset = settings.motion if primitives else replace(settings.motion, eight_beats=False)
+        motion = MotionStage(mset, encoder=enc)   # the graph shifts the audio itself (on_audio)
         analyzer = AudioAnalyzer(settings.audio) if audio else None
         for engine in ([pose.detector_engine, pose.landmarks_engine] if pose else []) + ([enc.engine] if enc else []):
             engine.warm_up()          # before the first frame, not on it
@@ -153,7 +156,8 @@ def analyze(settings: EdgeSettings, video: str | Path, out, *, audio: str | Path
 
     source = VideoFileSource(video, max_frames=max_frames)
     audio_path = audio if audio is not None else (video if source.info.has_audio else None)
-    graph = EdgeGraph.build(settings, audio=audio_path is not None, encoder=encoder, audio_offset=audio_offset)
+    graph = EdgeGraph.build(settings, audio=audio_path is not None, encoder=encoder, audio_offset=audio_offset,
+                            primitives=True)
     streams = [source.frames()]
     audio_src = None
     if audio_path is not None:

@@ -71,7 +71,7 @@ DISK_FULL_SLACK = 256 * 1024   # bytes the spool gives up when the disk is full
 
 
 def _disk_full(exc: sqlite3.OperationalError) -> bool:
-    return getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or "full" in str(exc).lower()
+    return getattr(exc, "sqlite_errorname", "").startswith("SQLITE_FULL")
 
 
 class Spool:

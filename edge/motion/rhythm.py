@@ -150,8 +150,8 @@ def metrics(curve: MotionCurve, music_peaks: np.ndarray, music_beats: np.ndarray
     out["beat_coverage"] = beat_coverage(mb, xb_in)
     out["beat_hit_rate"] = beat_hit_rate(mb, xb_near, s.align_tol_s)
     if len(xb_in) and len(mb):
-        rec = float(np.mean(np.exp(-nearest_distance(xb_in, curve.beats) ** 2 / (2 * s.bas_sigma_s ** 2))))
-        prec = float(np.mean(np.exp(-nearest_distance(mb, xb_near) ** 2 / (2 * s.bas_sigma_s ** 2))))
+        rec = float(np.mean(np.exp(-nearest_distance(xb_in, curve.beats) ** 2 / (2 * s.align_sigma_s ** 2))))
+        prec = float(np.mean(np.exp(-nearest_distance(mb, xb_near) ** 2 / (2 * s.align_sigma_s ** 2))))
         out.update({"align_recall": rec, "align_precision": prec,
                     "align_f1": 0.0 if rec + prec == 0 else 2 * rec * prec / (rec + prec)})
     else:

@@ -17,12 +17,12 @@ class MotionSettings:
     min_valid: int = 18                # windows with fewer real samples are dropped
     min_joint_conf: float = 0.15       # a sample is real when the pose's mean confidence reaches this
     max_track_gap_s: float = 1.0       # a track unseen this long is flushed and forgotten
-    eight_beats: bool = True           # also cut DanceMVP eight-beat primitives when beats arrive
+    eight_beats: bool = True           # also cut DanceMVP eight-beat primitives when beats arrive (edge analyze)
     # Normalization: "ban" (relocate, scale by body size) or "tong" (first-frame right ankle).
     normalization: str = "ban"
     # Rhythm metrics.
     align_tol_s: float = 0.2           # DanceMVP: motion and music peaks match within 0.2 s
-    bas_sigma_s: float = 0.1           # beat-align score Gaussian width
+    align_sigma_s: float = 0.1           # beat-align score Gaussian width
     smooth_s: float = 0.1              # Gaussian smoothing of joint speed before peak picking
     min_peak_gap_s: float = 0.2        # minimum distance between two motion beats / peaks
     # Encoder runtime.

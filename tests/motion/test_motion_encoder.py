@@ -142,3 +142,13 @@ def test_own_pipeline_keypoints_for_pretraining(tmp_path, shared_data):
     found = seq.kp[np.isfinite(seq.kp[:, 0, 0])]
     assert (found[:, :, 0] > 0).mean() > 0.9 and (found[:, :, 0] < 1084).mean() > 0.9       # frame pixels
     assert SeqBank([seq]).valid.sum() == np.isfinite(seq.kp[:, :, :2]).all(axis=(1, 2)).sum()
+
+
+def test_only_analysis_graphs_cut_primitives():
+    """The live graph sends windows only, so it neither cuts nor encodes primitives (nor keeps poses for them)."""
+    from edge.pipeline import EdgeGraph
+    from edge.settings import EdgeSettings
+
+    live = EdgeGraph.build(EdgeSettings(), video=False, audio=False, encoder=False)
+    offline = EdgeGraph.build(EdgeSettings(), video=False, audio=False, encoder=False, primitives=True)
+    assert not live.motion.cutter.s.eight_beats and offline.motion.cutter.s.eight_beats
