@@ -48,7 +48,7 @@ class CloudService:
                          "unclassified": 0, "feedback": 0, "errors": 0, "store_failures": 0,
                          "store_dropped_batches": 0}
         self._unwritten: deque = deque()        # (args, kwargs) of write_batch calls the store refused
-        self._store_error_logged = 0.0
+        self._store_error_logged = -1e9         # monotonic time of the last "store cannot write" line
         self.started = time.time()
         self._latency_pending: list[tuple[float, str, float]] = []   # kept in the store with the next batch
         self._latency_lock = threading.Lock()
@@ -160,8 +160,9 @@ class CloudService:
     def _write(self, *args, **kwargs) -> None:
         """Store a batch, after any the store could not take before (oldest first). While the store
         is unavailable (disk full, database down) batches wait here, bounded: the windows are
-        classified and answered all the same, and one error line says why they are not stored yet."""
+        classified and answered all the same, and one error line (every 10 s) says why."""
         self._unwritten.append((args, kwargs))
+        recovering = len(self._unwritten) > 1
         while self._unwritten:
             a, k = self._unwritten[0]
             try:
@@ -178,9 +179,8 @@ class CloudService:
                               exc, len(self._unwritten), self.counters["store_dropped_batches"])
                 return
             self._unwritten.popleft()
-        if self.counters["store_failures"] and self._store_error_logged:
+        if recovering:
             log.info("cloud store writes again; every held batch is stored")
-            self._store_error_logged = 0.0
 
     def _maybe_prune(self) -> None:
         days = self.settings.retention_days

@@ -137,7 +137,7 @@ class PoseStage:
         return posefr
 
     def cleaned(self) -> list[PoseFrame]:
-        """Final frames ready since the last call (each `clean_delay` frames behind the live one)."""
+        """Final frames ready since the last call (at most `clean_delay` frames behind the live one)."""
         out, self._final = self._final, []
         return out
 
