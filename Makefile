@@ -1,4 +1,5 @@
-# The two README commands: `make run` (main job) and `make test` (test suite).
+# The two README commands, `./quickstart run` (main job) and `./quickstart test` (test suite),
+# bootstrap make itself and then run `make run` / `make test`.
 # Both set up everything they need first: system packages, the virtualenv, the models.
 PYTHON ?= python3
 VENV   ?= .venv

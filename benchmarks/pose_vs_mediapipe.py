@@ -37,6 +37,7 @@ from benchmarks.common import percentiles, pyplot
 from dancewire.errors import DancewireError
 from dancewire.paths import cache_dir, shared_data_dir
 from dancewire.progress import Progress
+from edge.vision.settings import VisionSettings
 
 MEDIAPIPE_VERSION = "0.10.21"
 RUNNER = Path(__file__).with_name("_mediapipe_runner.py")
@@ -136,7 +137,6 @@ def run_mediapipe(py: Path, clip_files: list[str], frames: list[list[int]], cpus
 
 def run_ours(clips: list[np.ndarray], frames: list[list[int]], backend: str, threads: int) -> dict:
     from edge.records import Frame
-    from edge.vision.settings import VisionSettings
     from edge.vision.stage import PoseStage
 
     stage = PoseStage.from_settings(VisionSettings(), backend=backend, threads=threads)
@@ -281,7 +281,8 @@ def run(args) -> dict:
     for scene in results.values():         # per-frame series go to the plot, not the JSON
         del scene["runs"]
     return {"metrics": metrics, "cpus": cpus, "threads": threads, "backend": args.backend,
-            "repeats": reps, "scenes": results, "plot": str(plot),
+            "repeats": reps, "detector_period": VisionSettings().detector_period,
+            "scenes": results, "plot": str(plot),
             "note": "shared machine: timings are noisy; median of alternating runs; ours_fps is the "
                     "better of the thread counts; mediapipe (XNNPACK, 1 thread by default on Linux) "
                     "tracks one person, on the mosaic too"}

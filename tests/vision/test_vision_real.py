@@ -142,6 +142,34 @@ def test_three_dancers_mosaic_keep_three_ids(shared_data, pose_stage, read_frame
     assert (seen >= 0.9 * len(frames)).all()
 
 
+def test_a_dancer_walking_in_is_found_within_one_detector_period(shared_data, pose_stage, read_frames):
+    """The detector runs every `detector_period` frames while everyone is tracked: a third
+    dancer appearing in a mosaic where two are followed gets an id within one period, plus
+    the frames a tile sweep spans, plus the hits a new track needs to be confirmed."""
+    import math
+
+    frames, edges = _mosaic_frames(shared_data, read_frames)
+    s = pose_stage.settings
+    enter = 40
+    found_at = None
+    for i, image in enumerate(frames):
+        if i < enter:                                   # the third tile is an empty grey wall
+            image = image.copy()
+            image[:, edges[2]:] = 127
+        pf = pose_stage(Frame(i, i / 25.0, image))
+        tiles = {int(np.searchsorted(edges, (p.box[0] + p.box[2]) / 2, side="right") - 1) for p in pf.poses}
+        if i < enter:
+            assert 2 not in tiles
+        elif found_at is None and 2 in tiles:
+            found_at = i
+            break
+    n_tiles = len(pose_stage.estimator.detector.regions(frames[0].shape[1], frames[0].shape[0]))
+    sweep = math.ceil(n_tiles / max(1, s.det_tiles_per_frame))
+    bound = s.detector_period + sweep + s.track_min_hits
+    print(f"newcomer entered at frame {enter}, live at {found_at} (bound {bound} frames)")
+    assert found_at is not None and found_at - enter <= bound
+
+
 def test_from_settings_opens_the_cached_models(pose_model_paths, shared_data, read_frames):
     from edge.vision.settings import VisionSettings
     from edge.vision.stage import PoseStage
