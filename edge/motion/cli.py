@@ -162,7 +162,8 @@ def _eval(args) -> int:
         _print_genre("AIST++ genre (held-out performances)", res["aist_genre"])
         cv = res["cross_view"]
         print(f"cross-view routine retrieval: top-1 {cv['top1']:.3f}  top-3 {cv['top3']:.3f}  "
-              f"({cv['routines']} routines x {cv['views']} cameras, chance {cv['chance']:.2f})")
+              f"({cv['routines']} routines x {cv['views']} cameras, chance {cv['chance']:.2f}, "
+              f"per-routine vote {cv['per_sequence_top1']:.3f})")
         _print_genre("ballroom enrolment (unseen genres)", res["ballroom_enrol"])
     else:
         if args.query is None or args.gallery is None:
