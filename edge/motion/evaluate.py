@@ -34,7 +34,21 @@ class WindowSet:
         return len(self.feats)
 
     def select(self, keep: np.ndarray) -> "WindowSet":
-        return WindowSet(*(getattr(self, f)[keep] for f in ("feats", "mask", "genre", "name", "view", "start")))
+        return WindowSet(*(getattr(self, f)[keep] for f in _FIELDS))
+
+    def seen_from_behind(self) -> "WindowSet":
+        """Each window as a camera on the far side would see it: x mirrored about the
+        normalization's origin, joint names kept (from behind, the dancer's left hand is on the
+        image's left). Enrolment augmentation for a gallery filmed from one camera."""
+        back = self.feats.copy()
+        back[..., 0::2] *= -1.0
+        return WindowSet(back, *(getattr(self, f) for f in _FIELDS[1:]))
+
+    def __add__(self, other: "WindowSet") -> "WindowSet":
+        return WindowSet(*(np.concatenate([getattr(self, f), getattr(other, f)]) for f in _FIELDS))
+
+
+_FIELDS = ("feats", "mask", "genre", "name", "view", "start")
 
 
 def window_set(seqs: list[ds.Sequence], settings: MotionSettings | None = None, hop_s: float = 0.5) -> WindowSet:
@@ -100,7 +114,9 @@ def linear_probe(g: np.ndarray, gl: np.ndarray, q: np.ndarray, ql: np.ndarray, l
     return float(np.mean(pred == ql))
 
 
-def genre_eval(embed: EmbedFn, gallery: WindowSet, query: WindowSet, probe: bool = True) -> dict:
+def genre_eval(embed: EmbedFn, gallery: WindowSet, query: WindowSet, probe: bool = True,
+               back_view: bool = False) -> dict:
+    gallery = (gallery + gallery.seen_from_behind()) if back_view else gallery
     ge, qe = embed_set(embed, gallery), embed_set(embed, query)
     res = knn_accuracy(qe, query.genre, ge, gallery.genre)
     res["gallery_windows"] = int(len(gallery))
@@ -123,18 +139,23 @@ def _per_sequence(nn: np.ndarray, truth: np.ndarray, names: np.ndarray, views: n
     return {"per_sequence_top1": float(np.mean(votes)), "sequences": int(len(votes))}
 
 
-def cross_view_eval(embed: EmbedFn, ws: WindowSet) -> dict:
+def cross_view_eval(embed: EmbedFn, ws: WindowSet, back_view: bool = False) -> dict:
     """Routine retrieval across cameras: gallery = every routine's windows from camera c,
     queries = the windows from every other camera; averaged over c. Label = the routine.
-    Per window (Tong's top-k) and per routine and query camera (majority of its windows)."""
+    Per window (Tong's top-k) and per routine and query camera (majority of its windows).
+    `back_view`: the gallery also holds each of its windows seen from behind."""
     emb = embed_set(embed, ws)
+    back = embed_set(embed, ws.seen_from_behind()) if back_view else None
     views = sorted(set(ws.view))
     t1, t3, seq, n = [], [], [], 0
     for v in views:
         g = ws.view == v
-        r = knn_accuracy(emb[~g], ws.name[~g], emb[g], ws.name[g])
+        gallery, labels = emb[g], ws.name[g]
+        if back is not None:
+            gallery, labels = np.concatenate([gallery, back[g]]), np.concatenate([labels, labels])
+        r = knn_accuracy(emb[~g], ws.name[~g], gallery, labels)
         t1.append(r["top1"]); t3.append(r["top3"]); n += r["n"]
-        nn = ws.name[g][np.argmax(emb[~g] @ emb[g].T, 1)]
+        nn = labels[np.argmax(emb[~g] @ gallery.T, 1)]
         seq.append(_per_sequence(nn, ws.name[~g], ws.name[~g], ws.view[~g])["per_sequence_top1"])
     return {"top1": float(np.mean(t1)), "top3": float(np.mean(t3)), "per_sequence_top1": float(np.mean(seq)),
             "routines": int(len(set(ws.name))), "views": len(views), "queries": n,
@@ -142,22 +163,23 @@ def cross_view_eval(embed: EmbedFn, ws: WindowSet) -> dict:
 
 
 def evaluate_all(embed: EmbedFn, data_root: Path, settings: MotionSettings | None = None,
-                 hop_s: float = 0.5, progress=None) -> dict:
+                 hop_s: float = 0.5, progress=None, back_view: bool = False) -> dict:
+    """(a), (b) and (c); `back_view` enrols every gallery window also as seen from behind."""
     s = settings or MotionSettings()
     say = progress or (lambda msg: None)
     seqs = [q for f in ds.aist_files(data_root) for q in ds.load_path(f)]
     train, test = ds.aist_split(seqs)
     say("embedding AIST++ windows")
     g_ws, q_ws = window_set(train, s, hop_s), window_set(test, s, hop_s)
-    out = {"aist_genre": genre_eval(embed, g_ws, q_ws)}
+    out = {"aist_genre": genre_eval(embed, g_ws, q_ws, back_view=back_view)}
     out["aist_genre"]["held_out"] = sorted({q.name for q in test})
     multi = [q for q in test if q.source == "aistpp"]
     say("cross-view retrieval")
-    out["cross_view"] = cross_view_eval(embed, window_set(multi, s, hop_s))
+    out["cross_view"] = cross_view_eval(embed, window_set(multi, s, hop_s), back_view=back_view)
     say("ballroom enrolment")
     br = [q for d in ds.ballroom_dirs(data_root) for q in ds.load_ballroom(d)]
     bg, bq = ds.ballroom_split(br)
-    out["ballroom_enrol"] = genre_eval(embed, window_set(bg, s, hop_s), window_set(bq, s, hop_s))
+    out["ballroom_enrol"] = genre_eval(embed, window_set(bg, s, hop_s), window_set(bq, s, hop_s), back_view=back_view)
     out["ballroom_enrol"]["gallery"] = sorted({q.name for q in bg})
     out["ballroom_enrol"]["cameras"] = [c.name for c in ds.DEFAULT_CAMERAS]
     return out

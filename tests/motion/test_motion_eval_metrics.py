@@ -37,3 +37,15 @@ def test_cross_view_counts_windows_and_routine_votes():
     assert res["top1"] == np.mean([4 / 6, 6 / 6])
     assert res["per_sequence_top1"] == np.mean([1 / 2, 2 / 2])
     assert res["routines"] == 2 and res["views"] == 2 and res["queries"] == 12 and res["chance"] == 0.5
+
+
+def test_back_view_enrolment_mirrors_x_only_and_finds_the_far_camera():
+    ws = _set([("A", "c1", (1.0, 0.1))] * 3 + [("B", "c1", B)] * 3
+              + [("A", "c2", (-1.0, 0.1))] * 3 + [("B", "c2", B)] * 3)   # c2 films A from behind
+    back = ws.seen_from_behind()
+    assert np.array_equal(back.feats[..., 0::2], -ws.feats[..., 0::2])
+    assert np.array_equal(back.feats[..., 1::2], ws.feats[..., 1::2])
+    assert list(back.name) == list(ws.name) and len(ws + back) == 2 * len(ws)
+    # without it, A's queries from the far camera find B (cosine 0.1 beats -0.99): 3 of 6 right
+    assert cross_view_eval(_embed, ws)["top1"] == 0.5
+    assert cross_view_eval(_embed, ws, back_view=True)["top1"] == 1.0
