@@ -33,7 +33,7 @@ class VisionSettings:
     # with everyone followed by ROI carry-over it only looks for newcomers, and 15 frames
     # (0.5 s at 30 fps) finds them about as fast as they walk in. Each sweep of a wide frame
     # costs one detector run per tile (~15 ms each on 2 CPU cores): at 10 frames the sweeps
-    # took a fifth of the 3-dancer mosaic's frame time (bench pose_vs_mediapipe).
+    # took about a sixth of the 3-dancer mosaic's frame time (bench pose_vs_mediapipe).
     detector_period: int = 15
     max_people: int = 8
     # A new detection is "the same person" as a tracked ROI (and ignored) when its hip and
