@@ -47,6 +47,17 @@ def geometry(kp: np.ndarray, mask: np.ndarray, rng: np.random.Generator, strengt
     return (x + c).astype(np.float32)
 
 
+def seen_from_behind(kp: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
+    """A share `p` of the windows as a camera behind the dancer sees them: x mirrored, joint
+    names kept (unlike `geometry`'s mirror, which is a mirrored dancer). kp (B, N, 17, 2)."""
+    if p <= 0:
+        return kp
+    kp = kp.copy()
+    back = rng.random(kp.shape[0]) < p
+    kp[back, ..., 0] *= -1.0
+    return kp
+
+
 def estimator_noise(kp: np.ndarray, mask: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
     B, N = kp.shape[:2]
     size = body_size(kp, mask)[:, None, None, None]

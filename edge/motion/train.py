@@ -42,6 +42,7 @@ class TrainConfig:
     layers: int = 2
     emb_dim: int = 64
     own_keypoints: bool = False  # also pretrain on what our pose pipeline extracts from the shared videos
+    back_view: float = 0.0       # share of second views seen from behind (x mirrored, joint names kept)
 
 
 class SeqBank:
@@ -87,7 +88,8 @@ class SeqBank:
         mask = inside & self.valid[i0c] & self.valid[i0c + 1]
         return np.where(mask[..., None, None], kp, 0.0).astype(np.float32), mask
 
-    def batch(self, B: int, rng, settings: MotionSettings, cross_view: float = 0.8, strength: float = 1.0):
+    def batch(self, B: int, rng, settings: MotionSettings, cross_view: float = 0.8, strength: float = 1.0,
+              back_view: float = 0.0):
         """Two augmented views of B windows: the same moment of one performance, maybe another camera."""
         si = self.pick(B, rng)
         speed = np.exp(rng.uniform(-0.22, 0.22, B))
@@ -99,10 +101,12 @@ class SeqBank:
             if len(v) > 1 and rng.random() < cross_view:
                 si2[b] = rng.choice(v)
         out = []
-        for idx, tt, sp in ((si, t0, speed),
-                            (si2, np.maximum(t0 + rng.uniform(-0.1, 0.1, B), 0), speed * np.exp(rng.uniform(-0.08, 0.08, B)))):
+        second = (si2, np.maximum(t0 + rng.uniform(-0.1, 0.1, B), 0), speed * np.exp(rng.uniform(-0.08, 0.08, B)))
+        for side, (idx, tt, sp) in enumerate(((si, t0, speed), second)):
             fsim = rng.choice(SIM_FPS, B)
             kp, mask = self.gather(idx, tt, fsim, sp)
+            if side == 1:
+                kp = aug.seen_from_behind(kp, rng, back_view)
             mask = aug.temporal_crop(mask, rng)
             kp = aug.estimator_noise(kp, mask, rng, strength)
             kp = aug.geometry(kp, mask, rng, strength)
@@ -197,7 +201,7 @@ def train(data_root: Path, out_dir: Path, cfg: TrainConfig | None = None, settin
         model.train()
         t0, ema = time.monotonic(), None
         for step in range(steps):
-            (v1, v2), genre, perf = bank.batch(cfg.batch, rng, s)
+            (v1, v2), genre, perf = bank.batch(cfg.batch, rng, s, back_view=cfg.back_view)
             x1, m1 = torch.from_numpy(v1[0]), torch.from_numpy(v1[1].astype(np.float32))
             x2, m2 = torch.from_numpy(v2[0]), torch.from_numpy(v2[1].astype(np.float32))
             z1, z2 = model(x1, m1), model(x2, m2)
