@@ -34,6 +34,16 @@ def _latency(enc, batch: int, reps: int = 20) -> float:
     return float(np.median(best))
 
 
+def _untrained(root: Path) -> dict:
+    """The shipped architecture at random initialisation (needs torch, the `train` extra)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return {"skipped": "torch is not installed (pip install -e '.[train]')"}
+    from edge.motion.train import untrained_reference
+    return untrained_reference(root)
+
+
 def run(args) -> dict:
     from dancewire.paths import shared_data_dir
     from edge.motion.encoder import MotionEncoder
@@ -57,6 +67,7 @@ def run(args) -> dict:
     back = evaluate_all(enc, root, hop_s=args.hop, back_view=True)
     metrics["enrol_back_view"] = {key: {k: back[key][k] for k in ("top1", "top3", "per_sequence_top1")}
                                   for key in ("aist_genre", "cross_view", "ballroom_enrol")}
+    metrics["untrained_reference"] = _untrained(root)
     metrics["normalization_consistency"] = normalization_consistency(root)
     metrics["goals"] = {
         "ballroom_enrol_top1": {"goal": GOALS["ballroom_enrol_top1"], "measured": full["ballroom_enrol"]["top1"]},

@@ -174,6 +174,26 @@ def _score(metrics: dict) -> float:
     return float(np.mean([metrics["aist_genre"]["top1"], metrics["cross_view"]["top1"], metrics["ballroom_enrol"]["top1"]]))
 
 
+def untrained_reference(data_root: Path, seeds=(0, 1), cfg: TrainConfig | None = None,
+                        settings: MotionSettings | None = None) -> dict:
+    """(a), (b) and (c) top-1 of the same architecture at its random initialisation, per seed:
+    what the evaluation gives before any training (the floor that training must beat)."""
+    import torch
+
+    from edge.motion.evaluate import evaluate_all
+    from edge.motion.model import MotionEncoder
+
+    cfg = cfg or TrainConfig()
+    torch.set_num_threads(cfg.threads)
+    out = {}
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = MotionEncoder(d_model=cfg.d_model, layers=cfg.layers, emb_dim=cfg.emb_dim).eval()
+        res = evaluate_all(_torch_embed(model), data_root, settings)
+        out[f"seed{seed}"] = {k: res[k]["top1"] for k in ("aist_genre", "cross_view", "ballroom_enrol")}
+    return out
+
+
 def train(data_root: Path, out_dir: Path, cfg: TrainConfig | None = None, settings: MotionSettings | None = None,
           losses=("tong", "supcon"), progress=print) -> dict:
     import torch
