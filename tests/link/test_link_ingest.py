@@ -308,28 +308,32 @@ def test_heartbeats_measure_rtt_and_a_silent_cloud_triggers_reconnect(plain_serv
 def test_a_stalled_cloud_never_blocks_submit(tmp_path):
     ctx = zmq.Context()
     router, endpoint = _fake_cloud(ctx, answer_hello=True)
-    link = edge(endpoint, tmp_path, "bp", max_inflight=32, heartbeat_s=5.0).start()
-    rid, frame = router.recv_multipart()                       # the Hello
-    kind, h = codec.decode(frame)
-    router.send_multipart([rid, codec.encode(pb.Ack(epoch=h.epoch, seq=0))])
-    assert link.wait_ready(5)
-    e = embeddings(4)
-    results = []
+    # ack_timeout_s well past the test: a loaded machine may take over the default 2 s to submit
+    # 2000 batches, and the resend after an ack timeout (right behaviour) would double sent_batches
+    link = edge(endpoint, tmp_path, "bp", max_inflight=32, heartbeat_s=5.0, ack_timeout_s=120.0).start()
+    try:
+        rid, frame = router.recv_multipart()                       # the Hello
+        kind, h = codec.decode(frame)
+        router.send_multipart([rid, codec.encode(pb.Ack(epoch=h.epoch, seq=0))])
+        assert link.wait_ready(5)
+        e = embeddings(4)
+        results = []
 
-    def camera_loop():                                         # the cloud never reads again
-        for i in range(2000):
-            results.append(link.submit([codec.make_window(d, 0, i, i + 2, e[d]) for d in range(4)]))
+        def camera_loop():                                         # the cloud never reads again
+            for i in range(2000):
+                results.append(link.submit([codec.make_window(d, 0, i, i + 2, e[d]) for d in range(4)]))
 
-    t = threading.Thread(target=camera_loop, daemon=True)
-    t.start()
-    t.join(60)                                                 # a guard against a hang, not a speed goal
-    assert not t.is_alive() and len(results) == 2000 and None not in results
-    assert wait_until(lambda: link.stats()["spool"]["appended_batches"] == 2000, 10)
-    st_ = link.stats()
-    assert st_["inflight"] <= 32 and st_["sent_batches"] <= 32 + 1
-    link.close(flush_timeout=0)
-    router.close()
-    ctx.term()
+        t = threading.Thread(target=camera_loop, daemon=True)
+        t.start()
+        t.join(60)                                                 # a guard against a hang, not a speed goal
+        assert not t.is_alive() and len(results) == 2000 and None not in results
+        assert wait_until(lambda: link.stats()["spool"]["appended_batches"] == 2000, 10)
+        st_ = link.stats()
+        assert st_["inflight"] <= 32 and st_["sent_batches"] <= 32 + 1 and st_.get("ack_timeouts", 0) == 0
+    finally:                                                       # a failure must not leave a live link behind
+        link.close(flush_timeout=0)
+        router.close()
+        ctx.term()
 
 
 def test_default_key_names_in_the_keys_folder(tmp_path, keyring, monkeypatch):
