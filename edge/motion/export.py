@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 MODEL_ID = "dancewire-motion-tx64-v1"
+STGCN_MODEL_ID = "dancewire-motion-stgcn64-v1"
 INPUTS = ("keypoints", "mask")
 OUTPUT = "embedding"
 
@@ -14,11 +15,11 @@ OUTPUT = "embedding"
 def load_model(ckpt_path: str | Path):
     import torch
 
-    from edge.motion.model import MotionEncoder
+    from edge.motion.model import build
 
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     cfg = dict(ckpt["config"])
-    model = MotionEncoder(**cfg)
+    model = build(cfg)
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     return model, ckpt
@@ -38,7 +39,8 @@ def export_onnx(ckpt_path: str | Path, onnx_path: str | Path, opset: int = 17) -
                       dynamic_axes={"keypoints": {0: "batch"}, "mask": {0: "batch"}, OUTPUT: {0: "batch"}},
                       opset_version=opset, dynamo=False)
     proto = onnx.load(str(onnx_path))
-    meta = {"model_id": MODEL_ID, "normalization": ckpt.get("normalization", "ban"), "max_frames": str(N),
+    model_id = MODEL_ID if model.config.get("arch", "transformer") == "transformer" else STGCN_MODEL_ID
+    meta = {"model_id": model_id, "normalization": ckpt.get("normalization", "ban"), "max_frames": str(N),
             "emb_dim": str(model.config["emb_dim"]), "loss": str(ckpt.get("loss", "")),
             "training_data": "AIST++ 2D keypoints (CC BY 4.0, Li et al. 2021)"}
     del proto.metadata_props[:]

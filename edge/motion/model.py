@@ -1,9 +1,11 @@
-"""The motion encoder (PyTorch; imported only by training, evaluation and export, never at edge runtime).
+"""The motion encoders (PyTorch; imported only by training, evaluation and export, never at edge runtime).
 
-Tong's architecture, kept small for live use: per-frame linear embedding of the normalised
-keypoints (plus their frame-to-frame differences), learned positions, a pre-norm transformer
-encoder with the padding mask, masked mean pooling over frames, then a projection to an
-L2-normalised embedding. Attention is written out with matmuls so the ONNX graph stays plain.
+`MotionEncoder` is Tong's architecture, kept small for live use: per-frame linear embedding of the
+normalised keypoints (plus their frame-to-frame differences), learned positions, a pre-norm
+transformer encoder with the padding mask, masked mean pooling over frames, then a projection to
+an L2-normalised embedding. Attention is written out with matmuls so the ONNX graph stays plain.
+`STGCNEncoder` is the ST-GCN variant (Yan et al. 2018, as DanceMVP uses it): graph convolutions
+over the COCO-17 skeleton and temporal convolutions. Both take (keypoints (B, N, 34), mask (B, N)).
 """
 from __future__ import annotations
 
@@ -63,6 +65,87 @@ class MotionEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.proj(self.pooled(x, mask)), dim=-1, eps=1e-6)
+
+
+def _velocity(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Frame-to-frame differences of x (B, N, 34) where both samples are real, x10, first row 0."""
+    vel = (x[:, 1:] - x[:, :-1]) * (m[:, 1:] * m[:, :-1])
+    return torch.cat([torch.zeros_like(x[:, :1]), vel], dim=1) * 10.0
+
+
+# COCO-17 bones: face, arms, torso, legs
+COCO_EDGES = ((0, 1), (0, 2), (1, 3), (2, 4), (5, 6), (5, 7), (7, 9), (6, 8), (8, 10), (5, 11), (6, 12),
+              (11, 12), (11, 13), (13, 15), (12, 14), (14, 16), (0, 5), (0, 6))
+
+
+def coco_adjacency() -> torch.Tensor:
+    """(2, 17, 17): the identity and the symmetrically normalised bone adjacency (ST-GCN's
+    "distance" partition: the joint itself, its neighbours)."""
+    a = torch.zeros(17, 17)
+    for i, j in COCO_EDGES:
+        a[i, j] = a[j, i] = 1.0
+    d = a.sum(1).clamp(min=1.0).rsqrt()
+    return torch.stack([torch.eye(17), d[:, None] * a * d[None, :]])
+
+
+class GraphBlock(nn.Module):
+    """Spatial graph convolution (one 1x1 conv per partition, learnable edge importance), then a
+    9-frame temporal convolution, batch norm, ReLU and a residual."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, dropout: float):
+        super().__init__()
+        self.register_buffer("A", coco_adjacency())
+        self.importance = nn.Parameter(torch.ones(2, 17, 17))
+        self.gcn = nn.Conv2d(c_in, 2 * c_out, 1)
+        self.tcn = nn.Sequential(nn.BatchNorm2d(c_out), nn.ReLU(), nn.Conv2d(c_out, c_out, (9, 1), (stride, 1), (4, 0)),
+                                 nn.BatchNorm2d(c_out), nn.Dropout(dropout))
+        self.res = (nn.Identity() if c_in == c_out and stride == 1 else
+                    nn.Sequential(nn.Conv2d(c_in, c_out, 1, (stride, 1)), nn.BatchNorm2d(c_out)))
+        self.c_out = c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:          # x (B, C, N, 17)
+        B, _, N, V = x.shape
+        y = self.gcn(x).reshape(B, 2, self.c_out, N, V)
+        y = (y @ (self.A * self.importance).unsqueeze(1)).sum(1)    # (B, C, N, V) x (2, 1, V, V)
+        return F.relu(self.tcn(y) + self.res(x))
+
+
+class STGCNEncoder(nn.Module):
+    def __init__(self, in_dim: int = 34, channels: tuple = (16, 32, 64), strides: tuple = (2, 2, 1),
+                 emb_dim: int = 64, max_len: int = 60, dropout: float = 0.1):
+        super().__init__()
+        self.config = dict(arch="stgcn", in_dim=in_dim, channels=tuple(channels), strides=tuple(strides),
+                           emb_dim=emb_dim, max_len=max_len, dropout=dropout)
+        self.strides = tuple(strides)
+        self.bn_in = nn.BatchNorm1d(4 * 17)
+        c, blocks = 4, []
+        for c_out, st in zip(channels, strides):
+            blocks.append(GraphBlock(c, c_out, st, dropout))
+            c = c_out
+        self.blocks = nn.ModuleList(blocks)
+        self.proj = nn.Sequential(nn.Linear(c, c), nn.GELU(), nn.Linear(c, emb_dim))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        m = mask.unsqueeze(-1)
+        feats = torch.cat([x.reshape(B, N, 17, 2), _velocity(x, m).reshape(B, N, 17, 2)], -1)   # (B, N, 17, 4)
+        h = self.bn_in(feats.reshape(B, N, 68).transpose(1, 2)).reshape(B, 17, 4, N).permute(0, 2, 3, 1)
+        h = h * mask[:, None, :, None]
+        tm = mask
+        for blk, st in zip(self.blocks, self.strides):
+            h = blk(h)
+            tm = tm[:, ::st]
+            h = h * tm[:, None, :, None]
+        w = tm[:, None, :, None]
+        pooled = (h * w).sum((2, 3)) / (w.sum((2, 3)) * 17).clamp(min=1.0)
+        return F.normalize(self.proj(pooled), dim=-1, eps=1e-6)
+
+
+def build(config: dict) -> nn.Module:
+    """The encoder a checkpoint's config describes (no "arch" key: the transformer)."""
+    cfg = dict(config)
+    arch = cfg.pop("arch", "transformer")
+    return STGCNEncoder(**cfg) if arch == "stgcn" else MotionEncoder(**cfg)
 
 
 def info_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.1) -> torch.Tensor:

@@ -43,6 +43,14 @@ class TrainConfig:
     emb_dim: int = 64
     own_keypoints: bool = False  # also pretrain on what our pose pipeline extracts from the shared videos
     back_view: float = 0.0       # share of second views seen from behind (x mirrored, joint names kept)
+    arch: str = "transformer"    # or "stgcn" (model.STGCNEncoder)
+
+    def new_model(self):
+        from edge.motion.model import MotionEncoder, STGCNEncoder
+
+        if self.arch == "stgcn":
+            return STGCNEncoder(emb_dim=self.emb_dim)
+        return MotionEncoder(d_model=self.d_model, layers=self.layers, emb_dim=self.emb_dim)
 
 
 class SeqBank:
@@ -181,14 +189,13 @@ def untrained_reference(data_root: Path, seeds=(0, 1), cfg: TrainConfig | None =
     import torch
 
     from edge.motion.evaluate import evaluate_all
-    from edge.motion.model import MotionEncoder
 
     cfg = cfg or TrainConfig()
     torch.set_num_threads(cfg.threads)
     out = {}
     for seed in seeds:
         torch.manual_seed(seed)
-        model = MotionEncoder(d_model=cfg.d_model, layers=cfg.layers, emb_dim=cfg.emb_dim).eval()
+        model = cfg.new_model().eval()
         res = evaluate_all(_torch_embed(model), data_root, settings)
         out[f"seed{seed}"] = {k: res[k]["top1"] for k in ("aist_genre", "cross_view", "ballroom_enrol")}
     return out
@@ -199,7 +206,7 @@ def train(data_root: Path, out_dir: Path, cfg: TrainConfig | None = None, settin
     import torch
 
     from edge.motion.evaluate import evaluate_all
-    from edge.motion.model import MotionEncoder, info_nce, supcon, tong_pairwise
+    from edge.motion.model import info_nce, supcon, tong_pairwise
 
     cfg = cfg or TrainConfig()
     s = settings or MotionSettings()
@@ -245,7 +252,7 @@ def train(data_root: Path, out_dir: Path, cfg: TrainConfig | None = None, settin
         model.eval()
         return model
 
-    model = MotionEncoder(d_model=cfg.d_model, layers=cfg.layers, emb_dim=cfg.emb_dim)
+    model = cfg.new_model()
     run(model, cfg.pretrain_steps, "ssl", cfg.lr, "pretrain (InfoNCE)", bank=ssl_bank)
     pre_state = {k: v.clone() for k, v in model.state_dict().items()}
     results = {}
@@ -254,7 +261,7 @@ def train(data_root: Path, out_dir: Path, cfg: TrainConfig | None = None, settin
     progress("ssl_only: " + _brief(results["ssl_only"]))
     states = {}
     for kind in losses:
-        m = MotionEncoder(d_model=cfg.d_model, layers=cfg.layers, emb_dim=cfg.emb_dim)
+        m = cfg.new_model()
         m.load_state_dict(pre_state)
         run(m, cfg.finetune_steps, kind, cfg.lr * 0.5, f"fine-tune ({kind} + InfoNCE)")
         progress(f"evaluating {kind}")
