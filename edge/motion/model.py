@@ -38,6 +38,12 @@ class Block(nn.Module):
         return x + self.drop(self.ff(self.ln2(x)))
 
 
+def _velocity(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Frame-to-frame differences of x (B, N, 34) where both samples are real, x10, first row 0."""
+    vel = (x[:, 1:] - x[:, :-1]) * (m[:, 1:] * m[:, :-1])
+    return torch.cat([torch.zeros_like(x[:, :1]), vel], dim=1) * 10.0
+
+
 class MotionEncoder(nn.Module):
     def __init__(self, in_dim: int = 34, d_model: int = 64, heads: int = 4, layers: int = 2, ff: int = 128,
                  emb_dim: int = 64, max_len: int = 60, dropout: float = 0.1):
@@ -54,9 +60,7 @@ class MotionEncoder(nn.Module):
     def pooled(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, N, 34) normalised keypoints, zero where masked; mask (B, N) 1.0 for real samples."""
         m = mask.unsqueeze(-1)
-        vel = (x[:, 1:] - x[:, :-1]) * (m[:, 1:] * m[:, :-1])
-        vel = torch.cat([torch.zeros_like(x[:, :1]), vel], dim=1) * 10.0
-        h = self.inp(torch.cat([x, vel], dim=-1)) + self.pos[:, : x.shape[1]]
+        h = self.inp(torch.cat([x, _velocity(x, m)], dim=-1)) + self.pos[:, : x.shape[1]]
         bias = ((1.0 - mask) * -1e4).unsqueeze(1).unsqueeze(1)                    # (B, 1, 1, N)
         for blk in self.blocks:
             h = blk(h, bias)
@@ -65,12 +69,6 @@ class MotionEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.proj(self.pooled(x, mask)), dim=-1, eps=1e-6)
-
-
-def _velocity(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Frame-to-frame differences of x (B, N, 34) where both samples are real, x10, first row 0."""
-    vel = (x[:, 1:] - x[:, :-1]) * (m[:, 1:] * m[:, :-1])
-    return torch.cat([torch.zeros_like(x[:, :1]), vel], dim=1) * 10.0
 
 
 # COCO-17 bones: face, arms, torso, legs
