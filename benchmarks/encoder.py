@@ -34,14 +34,16 @@ def _latency(enc, batch: int, reps: int = 20) -> float:
     return float(np.median(best))
 
 
-def _untrained(root: Path) -> dict:
-    """The shipped architecture at random initialisation (needs torch, the `train` extra)."""
+def _untrained(root: Path, model_id: str) -> dict:
+    """The benchmarked encoder's architecture at random initialisation (needs torch, the `train` extra)."""
     try:
         import torch  # noqa: F401
     except ImportError:
         return {"skipped": "torch is not installed (pip install -e '.[train]')"}
-    from edge.motion.train import untrained_reference
-    return untrained_reference(root)
+    from edge.motion.export import STGCN_MODEL_ID
+    from edge.motion.train import TrainConfig, untrained_reference
+    arch = "stgcn" if model_id == STGCN_MODEL_ID else "transformer"
+    return {"arch": arch, **untrained_reference(root, cfg=TrainConfig(arch=arch))}
 
 
 def run(args) -> dict:
@@ -67,7 +69,7 @@ def run(args) -> dict:
     back = evaluate_all(enc, root, hop_s=args.hop, back_view=True)
     metrics["enrol_back_view"] = {key: {k: back[key][k] for k in ("top1", "top3", "per_sequence_top1")}
                                   for key in ("aist_genre", "cross_view", "ballroom_enrol")}
-    metrics["untrained_reference"] = _untrained(root)
+    metrics["untrained_reference"] = _untrained(root, enc.model_id)
     metrics["normalization_consistency"] = normalization_consistency(root)
     metrics["goals"] = {
         "ballroom_enrol_top1": {"goal": GOALS["ballroom_enrol_top1"], "measured": full["ballroom_enrol"]["top1"]},

@@ -112,6 +112,8 @@ class STGCNEncoder(nn.Module):
     def __init__(self, in_dim: int = 34, channels: tuple = (16, 32, 64), strides: tuple = (2, 2, 1),
                  emb_dim: int = 64, max_len: int = 60, dropout: float = 0.1):
         super().__init__()
+        if in_dim != 2 * 17:
+            raise ValueError(f"ST-GCN works on COCO-17 (x, y) keypoints: in_dim must be 34, not {in_dim}")
         self.config = dict(arch="stgcn", in_dim=in_dim, channels=tuple(channels), strides=tuple(strides),
                            emb_dim=emb_dim, max_len=max_len, dropout=dropout)
         self.strides = tuple(strides)
