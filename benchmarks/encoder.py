@@ -19,6 +19,9 @@ def add_arguments(p) -> None:
     p.add_argument("--hop", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="latency only (no data needed)")
+    p.add_argument("--against", type=Path, nargs="*", default=None,
+                   help="encoder ONNX files timed side by side with --model, in the same run "
+                        "(default: every weights/experiments/*/encoder.onnx)")
 
 
 def _latency(enc, batch: int, reps: int = 20) -> float:
@@ -32,6 +35,44 @@ def _latency(enc, batch: int, reps: int = 20) -> float:
         enc.encode_features(feats, mask)
         best.append((time.perf_counter() - t) * 1000 / batch)
     return float(np.median(best))
+
+
+def _side_by_side(encoders: list, batch: int = 32, rounds: int = 15) -> dict:
+    """ms per window of several encoders, timed in alternation within one run (a ratio between
+    two runs on a shared box says little)."""
+    rng = np.random.default_rng(0)
+    times: list = [[] for _ in encoders]
+    for _ in range(rounds):
+        for enc, t_enc in zip(encoders, times):
+            feats = rng.normal(0, 0.3, (batch, enc.max_frames, 34)).astype(np.float32)
+            mask = np.ones((batch, enc.max_frames), bool)
+            enc.encode_features(feats, mask)
+            t = time.perf_counter()
+            enc.encode_features(feats, mask)
+            t_enc.append((time.perf_counter() - t) * 1000 / batch)
+    return {"batch": batch, "encoders": [{"model_id": e.model_id, "path": str(e.path), "ms_per_window": float(np.median(t))}
+                                         for e, t in zip(encoders, times)]}
+
+
+def _dropped_frames(path: Path, root: Path, threads: int, hop: float, share: float = 0.5) -> dict:
+    """Mean cosine between each held-out AIST++ window's embedding and that of the same window
+    with `share` of its samples dropped at random, with the runtime's gap filling and without."""
+    from edge.motion import datasets as ds
+    from edge.motion.encoder import MotionEncoder
+    from edge.motion.evaluate import window_set
+    from edge.motion.settings import MotionSettings
+
+    _, test = ds.aist_split([q for f in ds.aist_files(root) for q in ds.load_path(f)])
+    ws = window_set(test, hop_s=hop)
+    rng = np.random.default_rng(0)
+    holed = ws.mask & (rng.random(ws.mask.shape) >= share)
+    holed[:, 0] = ws.mask[:, 0]
+    feats = np.where(holed[..., None], ws.feats, 0.0)
+    out = {"share_dropped": share, "windows": int(len(ws))}
+    for name, fill in (("gaps_filled", MotionSettings().fill_gap), ("gaps_zero", 0)):
+        enc = MotionEncoder(path, threads=threads, settings=MotionSettings(fill_gap=fill))
+        out[name] = float(np.mean(np.sum(enc(ws.feats, ws.mask) * enc(feats, holed), 1)))
+    return out
 
 
 def _untrained(root: Path, model_id: str) -> dict:
@@ -56,6 +97,10 @@ def run(args) -> dict:
     metrics: dict = {"model_id": enc.model_id, "sha256": enc.sha256, "embedding_dim": enc.dim,
                      "onnx_bytes": enc.path.stat().st_size}
     metrics["ms_per_window"] = {f"batch{b}": _latency(enc, b) for b in (1, 8, 32, 128)}
+    from edge.motion.settings import WEIGHTS_DIR
+    against = args.against if args.against is not None else sorted(WEIGHTS_DIR.glob("experiments/*/encoder.onnx"))
+    others = [MotionEncoder(p, threads=args.threads) for p in against if p.resolve() != enc.path.resolve()]
+    metrics["side_by_side"] = _side_by_side([enc] + others)
     result = {"metrics": metrics}
     root = args.data or shared_data_dir()
     if args.quick or not (root / "keypoints").exists():
@@ -70,6 +115,7 @@ def run(args) -> dict:
     metrics["enrol_back_view"] = {key: {k: back[key][k] for k in ("top1", "top3", "per_sequence_top1")}
                                   for key in ("aist_genre", "cross_view", "ballroom_enrol")}
     metrics["untrained_reference"] = _untrained(root, enc.model_id)
+    metrics["dropped_frames_cosine"] = _dropped_frames(enc.path, root, args.threads, args.hop)
     metrics["normalization_consistency"] = normalization_consistency(root)
     metrics["goals"] = {
         "ballroom_enrol_top1": {"goal": GOALS["ballroom_enrol_top1"], "measured": full["ballroom_enrol"]["top1"]},

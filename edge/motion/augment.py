@@ -9,6 +9,7 @@ rare outlier jumps and rare left/right limb swaps, all relative to the dancer's 
 from __future__ import annotations
 
 import numpy as np
+from scipy.signal import lfilter
 
 from edge.motion.normalize import body_size
 
@@ -38,8 +39,9 @@ def geometry(kp: np.ndarray, mask: np.ndarray, rng: np.random.Generator, strengt
     s = np.exp(rng.uniform(-0.3, 0.3, B) * strength)
     aspect = np.exp(rng.uniform(-0.12, 0.12, B) * strength)
     cos, sin = np.cos(ang), np.sin(ang)
-    R = np.stack([np.stack([cos * aspect, -sin], -1), np.stack([sin * aspect, cos], -1)], -2) * s[:, None, None]
-    x = np.einsum("bij,bntj->bnti", R, x)
+    a, b = (cos * aspect * s)[:, None, None], (-sin * s)[:, None, None]
+    c2, d = (sin * aspect * s)[:, None, None], (cos * s)[:, None, None]
+    x = np.stack([a * x[..., 0] + b * x[..., 1], c2 * x[..., 0] + d * x[..., 1]], -1)
     # perspective: x' = x / (1 + p . x / size) (a tilted or turned image plane)
     p = rng.uniform(-0.25, 0.25, (B, 1, 1, 2)) * strength
     den = 1.0 + (x * p).sum(-1, keepdims=True) / size[..., None]
@@ -62,11 +64,10 @@ def estimator_noise(kp: np.ndarray, mask: np.ndarray, rng: np.random.Generator, 
     B, N = kp.shape[:2]
     size = body_size(kp, mask)[:, None, None, None]
     white = rng.standard_normal((B, N, 17, 2)).astype(np.float32)
-    jit = np.empty_like(white)
-    jit[:, 0] = white[:, 0]
+    # AR(1), unit variance: estimator errors persist over a few frames
     rho = 0.6
-    for n in range(1, N):    # AR(1): estimator errors persist over a few frames
-        jit[:, n] = rho * jit[:, n - 1] + np.sqrt(1 - rho ** 2) * white[:, n]
+    b0 = np.sqrt(1 - rho ** 2)
+    jit = lfilter([b0], [1.0, -rho], white, axis=1, zi=((1 - b0) * white[:, :1]).astype(np.float32))[0]
     level = rng.uniform(0.0, 1.5, (B, 1, 1, 1)) * strength
     out = kp + jit * JITTER[None, None, :, None] * size * level
     jump = rng.random((B, N, 17, 1)) < 0.004 * strength

@@ -25,8 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--finetune-steps", type=int, default=None)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--normalization", choices=("ban", "tong"), default="ban")
-    t.add_argument("--arch", choices=("transformer", "stgcn"), default="transformer",
-                   help="encoder architecture: Tong's transformer (shipped) or the ST-GCN variant")
+    t.add_argument("--arch", choices=("stgcn", "transformer"), default="stgcn",
+                   help="encoder architecture: the ST-GCN (shipped) or Tong's transformer")
+    t.add_argument("--loss", choices=("supcon", "tong"), default="supcon",
+                   help="fine-tuning loss of the weights written: supervised contrastive or Tong's pairwise")
+    t.add_argument("--compare", action="store_true",
+                   help="also fine-tune with the other loss and evaluate the pretrained encoder (report only: "
+                        "the weights written are --loss's)")
     t.add_argument("--back-view", type=float, default=0.0, help="share of positive pairs whose second view is seen from behind")
     t.add_argument("--own-keypoints", action="store_true",
                    help="also pretrain on keypoints our pose pipeline extracts from the shared videos "
@@ -95,7 +100,7 @@ def _train(args) -> int:
     from edge.motion.train import TrainConfig, train
 
     cfg = TrainConfig(threads=args.threads, seed=args.seed, own_keypoints=args.own_keypoints, back_view=args.back_view,
-                      arch=args.arch)
+                      arch=args.arch, loss=args.loss, compare=args.compare)
     if args.pretrain_steps is not None:
         cfg = replace(cfg, pretrain_steps=args.pretrain_steps)
     if args.finetune_steps is not None:

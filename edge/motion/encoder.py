@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from dancewire.errors import ModelCacheError
-from edge.motion.normalize import normalize
+from edge.motion.normalize import fill_gaps, normalize
 from edge.motion.settings import MotionSettings
 from edge.records import Window
 
@@ -44,7 +44,8 @@ class MotionEncoder:
             return {}
 
     def encode_features(self, feats: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """feats (B, N, 34) normalised, mask (B, N) -> (B, D)."""
+        """feats (B, N, 34) normalised, mask (B, N) -> (B, D); short interior gaps are filled first."""
+        feats, mask = fill_gaps(feats, mask, self.settings.fill_gap)
         feats = np.ascontiguousarray(feats, np.float32)
         mask = np.ascontiguousarray(mask, np.float32)
         if len(feats) == 0:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-MODEL_ID = "dancewire-motion-tx64-v1"
-STGCN_MODEL_ID = "dancewire-motion-stgcn64-v1"
+TRANSFORMER_MODEL_ID = "dancewire-motion-tx64-v1"
+STGCN_MODEL_ID = "dancewire-motion-stgcn64-v2"   # v1: the unshipped experiment (conv then sum, dropout)
 INPUTS = ("keypoints", "mask")
 OUTPUT = "embedding"
 
@@ -39,7 +39,7 @@ def export_onnx(ckpt_path: str | Path, onnx_path: str | Path, opset: int = 17) -
                       dynamic_axes={"keypoints": {0: "batch"}, "mask": {0: "batch"}, OUTPUT: {0: "batch"}},
                       opset_version=opset, dynamo=False)
     proto = onnx.load(str(onnx_path))
-    model_id = MODEL_ID if model.config.get("arch", "transformer") == "transformer" else STGCN_MODEL_ID
+    model_id = TRANSFORMER_MODEL_ID if model.config.get("arch", "transformer") == "transformer" else STGCN_MODEL_ID
     meta = {"model_id": model_id, "normalization": ckpt.get("normalization", "ban"), "max_frames": str(N),
             "emb_dim": str(model.config["emb_dim"]), "loss": str(ckpt.get("loss", "")),
             "training_data": "AIST++ 2D keypoints (CC BY 4.0, Li et al. 2021)"}

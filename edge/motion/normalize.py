@@ -63,3 +63,26 @@ def normalize(kp: np.ndarray, mask: np.ndarray, method: str = "ban") -> np.ndarr
     if method == "tong":
         return tong(kp, mask)
     raise ValueError(f"unknown normalization {method!r}; choose one of {METHODS}")
+
+
+def fill_gaps(feats: np.ndarray, mask: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Interior gaps of at most `max_gap` samples filled by linear interpolation between the real
+    samples on either side, and marked real; leading and trailing gaps, and longer ones, stay
+    masked. feats (B, N, D), mask (B, N). A dropped camera frame or a missed detection then reads
+    as the motion around it, not as a zero pose with zero speed (which a temporal convolution,
+    unlike masked attention, cannot ignore)."""
+    feats = np.asarray(feats, np.float32)
+    mask = np.asarray(mask, bool)
+    if max_gap <= 0 or feats.size == 0:
+        return feats, mask
+    B, N = mask.shape
+    pos = np.broadcast_to(np.arange(N), (B, N))
+    prev = np.maximum.accumulate(np.where(mask, pos, -1), axis=1)
+    nxt = np.minimum.accumulate(np.where(mask, pos, N)[:, ::-1], axis=1)[:, ::-1]
+    fill = ~mask & (prev >= 0) & (nxt < N) & (nxt - prev - 1 <= max_gap)
+    if not fill.any():
+        return feats, mask
+    lo, hi = np.clip(prev, 0, N - 1), np.clip(nxt, 0, N - 1)
+    w = np.where(fill, (pos - lo) / np.maximum(hi - lo, 1), 0.0)[..., None].astype(np.float32)
+    interp = (1 - w) * np.take_along_axis(feats, lo[..., None], 1) + w * np.take_along_axis(feats, hi[..., None], 1)
+    return np.where(fill[..., None], interp, feats).astype(np.float32), mask | fill

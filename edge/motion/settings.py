@@ -15,6 +15,7 @@ class MotionSettings:
     base_fps: float = 30.0
     hop_s: float = 0.5                 # live hop between window starts
     min_valid: int = 18                # windows with fewer real samples are dropped
+    fill_gap: int = 15                 # interior gaps up to this many samples (~0.5 s) are interpolated for the encoder
     min_joint_conf: float = 0.15       # a sample is real when the pose's mean confidence reaches this
     max_track_gap_s: float = 1.0       # a track unseen this long is flushed and forgotten
     eight_beats: bool = True           # also cut DanceMVP eight-beat primitives when beats arrive (edge analyze)

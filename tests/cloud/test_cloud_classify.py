@@ -74,14 +74,19 @@ def test_gallery_roundtrip(tmp_path, ballroom_gallery):
 
 def test_real_ballroom_windows_classified(ballroom_gallery):
     """Unseen ballroom performances (one per style), real mocap through the shipped encoder: each
-    performance's majority label is its style, and single windows are right far above chance (1/3)."""
+    performance's majority label is its style, and single windows are right far above chance (1/3):
+    0.6 of all holdout windows, and above 0.4 in each performance (both encoders in the repository
+    give 0.70 overall; their weakest performance, a cha-cha, 0.50 and 0.57)."""
     g, holdout = ballroom_gallery
     clf = Classifier(g)
+    right = []
     for s in holdout:
         res = clf.classify(s["emb"])
         labels = [r.style for r in res]
-        acc = np.mean([x == s["style"] for x in labels])
-        assert max(set(labels), key=labels.count) == s["style"] and acc >= 0.5, (s["name"], acc)
+        hits = [x == s["style"] for x in labels]
+        right += hits
+        acc = np.mean(hits)
+        assert max(set(labels), key=labels.count) == s["style"] and acc > 0.4, (s["name"], acc)
         for r in res[:5]:
             assert abs(sum(r.probs.values()) - 1) < 1e-6
             assert 0 < r.confidence <= 1
@@ -90,6 +95,7 @@ def test_real_ballroom_windows_classified(ballroom_gallery):
             assert [n.score for n in r.nearest] == sorted([n.score for n in r.nearest], reverse=True)
             assert r.nearest_groups and r.nearest_groups[0].label.endswith("-crew")
             assert r.nearest[0].ref_id not in {h["name"] for h in holdout}
+    assert np.mean(right) >= 0.6, np.mean(right)
 
 
 def test_calibration_report(ballroom_gallery):

@@ -33,8 +33,14 @@ def test_eval_gendance_and_aistpp_formats(shared_data, tmp_path):
     out = tmp_path / "res.json"
     assert _run(["encoder", "eval", str(query), "--gallery", str(gallery), "--json", str(out)]) == 0
     res = json.loads(out.read_text())
-    assert res["n"] > 100 and res["top1"] > 0.5 and res["top3"] >= res["top1"]
+    # chance is 0.25; held-out choreographies of one dancer per genre are the benchmark's task (a),
+    # which no encoder here does well (see the model card), so only "better than chance" is asked
+    assert res["n"] > 100 and res["top1"] > 0.25 and res["top3"] >= res["top1"]
     assert res["genres"] == ["Break", "House", "Krump", "Middle Hip-hop"] and not res["shared_sequences"]
+    # the same folder as query and gallery: every window finds itself, whatever its format
+    assert _run(["encoder", "eval", str(gallery), "--gallery", str(gallery), "--json", str(out)]) == 0
+    same = json.loads(out.read_text())
+    assert same["top1"] == 1.0 and len(same["shared_sequences"]) == len(list(gallery.iterdir()))
 
 
 def test_eval_ballroom_folders(shared_data, tmp_path, capsys):

@@ -42,3 +42,18 @@ def test_batched_and_masked():
         assert f.shape == (2, 60, 34) and f.dtype == np.float32
         assert np.all(f[1, 50:] == 0)
         assert np.allclose(f[0], normalize(kp[0], mask[0], method))
+
+
+def test_fill_gaps_interpolates_short_interior_gaps_only():
+    from edge.motion.normalize import fill_gaps
+
+    t = np.arange(12, dtype=np.float32)
+    feats = np.stack([t, -2 * t], -1)[None]                  # (1, 12, 2): linear motion
+    mask = np.ones((1, 12), bool)
+    mask[0, [0, 3, 4, 7, 8, 9, 11]] = False                  # leading, gap of 2, gap of 3, trailing
+    f, m = fill_gaps(np.where(mask[..., None], feats, 0), mask, max_gap=2)
+    assert m[0].tolist() == [False, True, True, True, True, True, True, False, False, False, True, False]
+    np.testing.assert_allclose(f[0, 3:5], feats[0, 3:5], atol=1e-6)   # the line, recovered
+    assert np.all(f[0, [0, 7, 8, 9, 11]] == 0)                        # longer and end gaps untouched
+    same_f, same_m = fill_gaps(feats, np.ones((1, 12), bool), max_gap=2)
+    assert same_m.all() and np.array_equal(same_f, feats)
