@@ -92,7 +92,16 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
     raise DancewireError(f"the cloud did not answer at {url} within {timeout:.0f} s")
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args) -> int:
+    # Ctrl-C and SIGTERM (kill, systemd stop) both take the stopping path below, even when the
+    # shell that started us ignores SIGINT (a background job): the edge and cloud run in sessions
+    # of their own, so nothing else would stop them.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     k = ensure_keys()
     exe = [sys.executable, "-m", "dancewire"]
     api = f"http://127.0.0.1:{args.api_port}"
