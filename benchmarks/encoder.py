@@ -40,18 +40,9 @@ def _latency(enc, batch: int, reps: int = 20) -> float:
 def _side_by_side(encoders: list, batch: int = 32, rounds: int = 15) -> dict:
     """ms per window of several encoders, timed in alternation within one run (a ratio between
     two runs on a shared box says little)."""
-    rng = np.random.default_rng(0)
-    times: list = [[] for _ in encoders]
-    for _ in range(rounds):
-        for enc, t_enc in zip(encoders, times):
-            feats = rng.normal(0, 0.3, (batch, enc.max_frames, 34)).astype(np.float32)
-            mask = np.ones((batch, enc.max_frames), bool)
-            enc.encode_features(feats, mask)
-            t = time.perf_counter()
-            enc.encode_features(feats, mask)
-            t_enc.append((time.perf_counter() - t) * 1000 / batch)
+    times = [[_latency(enc, batch, reps=1) for enc in encoders] for _ in range(rounds)]
     return {"batch": batch, "encoders": [{"model_id": e.model_id, "path": str(e.path), "ms_per_window": float(np.median(t))}
-                                         for e, t in zip(encoders, times)]}
+                                         for e, t in zip(encoders, zip(*times))]}
 
 
 def _dropped_frames(path: Path, root: Path, threads: int, hop: float, share: float = 0.5) -> dict:

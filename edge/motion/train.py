@@ -265,7 +265,7 @@ def train(data_root: Path, out_dir: Path, cfg: TrainConfig | None = None, settin
     model = cfg.new_model()
     run(model, cfg.pretrain_steps, "ssl", cfg.lr, "pretrain (InfoNCE)", bank=ssl_bank)
     pre_state = {k: v.clone() for k, v in model.state_dict().items()}
-    results, states = {}, {}
+    results, shipped_state = {}, None
     if cfg.compare:
         progress("evaluating the pretrained encoder")
         results["ssl_only"] = evaluate_all(_torch_embed(model, s), data_root, s)
@@ -277,9 +277,10 @@ def train(data_root: Path, out_dir: Path, cfg: TrainConfig | None = None, settin
         progress(f"evaluating {kind}")
         results[kind] = evaluate_all(_torch_embed(m, s), data_root, s)
         progress(f"{kind}: " + _brief(results[kind]))
-        states[kind] = m.state_dict()
+        if kind == cfg.loss:
+            shipped_state = m.state_dict()
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = {"state_dict": states[cfg.loss], "config": model.config, "normalization": s.normalization,
+    ckpt = {"state_dict": shipped_state, "config": model.config, "normalization": s.normalization,
             "loss": cfg.loss, "train_config": cfg.__dict__, "genres": bank.genres}
     torch.save(ckpt, out_dir / "encoder.pt")
     summary = {"shipped": cfg.loss, "results": results, "train_config": cfg.__dict__, "normalization": s.normalization,
