@@ -8,14 +8,27 @@ import numpy as np
 
 
 def machine_info() -> dict:
-    cpu = platform.processor() or ""
+    """What the figures were measured on. "AMD EPYC" alone names several CPU generations (a cloud
+    box of the same name ran these benchmarks 2-2.5x faster one day than the day before), so the
+    CPU family/model and the widest SIMD the CPU offers are recorded as well."""
+    cpu, family, model, flags = platform.processor() or "", None, None, set()
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key == "model name" and not cpu:
+                cpu = value
+            elif key == "cpu family" and family is None:
+                family = int(value)
+            elif key == "model" and model is None:
+                model = int(value)
+            elif key == "flags" and not flags:
+                flags = set(value.split())
+            if not line.strip() and cpu:
                 break
-    except OSError:
+    except (OSError, ValueError):
         pass
+    simd = next((f for f in ("avx512f", "avx2", "avx", "sse4_2", "asimd") if f in flags), None)
     mem_gib = None
     try:
         mem_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
@@ -26,8 +39,9 @@ def machine_info() -> dict:
         ort = onnxruntime.__version__
     except ImportError:
         ort = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem_gib, "python": platform.python_version(),
-            "platform": platform.platform(), "onnxruntime": ort}
+    return {"cpu": cpu, "cpu_family": family, "cpu_model": model, "simd": simd, "cores": os.cpu_count(),
+            "memory_gib": mem_gib, "python": platform.python_version(), "platform": platform.platform(),
+            "onnxruntime": ort}
 
 
 def percentiles(values, ps=(50, 95, 99)) -> dict[str, float]:

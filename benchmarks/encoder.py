@@ -5,6 +5,7 @@ top-1 >= 0.95, AIST++ held-out genre top-1 >= 0.95, encoding <= 1 ms per window 
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -66,16 +67,22 @@ def _dropped_frames(path: Path, root: Path, threads: int, hop: float, share: flo
     return out
 
 
-def _untrained(root: Path, model_id: str) -> dict:
-    """The benchmarked encoder's architecture at random initialisation (needs torch, the `train` extra)."""
+def _untrained(root: Path, enc) -> dict:
+    """The benchmarked encoder's architecture at random initialisation (needs torch, the `train` extra).
+    The architecture comes from the ONNX file's `config` metadata; files exported before it was
+    recorded fall back to the default configuration of the architecture their model id names."""
     try:
         import torch  # noqa: F401
     except ImportError:
         return {"skipped": "torch is not installed (pip install -e '.[train]')"}
-    from edge.motion.export import STGCN_MODEL_ID
     from edge.motion.train import TrainConfig, untrained_reference
-    arch = "stgcn" if model_id == STGCN_MODEL_ID else "transformer"
-    return {"arch": arch, **untrained_reference(root, cfg=TrainConfig(arch=arch))}
+    if "config" in enc.metadata:
+        config, source = json.loads(enc.metadata["config"]), "onnx metadata"
+    else:
+        arch = "stgcn" if "stgcn" in enc.model_id else "transformer"
+        config, source = TrainConfig(arch=arch).new_model().config, f"default {arch} (no config in the ONNX file)"
+    return {"arch": config.get("arch", "transformer"), "config": config, "config_from": source,
+            **untrained_reference(root, model_config=config)}
 
 
 def run(args) -> dict:
@@ -105,7 +112,7 @@ def run(args) -> dict:
     back = evaluate_all(enc, root, hop_s=args.hop, back_view=True)
     metrics["enrol_back_view"] = {key: {k: back[key][k] for k in ("top1", "top3", "per_sequence_top1")}
                                   for key in ("aist_genre", "cross_view", "ballroom_enrol")}
-    metrics["untrained_reference"] = _untrained(root, enc.model_id)
+    metrics["untrained_reference"] = _untrained(root, enc)
     metrics["dropped_frames_cosine"] = _dropped_frames(enc.path, root, args.threads, args.hop)
     metrics["normalization_consistency"] = normalization_consistency(root)
     metrics["goals"] = {

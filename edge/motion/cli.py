@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from edge.motion.settings import WEIGHTS_DIR
+from edge.motion.settings import LOSSES, POOLS, WEIGHTS_DIR
 
 
 def _say(msg: str) -> None:
@@ -27,12 +27,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--normalization", choices=("ban", "tong"), default="ban")
     t.add_argument("--arch", choices=("stgcn", "transformer"), default="stgcn",
                    help="encoder architecture: the ST-GCN (shipped) or Tong's transformer")
-    t.add_argument("--loss", choices=("supcon", "tong"), default="supcon",
+    t.add_argument("--loss", choices=LOSSES, default=LOSSES[0],
                    help="fine-tuning loss of the weights written: supervised contrastive or Tong's pairwise")
     t.add_argument("--compare", action="store_true",
                    help="also fine-tune with the other loss and evaluate the pretrained encoder (report only: "
                         "the weights written are --loss's)")
-    t.add_argument("--back-view", type=float, default=0.0, help="share of positive pairs whose second view is seen from behind")
+    t.add_argument("--back-view", type=float, default=0.5, help="share of positive pairs whose second view is seen from behind")
+    t.add_argument("--pool", choices=POOLS, default=POOLS[0],
+                   help="ST-GCN pooling over frames and joints: mean and standard deviation (shipped), or mean only")
+    t.add_argument("--speed-range", type=float, default=0.22,
+                   help="playback speed augmentation: exp(U(-r, r)), 0.22 = 0.8-1.25x")
     t.add_argument("--own-keypoints", action="store_true",
                    help="also pretrain on keypoints our pose pipeline extracts from the shared videos "
                         "(measured, not better: see the model card)")
@@ -100,7 +104,7 @@ def _train(args) -> int:
     from edge.motion.train import TrainConfig, train
 
     cfg = TrainConfig(threads=args.threads, seed=args.seed, own_keypoints=args.own_keypoints, back_view=args.back_view,
-                      arch=args.arch, loss=args.loss, compare=args.compare)
+                      speed=args.speed_range, pool=args.pool, arch=args.arch, loss=args.loss, compare=args.compare)
     if args.pretrain_steps is not None:
         cfg = replace(cfg, pretrain_steps=args.pretrain_steps)
     if args.finetune_steps is not None:

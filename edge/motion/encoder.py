@@ -28,7 +28,7 @@ class MotionEncoder:
                                   "then `dancewire encoder export`")
         self.engine = open_engine(self.path, backend, threads=threads)
         self.sha256 = sha256(self.path)
-        meta = self._metadata()
+        meta = self.metadata = self._metadata()
         self.model_id = meta.get("model_id", self.path.stem)
         self.normalization = meta.get("normalization", self.settings.normalization)
         self.max_frames = int(meta.get("max_frames", self.settings.max_frames))

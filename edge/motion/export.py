@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 
 TRANSFORMER_MODEL_ID = "dancewire-motion-tx64-v1"
-STGCN_MODEL_ID = "dancewire-motion-stgcn64-v2"   # v1: the unshipped experiment (conv then sum, dropout)
+STGCN_MODEL_ID = "dancewire-motion-stgcn64-v3"   # v2: mean pool, trained on zero-filled gaps, no back views
 INPUTS = ("keypoints", "mask")
 OUTPUT = "embedding"
 
@@ -42,7 +43,8 @@ def export_onnx(ckpt_path: str | Path, onnx_path: str | Path, opset: int = 17) -
     model_id = TRANSFORMER_MODEL_ID if model.config.get("arch", "transformer") == "transformer" else STGCN_MODEL_ID
     meta = {"model_id": model_id, "normalization": ckpt.get("normalization", "ban"), "max_frames": str(N),
             "emb_dim": str(model.config["emb_dim"]), "loss": str(ckpt.get("loss", "")),
-            "training_data": "AIST++ 2D keypoints (CC BY 4.0, Li et al. 2021)"}
+            "training_data": "AIST++ 2D keypoints (CC BY 4.0, Li et al. 2021)",
+            "config": json.dumps(model.config)}   # the architecture, so tools can rebuild it (model.build)
     del proto.metadata_props[:]
     for k, v in meta.items():
         p = proto.metadata_props.add()

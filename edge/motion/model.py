@@ -5,7 +5,9 @@ normalised keypoints (plus their frame-to-frame differences), learned positions,
 transformer encoder with the padding mask, masked mean pooling over frames, then a projection to
 an L2-normalised embedding. Attention is written out with matmuls so the ONNX graph stays plain.
 `STGCNEncoder` (shipped) is the ST-GCN variant (Yan et al. 2018, as DanceMVP uses it): graph
-convolutions over the COCO-17 skeleton and temporal convolutions. Both take (keypoints (B, N, 34),
+convolutions over the COCO-17 skeleton and temporal convolutions, then the masked mean and standard
+deviation of each channel over frames and joints (the spread says how much and how unevenly a move
+varies within the window, which a mean alone averages away). Both take (keypoints (B, N, 34),
 mask (B, N)).
 """
 from __future__ import annotations
@@ -15,6 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from edge.motion.settings import POOLS
 
 
 class Block(nn.Module):
@@ -113,12 +117,15 @@ class GraphBlock(nn.Module):
 
 class STGCNEncoder(nn.Module):
     def __init__(self, in_dim: int = 34, channels: tuple = (16, 32, 64), strides: tuple = (2, 2, 1),
-                 emb_dim: int = 64, max_len: int = 60, dropout: float = 0.0):
+                 emb_dim: int = 64, max_len: int = 60, dropout: float = 0.0, pool: str = "meanstd"):
         super().__init__()
         if in_dim != 2 * 17:
             raise ValueError(f"ST-GCN works on COCO-17 (x, y) keypoints: in_dim must be 34, not {in_dim}")
+        if pool not in POOLS:
+            raise ValueError(f"unknown pooling {pool!r} (one of {', '.join(POOLS)})")
         self.config = dict(arch="stgcn", in_dim=in_dim, channels=tuple(channels), strides=tuple(strides),
-                           emb_dim=emb_dim, max_len=max_len, dropout=dropout)
+                           emb_dim=emb_dim, max_len=max_len, dropout=dropout, pool=pool)
+        self.pool = pool
         self.strides = tuple(strides)
         self.bn_in = nn.BatchNorm1d(4 * 17)
         c, blocks = 4, []
@@ -126,7 +133,8 @@ class STGCNEncoder(nn.Module):
             blocks.append(GraphBlock(c, c_out, st, dropout))
             c = c_out
         self.blocks = nn.ModuleList(blocks)
-        self.proj = nn.Sequential(nn.Linear(c, c), nn.GELU(), nn.Linear(c, emb_dim))
+        pc = 2 * c if pool == "meanstd" else c
+        self.proj = nn.Sequential(nn.Linear(pc, c), nn.GELU(), nn.Linear(c, emb_dim))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape
@@ -140,7 +148,11 @@ class STGCNEncoder(nn.Module):
             tm = tm[:, ::st]
             h = h * tm[:, None, :, None]
         w = tm[:, None, :, None]
-        pooled = (h * w).sum((2, 3)) / (w.sum((2, 3)) * 17).clamp(min=1.0)
+        den = (w.sum((2, 3)) * 17).clamp(min=1.0)
+        pooled = (h * w).sum((2, 3)) / den
+        if self.pool == "meanstd":
+            var = ((h - pooled[:, :, None, None]) ** 2 * w).sum((2, 3)) / den
+            pooled = torch.cat([pooled, (var + 1e-6).sqrt()], 1)
         return F.normalize(self.proj(pooled), dim=-1, eps=1e-6)
 
 

@@ -5,6 +5,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+# Training choices, here (torch-free) so the CLI can offer them without importing the trainer.
+LOSSES = ("supcon", "tong")    # fine-tuning loss: supervised contrastive (default) or Tong's pairwise
+POOLS = ("meanstd", "mean")    # ST-GCN pooling over frames and joints: mean and std (default) or mean only
 
 
 @dataclass(frozen=True)

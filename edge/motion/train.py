@@ -22,7 +22,7 @@ import numpy as np
 from edge.motion import augment as aug
 from edge.motion import datasets as ds
 from edge.motion.normalize import fill_gaps, normalize
-from edge.motion.settings import MotionSettings
+from edge.motion.settings import LOSSES, MotionSettings
 from edge.motion.windows import sample_step, samples_per_window
 
 log = logging.getLogger("dancewire.motion.train")
@@ -45,7 +45,9 @@ class TrainConfig:
     layers: int = 2
     emb_dim: int = 64
     own_keypoints: bool = False  # also pretrain on what our pose pipeline extracts from the shared videos
-    back_view: float = 0.0       # share of second views seen from behind (x mirrored, joint names kept)
+    back_view: float = 0.5       # share of second views seen from behind (x mirrored, joint names kept)
+    speed: float = 0.22          # playback speed drawn from exp(U(-speed, speed)): 0.22 is 0.8-1.25x
+    pool: str = "meanstd"        # ST-GCN pooling: "meanstd" (shipped) or "mean" (v2)
     arch: str = "stgcn"          # or "transformer" (Tong's, model.MotionEncoder)
     loss: str = "supcon"         # the fine-tune that ships: "supcon" or "tong"
     compare: bool = False        # also fine-tune with the other loss and evaluate the pretrained encoder
@@ -54,7 +56,7 @@ class TrainConfig:
         from edge.motion.model import MotionEncoder, STGCNEncoder
 
         if self.arch == "stgcn":
-            return STGCNEncoder(emb_dim=self.emb_dim)
+            return STGCNEncoder(emb_dim=self.emb_dim, pool=self.pool)
         return MotionEncoder(d_model=self.d_model, layers=self.layers, emb_dim=self.emb_dim)
 
 
@@ -102,10 +104,10 @@ class SeqBank:
         return np.where(mask[..., None, None], kp, 0.0).astype(np.float32), mask
 
     def batch(self, B: int, rng, settings: MotionSettings, cross_view: float = 0.8, strength: float = 1.0,
-              back_view: float = 0.0):
+              back_view: float = 0.0, speed_range: float = 0.22):
         """Two augmented views of B windows: the same moment of one performance, maybe another camera."""
         si = self.pick(B, rng)
-        speed = np.exp(rng.uniform(-0.22, 0.22, B))
+        speed = np.exp(rng.uniform(-speed_range, speed_range, B))
         dur = self.len[si] / self.fps[si]
         t0 = rng.uniform(0, np.maximum(dur - 2.0 * speed - 0.2, 0.01))
         si2 = si.copy()
@@ -125,7 +127,7 @@ class SeqBank:
             kp = aug.geometry(kp, mask, rng, strength)
             feats = normalize(kp, mask, settings.normalization)
             feats, mask = aug.dropout(feats, mask, rng, strength)
-            out.append((feats, mask))
+            out.append(fill_gaps(feats, mask, settings.fill_gap))   # as the runtime encoder conditions its input
         return out, self.genre[si], self.perf[si]
 
 
@@ -188,25 +190,24 @@ def _brief(m: dict) -> str:
 
 
 def untrained_reference(data_root: Path, seeds=(0, 1), cfg: TrainConfig | None = None,
-                        settings: MotionSettings | None = None) -> dict:
+                        settings: MotionSettings | None = None, model_config: dict | None = None) -> dict:
     """(a), (b) and (c) top-1 of the same architecture at its random initialisation, per seed:
-    what the evaluation gives before any training (the floor that training must beat)."""
+    what the evaluation gives before any training (the floor that training must beat).
+    `model_config`: the architecture as a trained model records it (else `cfg`'s)."""
     import torch
 
     from edge.motion.evaluate import evaluate_all
+    from edge.motion.model import build
 
     cfg = cfg or TrainConfig()
     torch.set_num_threads(cfg.threads)
     out = {}
     for seed in seeds:
         torch.manual_seed(seed)
-        model = cfg.new_model().eval()
+        model = (build(model_config) if model_config else cfg.new_model()).eval()
         res = evaluate_all(_torch_embed(model, settings), data_root, settings)
         out[f"seed{seed}"] = {k: res[k]["top1"] for k in ("aist_genre", "cross_view", "ballroom_enrol")}
     return out
-
-
-LOSSES = ("supcon", "tong")
 
 
 def train(data_root: Path, out_dir: Path, cfg: TrainConfig | None = None, settings: MotionSettings | None = None,
@@ -238,7 +239,7 @@ def train(data_root: Path, out_dir: Path, cfg: TrainConfig | None = None, settin
         model.train()
         t0, ema = time.monotonic(), None
         for step in range(steps):
-            (v1, v2), genre, perf = bank.batch(cfg.batch, rng, s, back_view=cfg.back_view)
+            (v1, v2), genre, perf = bank.batch(cfg.batch, rng, s, back_view=cfg.back_view, speed_range=cfg.speed)
             x1, m1 = torch.from_numpy(v1[0]), torch.from_numpy(v1[1].astype(np.float32))
             x2, m2 = torch.from_numpy(v2[0]), torch.from_numpy(v2[1].astype(np.float32))
             z1, z2 = model(x1, m1), model(x2, m2)

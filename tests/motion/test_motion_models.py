@@ -1,6 +1,8 @@
 """Both encoder architectures (PyTorch): unit embeddings, padding ignored, ONNX export with parity."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -30,7 +32,8 @@ def _trained_bn(model):
     return model.eval()
 
 
-@pytest.mark.parametrize("make", [MotionEncoder, STGCNEncoder])
+@pytest.mark.parametrize("make", [MotionEncoder, STGCNEncoder, lambda: STGCNEncoder(pool="mean")],
+                         ids=["transformer", "stgcn", "stgcn-mean-pool"])
 def test_embeddings_are_unit_and_ignore_padded_samples(make):
     torch.manual_seed(0)
     model = _trained_bn(make())
@@ -43,7 +46,8 @@ def test_embeddings_are_unit_and_ignore_padded_samples(make):
     assert z.shape == (6, 64) and np.allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)
     assert np.allclose(z, z2, atol=1e-5)
     assert not np.allclose(z[0], z[3], atol=1e-3)            # different windows, different embeddings
-    assert type(build(model.config)) is make
+    rebuilt = build(model.config)
+    assert type(rebuilt) is type(model) and rebuilt.config == model.config
 
 
 def test_skeleton_graph_is_coco17_and_normalised():
@@ -61,3 +65,12 @@ def test_stgcn_exports_to_onnx_with_parity(tmp_path):
     onnx_path = export_onnx(ckpt, tmp_path / "stgcn.onnx")
     f, m = _windows(3)
     assert parity(ckpt, onnx_path, f, m) < 1e-4
+    # the file records its architecture, so tools (bench encoder's untrained reference) can rebuild it
+    from edge.motion.encoder import MotionEncoder
+    recorded = json.loads(MotionEncoder(onnx_path).metadata["config"])
+    assert build(recorded).config == model.config and recorded["pool"] == "meanstd"
+
+
+def test_stgcn_refuses_an_unknown_pooling():
+    with pytest.raises(ValueError, match="unknown pooling 'max'"):
+        STGCNEncoder(pool="max")

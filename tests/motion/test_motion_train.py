@@ -9,7 +9,10 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is the `train` extra")
 
-from edge.motion.train import TrainConfig, train  # noqa: E402
+from edge.motion import datasets as ds  # noqa: E402
+from edge.motion.normalize import fill_gaps  # noqa: E402
+from edge.motion.settings import MotionSettings  # noqa: E402
+from edge.motion.train import SeqBank, TrainConfig, train  # noqa: E402
 
 
 def _subset(shared_data, root):
@@ -48,3 +51,19 @@ def test_the_configured_loss_ships_and_compare_only_adds_to_the_report(shared_da
 def test_an_unknown_loss_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="unknown fine-tuning loss 'triplet'"):
         train(tmp_path, tmp_path / "out", TrainConfig(loss="triplet"))
+
+
+def test_training_windows_are_gap_filled_like_the_runtime_encoders_input(shared_data):
+    """Frame dropout leaves short interior gaps; the runtime encoder interpolates them, so the
+    training batches must reach the model already filled (none left that fill_gaps would fill;
+    without the filling most windows of a batch have some, frame dropout drops up to 15 %)."""
+    import numpy as np
+
+    seqs = ds.load_path(shared_data / "keypoints" / "aistpp" / "gBR_sBM_cAll_d04_mBR0_ch01.pkl")[:3]
+    s = MotionSettings()
+    rng = np.random.default_rng(0)
+    (v1, v2), _, _ = SeqBank(seqs).batch(64, rng, s, back_view=0.5)
+    for feats, mask in (v1, v2):
+        assert mask.sum(1).min() >= s.min_valid
+        _, refilled = fill_gaps(feats, mask, s.fill_gap)
+        assert np.array_equal(refilled, mask)
