@@ -9,7 +9,7 @@ import numpy as np
 
 def machine_info() -> dict:
     """What the figures were measured on. "AMD EPYC" alone names several CPU generations (a cloud
-    box of the same name ran these benchmarks 2-2.5x faster one day than the day before), so the
+    box of the same name ran these benchmarks 2-3x faster one day than the day before), so the
     CPU family/model and the widest SIMD the CPU offers are recorded as well."""
     cpu, family, model, flags = platform.processor() or "", None, None, set()
     try:
