@@ -14,10 +14,19 @@ import pytest
 from dancewire.paths import REPO_ROOT
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _port_args() -> list[str]:
+    """Two distinct free ports for the API and ZeroMQ: both sockets are held open while the
+    kernel picks, so it cannot hand the same port out twice (two separate picks can collide,
+    and `up` then fails with "address already in use")."""
+    socks = [socket.socket() for _ in range(2)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        api, zmq = (s.getsockname()[1] for s in socks)
+    finally:
+        for s in socks:
+            s.close()
+    return ["--api-port", str(api), "--zmq-port", str(zmq)]
 
 
 def test_seed_gallery_matches_the_shipped_encoder():
@@ -49,7 +58,7 @@ def test_up_runs_demo_end_to_end_and_loses_nothing(tmp_path, stop):
         pytest.skip(f"pose models not built: {exc}")
     env = dict(os.environ, DANCEWIRE_HOME=str(tmp_path), PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "dancewire", "up", "--demo", "--page", "0",
-           "--api-port", str(_free_port()), "--zmq-port", str(_free_port())]
+           *_port_args()]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=_ignoring_sigint)
     lines = []
@@ -110,7 +119,7 @@ def test_up_with_a_video_keeps_the_dashboard_after_the_video_ends(tmp_path):
             c.mux(p)
     env = dict(os.environ, DANCEWIRE_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "dancewire", "up", "--source", str(video), "--duration", "12", "--page", "0",
-           "--api-port", str(_free_port()), "--zmq-port", str(_free_port())]
+           *_port_args()]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "the edge finished" in proc.stdout and "error" not in proc.stderr.lower()
