@@ -103,8 +103,8 @@ class SeqBank:
         mask = inside & self.valid[i0c] & self.valid[i0c + 1]
         return np.where(mask[..., None, None], kp, 0.0).astype(np.float32), mask
 
-    def batch(self, B: int, rng, settings: MotionSettings, cross_view: float = 0.8, strength: float = 1.0,
-              back_view: float = 0.0, speed_range: float = 0.22):
+    def batch(self, B: int, rng, settings: MotionSettings, *, back_view: float, speed_range: float,
+              cross_view: float = 0.8, strength: float = 1.0):
         """Two augmented views of B windows: the same moment of one performance, maybe another camera."""
         si = self.pick(B, rng)
         speed = np.exp(rng.uniform(-speed_range, speed_range, B))

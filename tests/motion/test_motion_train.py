@@ -62,7 +62,8 @@ def test_training_windows_are_gap_filled_like_the_runtime_encoders_input(shared_
     seqs = ds.load_path(shared_data / "keypoints" / "aistpp" / "gBR_sBM_cAll_d04_mBR0_ch01.pkl")[:3]
     s = MotionSettings()
     rng = np.random.default_rng(0)
-    (v1, v2), _, _ = SeqBank(seqs).batch(64, rng, s, back_view=0.5)
+    cfg = TrainConfig()
+    (v1, v2), _, _ = SeqBank(seqs).batch(64, rng, s, back_view=cfg.back_view, speed_range=cfg.speed)
     for feats, mask in (v1, v2):
         assert mask.sum(1).min() >= s.min_valid
         _, refilled = fill_gaps(feats, mask, s.fill_gap)
