@@ -120,6 +120,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="windows need this many real samples (2 s at 8 fps has only 16)")
     p.add_argument("--encoder", type=Path, default=None,
                    help="motion encoder ONNX (default: edge/motion/weights/encoder.onnx)")
+    p.add_argument("--against", type=Path, nargs="*", default=[],
+                   help="other encoder ONNX files scored side by side in the same run (columns encoder:<model_id>)")
     p.add_argument("--only", default="", help="comma-separated condition kinds to run (clean always runs)")
 
 
@@ -243,6 +245,19 @@ def _open_encoder(path: Path | None, settings, threads: int):
         return None, str(exc)
 
 
+def _open_against(paths: list[Path], settings, threads: int) -> list:
+    """The --against encoders; a missing or unreadable file is an error before any video is read."""
+    from edge.motion.encoder import MotionEncoder
+    for path in paths:
+        if not path.is_file():
+            raise BadInputError(f"--against: no encoder file {path}")
+    return [MotionEncoder(path, settings=settings, threads=threads) for path in paths]
+
+
+def _describe(encoder) -> str:
+    return f"{encoder.path.name} (model_id {encoder.model_id}, sha256 {encoder.sha256[:12]})"
+
+
 def _same_time_similarity(q: np.ndarray, ws: list[Window], ref_e: np.ndarray, ref_ws: list[Window],
                           tol: float) -> list[float]:
     """Cosine similarity of each query window's embedding to the clean window starting at the same time."""
@@ -304,6 +319,7 @@ def run(args) -> dict:
     from edge.sources.video import VideoFileSource
     from edge.vision.stage import PoseStage
 
+    mset = dataclasses.replace(MotionSettings(), hop_s=args.hop, min_valid=args.min_valid, eight_beats=False)
     paths = _clips(args.videos or shared_data_dir() / "video")
     conds = conditions()
     if args.only:
@@ -313,12 +329,13 @@ def run(args) -> dict:
             raise BadInputError(f"unknown condition(s) {sorted(unknown)}; choose from "
                                 f"{sorted({c.kind for c in conds})}")
         conds = [c for c in conds if c.kind == "clean" or c.kind in kinds]
-    mset = dataclasses.replace(MotionSettings(), hop_s=args.hop, min_valid=args.min_valid, eight_beats=False)
+    against = _open_against(args.against, mset, args.threads)
     stage = PoseStage.from_settings(threads=args.threads)
     encoder, encoder_missing = _open_encoder(args.encoder, mset, args.threads)
-    embeds = {"pose_stats": lambda ws: pose_stats_embedding(ws, mset)}
-    if encoder is not None:
-        embeds = {"encoder": encoder.encode, **embeds}
+    encoders = ([("encoder", encoder)] if encoder is not None else []) + \
+        [(f"encoder:{e.model_id}", e) for e in against]
+    embeds = {name: e.encode for name, e in encoders}
+    embeds["pose_stats"] = lambda ws: pose_stats_embedding(ws, mset)
 
     bar = Progress("robustness", total=len(paths) * len(conds))
     pose_parts: dict[str, list[dict]] = {c.name: [] for c in conds}
@@ -355,8 +372,8 @@ def run(args) -> dict:
                 bar.update(note=f"{label} {cond.name}")
     finally:
         stage.close()
-        if encoder is not None:
-            encoder.close()
+        for _, e in encoders:
+            e.close()
 
     metrics: dict[str, dict] = {}
     for cond in conds:
@@ -383,8 +400,8 @@ def run(args) -> dict:
         "displacement": "mean |kp - kp_clean| over joints with clean score >= 0.5, divided by the clean "
                         "dancer's body size (max(nose-ankle, 3 x torso)), nearest degraded dancer, "
                         "frames where both runs found someone",
-        "encoder": (f"{encoder.path.name} (model_id {encoder.model_id}, sha256 {encoder.sha256[:12]})"
-                    if encoder is not None else f"unavailable: {encoder_missing}"),
+        "encoder": _describe(encoder) if encoder is not None else f"unavailable: {encoder_missing}",
+        "against": {f"encoder:{e.model_id}": _describe(e) for e in against},
     }
     plots = _plot(metrics, list(embeds), args.plots)
     return {"metrics": metrics, "protocol": protocol, "table_md": table(metrics, list(embeds)),

@@ -34,8 +34,10 @@ class RoutineTable:
 
     ``self_cos[p]``: mean cosine between the teacher's windows of phrase p and that phrase's
     mean (1.0 with a single window) - how close "doing it like the teacher" gets.
-    ``other_cos[p]``: mean cosine between phrase p's mean and the routine's other phrases -
-    how close "doing a different part of the routine" gets.
+    ``other_cos[p]``: mean cosine between phrase p's mean and the teacher's windows of the
+    routine's other phrases - how close "doing a different part of the routine" gets.
+    Both are window-to-mean cosines, the kind a live window's cosine to a phrase mean is
+    (a mean-to-mean cosine is higher: averaging removes each window's own variation).
     """
     name: str
     phrases: np.ndarray          # (P,) phrase indices
@@ -88,18 +90,17 @@ class Gallery:
             if not rows:
                 continue
             phrases = np.array(sorted({self.refs[i].phrase for i in rows}))
-            means, self_cos = [], []
+            of = np.array([self.refs[i].phrase for i in rows])
+            e_all = self.embeddings[rows]
+            means, self_cos, other = [], [], []
             for p in phrases:
-                e = self.embeddings[[i for i in rows if self.refs[i].phrase == p]]
+                e = e_all[of == p]
                 m = normalize(e.mean(0))
                 means.append(m)
                 self_cos.append(float((e @ m).mean()) if len(e) > 1 else 1.0)
-            means = np.stack(means)
-            sims = means @ means.T
-            P = len(phrases)
-            other = (sims.sum(1) - np.diag(sims)) / max(P - 1, 1) if P > 1 else np.zeros(1)
-            tables[name] = RoutineTable(name, phrases, means.astype(np.float32),
-                                        np.array(self_cos, np.float32), np.asarray(other, np.float32))
+                other.append(float((e_all[of != p] @ m).mean()) if len(phrases) > 1 else 0.0)
+            tables[name] = RoutineTable(name, phrases, np.stack(means).astype(np.float32),
+                                        np.array(self_cos, np.float32), np.array(other, np.float32))
         return tables
 
     @property

@@ -37,9 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ST-GCN pooling over frames and joints: mean and standard deviation (shipped), or mean only")
     t.add_argument("--speed-range", type=float, default=0.22,
                    help="playback speed augmentation: exp(U(-r, r)), 0.22 = 0.8-1.25x")
-    t.add_argument("--own-keypoints", action="store_true",
+    t.add_argument("--own-keypoints", action=argparse.BooleanOptionalAction, default=True,
                    help="also pretrain on keypoints our pose pipeline extracts from the shared videos "
-                        "(measured, not better: see the model card)")
+                        "(shipped since v4; --no-own-keypoints trains on AIST++ alone, as v3 did)")
     t.set_defaults(func=_train)
 
     e = cmds.add_parser("eval", help="top-1/top-3 kNN genre accuracy of QUERY windows against a --gallery; "

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 TRANSFORMER_MODEL_ID = "dancewire-motion-tx64-v1"
-STGCN_MODEL_ID = "dancewire-motion-stgcn64-v3"   # v2: mean pool, trained on zero-filled gaps, no back views
+STGCN_MODEL_ID = "dancewire-motion-stgcn64-v4"   # v3: AIST++ only in pretraining; v2: mean pool, zero-filled gaps, no back views
 INPUTS = ("keypoints", "mask")
 OUTPUT = "embedding"
 

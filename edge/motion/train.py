@@ -44,7 +44,7 @@ class TrainConfig:
     d_model: int = 64
     layers: int = 2
     emb_dim: int = 64
-    own_keypoints: bool = False  # also pretrain on what our pose pipeline extracts from the shared videos
+    own_keypoints: bool = True   # also pretrain on what our pose pipeline extracts from the shared videos
     back_view: float = 0.5       # share of second views seen from behind (x mirrored, joint names kept)
     speed: float = 0.22          # playback speed drawn from exp(U(-speed, speed)): 0.22 is 0.8-1.25x
     pool: str = "meanstd"        # ST-GCN pooling: "meanstd" (shipped) or "mean" (v2)
@@ -143,6 +143,7 @@ def own_pipeline_sequences(data_root: Path, progress=print, min_seconds: float =
 
     videos = sorted((data_root / "video").glob("*.mp4"))
     if not videos:
+        progress(f"own pose pipeline: no videos under {data_root / 'video'}; pretraining on AIST++ only")
         return []
     stage = PoseStage.from_settings()
     out = []

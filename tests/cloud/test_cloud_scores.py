@@ -44,6 +44,30 @@ def test_routine_score_meaning():
     assert routine_score(0.2, 0.95, 0.5) == 0.0 and routine_score(1.0, 0.95, 0.5) == 100.0
 
 
+def test_routine_references_are_on_a_live_windows_scale():
+    """A routine of three eight-counts, each a noisy move: the table's "other" reference is how close the
+    teacher's windows of the other eight-counts come to a phrase's mean, so a window doing another part
+    of the routine scores about 0 and a window doing this part about 100 (a mean-to-mean "other" would sit
+    above the windows' own cosines and score a correct repetition near 0)."""
+    rng = np.random.default_rng(3)
+    d, per = 32, 40
+    moves = normalize(rng.normal(size=(3, d)))
+    moves[1] = normalize(moves[0] + 0.8 * moves[1])          # eight-counts 0 and 1 are alike, as in a waltz
+    def windows(p, n):
+        return normalize(moves[p] + 0.12 * rng.normal(size=(n, d)))
+    refs = [Reference(f"t{p}-{k}", "waltz", routine="r", phrase=p) for p in range(3) for k in range(per)]
+    g = Gallery(np.concatenate([windows(p, per) for p in range(3)]), refs)
+    t = g.routine_tables["r"]
+    assert np.all(t.self_cos > t.other_cos)
+    for p in range(3):
+        others = np.concatenate([g.embeddings[(np.arange(3 * per) // per) == q] for q in range(3) if q != p])
+        assert np.isclose(t.other_cos[p], (others @ t.means[p]).mean(), atol=1e-6)
+    again = windows(1, 50)                                    # a dancer repeating eight-count 1
+    assert np.median([routine_score(float(t.means[1] @ e), t.self_cos[1], t.other_cos[1]) for e in again]) > 40
+    wrong = windows(2, 50)                                    # ... and one dancing eight-count 2 instead
+    assert np.median([routine_score(float(t.means[1] @ e), t.self_cos[1], t.other_cos[1]) for e in wrong]) == 0.0
+
+
 def test_routine_similarity_on_real_motion(ballroom):
     """Teacher: one waltz performance enrolled as a routine. The same performance, later windows of each
     eight-count, scores high; a rumba scores lower; matches follow the routine's order."""

@@ -164,6 +164,16 @@ def test_own_pipeline_keypoints_for_pretraining(tmp_path, shared_data):
     assert SeqBank([seq]).valid.sum() == np.isfinite(seq.kp[:, :, :2]).all(axis=(1, 2)).sum()
 
 
+def test_own_keypoints_without_videos_says_so(tmp_path):
+    """The shipped recipe pretrains on our own keypoints too; with no videos it says it trains on AIST++
+    alone instead of silently dropping them."""
+    from edge.motion.train import own_pipeline_sequences
+
+    lines = []
+    assert own_pipeline_sequences(tmp_path, progress=lines.append) == []
+    assert lines == [f"own pose pipeline: no videos under {tmp_path / 'video'}; pretraining on AIST++ only"]
+
+
 def test_only_analysis_graphs_cut_primitives():
     """The live graph sends windows only, so it neither cuts nor encodes primitives (nor keeps poses for them)."""
     from edge.pipeline import EdgeGraph

@@ -52,12 +52,17 @@ def test_pose_stats_embedding_is_normalised_and_scale_invariant():
 
 def test_unknown_condition_and_missing_folder_are_clear_errors(tmp_path):
     args = argparse.Namespace(videos=tmp_path / "nope", only="", max_seconds=1, threads=1, seed=0, hop=0.25,
-                              min_valid=12, plots=tmp_path, encoder=None)
+                              min_valid=12, plots=tmp_path, encoder=None,
+                              against=[])
     with pytest.raises(BadInputError, match="video folder not found"):
         robustness.run(args)
     (tmp_path / "v").mkdir()
     args.videos = tmp_path / "v"
     with pytest.raises(BadInputError, match="no .mp4"):
+        robustness.run(args)
+    (tmp_path / "v" / "clip.mp4").write_bytes(b"")
+    args.against = [tmp_path / "missing.onnx"]
+    with pytest.raises(BadInputError, match="--against: no encoder file"):
         robustness.run(args)
 
 
@@ -72,10 +77,16 @@ def test_short_run_on_two_clips(shared_data, tmp_path):
     videos.mkdir()
     for name in ("footskate_reducer_dance.mp4", "controlvideo_moonwalk.mp4"):
         (videos / name).symlink_to(shared_data / "video" / name)
+    from edge.motion.settings import MotionSettings
+
+    shipped = MotionSettings().encoder_onnx
     args = argparse.Namespace(videos=videos, only="frame_drop", max_seconds=2.6, threads=1, seed=0, hop=0.25,
-                              min_valid=12, plots=tmp_path, encoder=None)
+                              min_valid=12, plots=tmp_path, encoder=None, against=[shipped])
     out = robustness.run(args)
     m = out["metrics"]
+    (side,) = out["protocol"]["against"]                      # --against scores side by side in the same run
+    for cond in m.values():                                   # the shipped file against itself: same columns
+        assert cond[f"style_{side}"] == cond["style_encoder"]
     assert list(m) == ["clean", "frame_drop:10pct", "frame_drop:30pct", "frame_drop:50pct"]
     assert m["clean"]["detection_rate"] == 1.0 and m["clean"]["displacement_mean"] == 0.0
     n = m["clean"]["frames"]
