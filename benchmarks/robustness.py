@@ -246,7 +246,7 @@ def _open_encoder(path: Path | None, settings, threads: int):
 
 
 def _open_against(paths: list[Path], settings, threads: int) -> list:
-    """The --against encoders; a missing or unreadable file is an error before any video is read."""
+    """The --against encoders; a missing file is an error before any video is read."""
     from edge.motion.encoder import MotionEncoder
     for path in paths:
         if not path.is_file():
