@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -197,6 +197,3 @@ class Gallery:
     def load_or_empty(cls, path: Path) -> "Gallery":
         return cls.load(path) if Path(path).exists() else cls.empty()
 
-
-def refs_to_json(refs: list[Reference]) -> list[dict]:
-    return [asdict(r) | {"score": None if not math.isfinite(r.score) else r.score} for r in refs]

@@ -32,9 +32,6 @@ class LatencyRecorder:
         if origin in stamps and prev is not None and prev != origin:
             self.samples[total].append((stamps[prev] - stamps[origin]) * 1e3)
 
-    def add_span(self, name: str, start: float, end: float) -> None:
-        self.samples[name].append((end - start) * 1e3)
-
     def summary(self) -> dict[str, dict[str, float]]:
         """{stage: {p50, p95, p99, mean, n}} in milliseconds."""
         out = {}

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dancewire.errors import DancewireError, DeviceError
+from dancewire.errors import DeviceError
 from edge.latency import WINDOW_STAGES, LatencyRecorder
 from edge.pipeline import EdgeGraph
 from edge.queues import Closed, LeakyQueue
-from edge.records import Beat, Frame, PoseFrame, stamp
+from edge.records import Beat, PoseFrame, stamp
 from edge.settings import EdgeSettings
 from edge.sources.clock import RigClock
 from proto import codec

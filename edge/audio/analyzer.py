@@ -136,8 +136,6 @@ class AudioAnalyzer:
         self._beat_lat: list[float] = []
         self._bpms: list[float] = []
         self._first_beat_t: float | None = None
-        self._t_first: float | None = None
-        self._t_end = 0.0
 
     # ------------------------------------------------------------------ clock
     def time_of(self, n: float) -> float:
@@ -169,7 +167,6 @@ class AudioAnalyzer:
         expected = self.time_of(self._n_in)
         if not self._anchors:
             self._anchors.append((self._n_in, float(block.t)))
-            self._t_first = float(block.t)
         elif abs(float(block.t) - expected) > _REANCHOR_S:
             self._anchors.append((self._n_in, float(block.t)))
             self._stats["reanchors"] += 1
@@ -177,7 +174,6 @@ class AudioAnalyzer:
         self._n_in += x.size * (self.sample_rate / rate)
         self._stats["blocks"] += 1
         self._stats["samples"] += int(x.size)
-        self._t_end = float(block.t) + x.size / rate
         if self._resampler is not None:
             x = self._resampler(x)
         events = self._consume(x)

@@ -24,7 +24,6 @@ from dancewire.paths import cache_dir
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
-REMEDY = "run `dancewire models build`"
 
 
 @dataclass(frozen=True)

@@ -114,11 +114,18 @@ def beat_hit_rate(motion_beats, music_beats, tol: float = 0.2) -> float | None:
     return float(np.mean(nearest_distance(motion_beats, music_beats) <= tol))
 
 
-def beat_align_score(motion_beats, music_beats, sigma: float = 0.1) -> dict[str, float | None]:
+def beat_align_score(motion_beats, music_beats, sigma: float = 0.1, *, motion_partners=None,
+                     music_partners=None) -> dict[str, float | None]:
+    """Recall: each music beat's Gaussian closeness to its nearest motion beat (among `motion_partners`,
+    default `motion_beats`); precision: each motion beat's to its nearest music beat (among
+    `music_partners`, default `music_beats`); F1 their harmonic mean. Partners may reach past a
+    window's span so that a beat at its edge is not penalised for a partner just outside."""
     if len(motion_beats) == 0 or len(music_beats) == 0:
         return {"align_recall": None, "align_precision": None, "align_f1": None}
-    rec = float(np.mean(np.exp(-nearest_distance(music_beats, motion_beats) ** 2 / (2 * sigma ** 2))))
-    prec = float(np.mean(np.exp(-nearest_distance(motion_beats, music_beats) ** 2 / (2 * sigma ** 2))))
+    motion_partners = motion_beats if motion_partners is None else motion_partners
+    music_partners = music_beats if music_partners is None else music_partners
+    rec = float(np.mean(np.exp(-nearest_distance(music_beats, motion_partners) ** 2 / (2 * sigma ** 2))))
+    prec = float(np.mean(np.exp(-nearest_distance(motion_beats, music_partners) ** 2 / (2 * sigma ** 2))))
     f1 = 0.0 if rec + prec == 0 else 2 * rec * prec / (rec + prec)
     return {"align_recall": rec, "align_precision": prec, "align_f1": float(f1)}
 
@@ -149,13 +156,7 @@ def metrics(curve: MotionCurve, music_peaks: np.ndarray, music_beats: np.ndarray
     out["beat_alignment"] = beat_alignment_rate(mp, xp_near, s.align_tol_s) if len(music_peaks) else None
     out["beat_coverage"] = beat_coverage(mb, xb_in)
     out["beat_hit_rate"] = beat_hit_rate(mb, xb_near, s.align_tol_s)
-    if len(xb_in) and len(mb):
-        rec = float(np.mean(np.exp(-nearest_distance(xb_in, curve.beats) ** 2 / (2 * s.align_sigma_s ** 2))))
-        prec = float(np.mean(np.exp(-nearest_distance(mb, xb_near) ** 2 / (2 * s.align_sigma_s ** 2))))
-        out.update({"align_recall": rec, "align_precision": prec,
-                    "align_f1": 0.0 if rec + prec == 0 else 2 * rec * prec / (rec + prec)})
-    else:
-        out.update({"align_recall": None, "align_precision": None, "align_f1": None})
+    out.update(beat_align_score(mb, xb_in, s.align_sigma_s, motion_partners=curve.beats, music_partners=xb_near))
     out["motion_beats"] = float(len(mb))
     out["music_beats"] = float(len(xb_in))
     return out

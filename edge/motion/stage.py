@@ -36,7 +36,6 @@ class MotionStage:
         self.onsets: list[Onset] = []
         self.beats: list[Beat] = []
         self.session: dict[int, rhythm.SessionRhythm] = {}
-        self.windows_out = 0
 
     @property
     def encoder(self):
@@ -87,7 +86,6 @@ class MotionStage:
             out.append(WindowResult(w, e, r, dict(st)))
         for res in out:
             stamp(res.stamps, "rhythm")
-        self.windows_out += len(out)
         return out
 
     MARGIN_S = 2.0   # music events this far outside a window still count for its metrics (tolerances, offsets)

@@ -45,9 +45,6 @@ class DemoMusic:
         self._n = 0
         self._rng = np.random.default_rng(settings.seed)
 
-    def beat_times(self, duration: float) -> np.ndarray:
-        return np.arange(0.0, duration, 60.0 / self.s.bpm)
-
     def blocks(self) -> Iterator[AudioBlock]:
         while True:
             yield self.next_block()

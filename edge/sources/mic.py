@@ -194,10 +194,6 @@ class MicSource:
                  self.channels, self.settings.mic_blocksize, 1e3 * float(self._stream.latency or 0.0))
         return self
 
-    @property
-    def input_latency(self) -> float | None:
-        return float(self._stream.latency) if self._stream is not None else None
-
     def blocks(self, timeout: float = 2.0, start_timeout: float = 8.0) -> Iterator[AudioBlock]:
         """Blocks until stop() (starting the stream first if needed; a stream started here is
         stopped when the iterator ends). DeviceError when the device delivers nothing for `timeout`

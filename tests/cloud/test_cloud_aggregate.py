@@ -132,7 +132,7 @@ def test_state_round_trip_through_json():
         b.restore_dancer(st)
     assert b.dancer_summary("n/s/0")["style"] == "b"
     for agg in (a, b):
-        r = agg.update(window(30, 17.0), cls([0.2, 0.6, 0.2]))
+        agg.update(window(30, 17.0), cls([0.2, 0.6, 0.2]))
     np.testing.assert_allclose(a.dancers["n/s/0"].smoothed, b.dancers["n/s/0"].smoothed)
     assert b.update(window(3, 3.5), cls([0.2, 0.6, 0.2])) is None     # remembered as seen
 

@@ -57,7 +57,7 @@ def test_token_required(served):
 
 
 def test_rest_endpoints(served, ballroom_gallery):
-    events = feed(served.service, ballroom_gallery, 60)
+    feed(served.service, ballroom_gallery, 60)
     base = served.url
     nodes = get(base + "/api/nodes")
     assert nodes[0]["node_id"] == "studio-a" and nodes[0]["online"]

@@ -1,6 +1,4 @@
 """Video sources: real decoding with media timestamps, and one clear error per kind of bad file."""
-import subprocess
-import sys
 
 import av
 import numpy as np
