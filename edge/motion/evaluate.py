@@ -125,7 +125,16 @@ def genre_eval(embed: EmbedFn, gallery: WindowSet, query: WindowSet, probe: bool
     if len(qe) and len(ge):
         nn = gallery.genre[np.argmax(qe @ ge.T, 1)]
         res.update(_per_sequence(nn, query.genre, query.name, query.view))
+        res.update(_breakdown(nn, query.genre, query.view))
     return res
+
+
+def _breakdown(nn: np.ndarray, truth: np.ndarray, views: np.ndarray) -> dict:
+    """Top-1 per true genre and per query camera, and the confusion counts {true: {top-1 label: n}}."""
+    labels = sorted(set(truth) | set(nn))
+    return {"per_genre_top1": {g: float(np.mean(nn[truth == g] == g)) for g in sorted(set(truth))},
+            "per_view_top1": {v: float(np.mean(nn[views == v] == truth[views == v])) for v in sorted(set(views))},
+            "confusion": {g: {h: int(np.sum((truth == g) & (nn == h))) for h in labels} for g in sorted(set(truth))}}
 
 
 def _per_sequence(nn: np.ndarray, truth: np.ndarray, names: np.ndarray, views: np.ndarray) -> dict:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.motion.evaluate import WindowSet, cross_view_eval
+from edge.motion.evaluate import WindowSet, cross_view_eval, genre_eval
 
 
 A, B, MOSTLY_B = (1.0, 0.0), (0.0, 1.0), (0.3, 1.0)
@@ -49,3 +49,19 @@ def test_back_view_enrolment_mirrors_x_only_and_finds_the_far_camera():
     # without it, A's queries from the far camera find B (cosine 0.1 beats -0.99): 3 of 6 right
     assert cross_view_eval(_embed, ws)["top1"] == 0.5
     assert cross_view_eval(_embed, ws, back_view=True)["top1"] == 1.0
+
+
+def test_genre_eval_breaks_top1_down_by_genre_camera_and_confusion():
+    def ws(rows):
+        w = _set([(name, view, vec) for name, view, vec, _ in rows])
+        w.genre = np.array([g for *_, g in rows])
+        return w
+    gallery = ws([("g1", "c0", A, "Rumba"), ("g2", "c0", B, "Cha-cha")])
+    # c1 sees a Rumba as Cha-cha-like: Rumba 1 of 2 right, Cha-cha 2 of 2; camera c1 1 of 2, c2 2 of 2
+    query = ws([("q1", "c1", A, "Rumba"), ("q2", "c1", MOSTLY_B, "Rumba"),
+                ("q3", "c2", B, "Cha-cha"), ("q4", "c2", B, "Cha-cha")])
+    res = genre_eval(_embed, gallery, query, probe=False)
+    assert res["top1"] == 0.75
+    assert res["per_genre_top1"] == {"Cha-cha": 1.0, "Rumba": 0.5}
+    assert res["per_view_top1"] == {"c1": 0.5, "c2": 1.0}
+    assert res["confusion"] == {"Cha-cha": {"Cha-cha": 2, "Rumba": 0}, "Rumba": {"Cha-cha": 1, "Rumba": 1}}
