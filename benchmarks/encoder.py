@@ -67,6 +67,39 @@ def _dropped_frames(path: Path, root: Path, threads: int, hop: float, share: flo
     return out
 
 
+def _cloud_classifier(enc, root: Path, hop: float) -> dict:
+    """(a) and (c) through the cloud's own classifier, as `dancewire cloud enroll` sets it up: each
+    gallery performance enrolled as one video (all its cameras under one name), the gallery
+    fitted by leave-one-video-out (mixture, kNN temperature, calibration), then every query
+    window classified. Also the configured mixture on the same gallery, and the held-out ECE."""
+    from cloud.classify import Classifier, ece
+    from cloud.enroll import fit_gallery
+    from cloud.gallery import Gallery
+    from cloud.records import Reference
+    from cloud.settings import ClassifySettings
+    from edge.motion.evaluate import embed_set, genre_tasks
+
+    out = {}
+    for key, task in genre_tasks(root, hop_s=hop).items():
+        g, q = task.gallery, task.query
+        refs = [Reference(f"r{i}", str(g.genre[i]), video=str(g.name[i])) for i in range(len(g))]
+        gallery = Gallery(embed_set(enc, g), refs, {"model_id": enc.model_id, "hash": enc.sha256})
+        fit = fit_gallery(gallery, ClassifySettings())["calibration"]
+        qe = embed_set(enc, q)
+        res = Classifier(gallery).classify(qe)
+        probs = np.array([[r.probs[st] for st in gallery.styles] for r in res])
+        y = np.searchsorted(gallery.styles, q.genre)
+        configured = Gallery(gallery.embeddings, refs, gallery.encoder, {"temperature": gallery.params["temperature"]})
+        out[key] = {"top1": float(np.mean(probs.argmax(1) == y)),
+                    "top1_configured_mixture": float(np.mean([r.style == t for r, t in
+                                                              zip(Classifier(configured).classify(qe), q.genre)])),
+                    "mean_confidence": float(probs.max(1).mean()), "ece": ece(probs, y),
+                    "fitted": {k: gallery.params.get(k) for k in ("knn_weight", "knn_temperature", "temperature")},
+                    "fit_accuracy_held_out_videos": fit["accuracy"] if fit else None,
+                    "fit_accuracy_configured": fit["configured_accuracy"] if fit else None}
+    return out
+
+
 def _untrained(root: Path, enc) -> dict:
     """The benchmarked encoder's architecture at random initialisation (needs torch, the `train` extra).
     The architecture comes from the ONNX file's `config` metadata; files exported before it was
@@ -112,6 +145,7 @@ def run(args) -> dict:
     back = evaluate_all(enc, root, hop_s=args.hop, back_view=True)
     metrics["enrol_back_view"] = {key: {k: back[key][k] for k in ("top1", "top3", "per_sequence_top1")}
                                   for key in ("aist_genre", "cross_view", "ballroom_enrol")}
+    metrics["cloud_classifier"] = _cloud_classifier(enc, root, args.hop)
     metrics["untrained_reference"] = _untrained(root, enc)
     metrics["dropped_frames_cosine"] = _dropped_frames(enc.path, root, args.threads, args.hop)
     metrics["normalization_consistency"] = normalization_consistency(root)

@@ -330,8 +330,16 @@ def run(args) -> dict:
                                 f"{sorted({c.kind for c in conds})}")
         conds = [c for c in conds if c.kind == "clean" or c.kind in kinds]
     against = _open_against(args.against, mset, args.threads)
-    stage = PoseStage.from_settings(threads=args.threads)
-    encoder, encoder_missing = _open_encoder(args.encoder, mset, args.threads)
+    stage = None
+    try:
+        stage = PoseStage.from_settings(threads=args.threads)
+        encoder, encoder_missing = _open_encoder(args.encoder, mset, args.threads)
+    except BaseException:           # nothing opened so far stays open
+        for e in against:
+            e.close()
+        if stage is not None:
+            stage.close()
+        raise
     encoders = ([("encoder", encoder)] if encoder is not None else []) + \
         [(f"encoder:{e.model_id}", e) for e in against]
     embeds = {name: e.encode for name, e in encoders}

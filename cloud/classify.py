@@ -7,11 +7,19 @@ For a window embedding x (L2-normalised) and the gallery:
 * prototypes: each style's prototype is the normalised mean of its references;
   p_proto = softmax(cos(x, prototype) / T_proto).
 * combined logits z = a * log p_knn + (1 - a) * log p_proto (a = ``knn_weight``), and the
-  reported probabilities are softmax(z / T). T is fitted on the gallery at enrolment by
-  leave-one-video-out (each reference classified with every window of its own video held
-  out), minimising the negative log-likelihood, so that a confidence of 0.8 is right about
-  80% of the time on data like the gallery's. The fit's accuracy, NLL and expected
-  calibration error (ECE) before and after are kept in the gallery.
+  reported probabilities are softmax(z / T).
+
+Fitted on the gallery at enrolment by leave-one-video-out (each reference classified with every
+window of its own video held out; ``fit_classifier``):
+* the mixture a and T_knn, from a small grid, by the held-out accuracy (ties: the lower NLL,
+  then the configured values). Which is better depends on the gallery: a style filmed as many
+  different figures is several clusters, whose mean (the prototype) lies between them, and kNN
+  wins; a few noisy references per style are better summarised by their mean;
+* then T, minimising the negative log-likelihood, so that a confidence of 0.8 is right about
+  80% of the time on data like the gallery's.
+The fit's grid, accuracy, NLL and expected calibration error (ECE) before and after are kept in
+the gallery. A gallery that cannot be held out (fewer than 2 videos, or no style with 2) keeps the
+configured a and T_knn and T = 1.
 
 Nearest references, Tong's two levels: ``nearest`` lists the reference videos among the top-k
 neighbours (score: best cosine to any of the video's windows), ``nearest_groups`` the groups
@@ -19,6 +27,7 @@ neighbours (score: best cosine to any of the video's windows), ``nearest_groups`
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
@@ -31,6 +40,8 @@ from cloud.settings import ClassifySettings
 log = logging.getLogger(__name__)
 
 EPS = 1e-3
+MIX_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)          # knn_weight candidates
+KNN_T_GRID = (0.01, 0.02, 0.05, 0.1)            # knn_temperature candidates
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -63,7 +74,7 @@ class Classifier:
     def __init__(self, gallery: Gallery, settings: ClassifySettings | None = None, *, index_kind: str = "auto",
                  index_cache=None, n_nearest: int = 3):
         self.gallery = gallery
-        self.s = settings or ClassifySettings()
+        self.s = fitted_settings(settings or ClassifySettings(), gallery.params)
         self.n_nearest = n_nearest
         self.temperature = float(gallery.params.get("temperature", 1.0))
         self.index = gallery.index(exact_max=self.s.exact_max, m=self.s.hnsw_m,
@@ -185,22 +196,55 @@ def leave_one_video_out(gallery: Gallery, s: ClassifySettings, max_queries: int 
     return np.where(valid, sims, 0.0), np.stack(all_sty), valid, np.stack(all_ps), np.array(ys)
 
 
-def fit_temperature(gallery: Gallery, s: ClassifySettings | None = None) -> tuple[float, dict | None]:
-    """Temperature T minimising leave-one-video-out NLL; returns (T, report) (T=1, None if impossible)."""
+def fitted_settings(s: ClassifySettings, params: dict) -> ClassifySettings:
+    """`s` with the mixture and kNN temperature a gallery was fitted with (if it was)."""
+    return dataclasses.replace(s, knn_weight=float(params.get("knn_weight", s.knn_weight)),
+                               knn_temperature=float(params.get("knn_temperature", s.knn_temperature)))
+
+
+def _fit_temperature(data, C: int, s: ClassifySettings) -> tuple[float, float]:
+    sims, sty, valid, ps, y = data
+    grid = np.exp(np.linspace(math.log(0.05), math.log(20.0), 121))
+    nlls = [_nll(combine(sims, sty, ps, C, s, t, valid)[0], y) for t in grid]
+    best = int(np.argmin(nlls))
+    return float(grid[best]), float(nlls[best])
+
+
+def fit_classifier(gallery: Gallery, s: ClassifySettings | None = None) -> tuple[dict, dict | None]:
+    """Leave-one-video-out fit of knn_weight, knn_temperature and T on `gallery`.
+
+    Returns (params for ``gallery.params``, report); ({"temperature": 1.0}, None) when the gallery
+    cannot be held out, so the configured mixture applies."""
     s = s or ClassifySettings()
     data = leave_one_video_out(gallery, s)
     if data is None:
-        return 1.0, None
+        return {"temperature": 1.0}, None
     sims, sty, valid, ps, y = data
     C = len(gallery.styles)
-    p1 = combine(sims, sty, ps, C, s, 1.0, valid)[0]
-    grid = np.exp(np.linspace(math.log(0.05), math.log(20.0), 121))
-    nlls = [_nll(combine(sims, sty, ps, C, s, t, valid)[0], y) for t in grid]
-    t_best = float(grid[int(np.argmin(nlls))])
-    pT = combine(sims, sty, ps, C, s, t_best, valid)[0]
-    report = {"method": "leave-one-video-out", "samples": int(len(y)), "accuracy": float((p1.argmax(1) == y).mean()),
+    configured = (s.knn_weight, s.knn_temperature)
+    pairs = {(a, tk) for a in MIX_GRID for tk in (KNN_T_GRID if a > 0 else (s.knn_temperature,))} | {configured}
+    grid = []
+    for a, tk in sorted(pairs):
+        cand = dataclasses.replace(s, knn_weight=a, knn_temperature=tk)
+        acc = float((combine(sims, sty, ps, C, cand, 1.0, valid)[0].argmax(1) == y).mean())
+        grid.append({"knn_weight": a, "knn_temperature": tk, "accuracy": acc, "configured": (a, tk) == configured})
+    top = max(g["accuracy"] for g in grid)
+    for g in grid:               # T does not change the argmax: fit it only where accuracy ties
+        if g["accuracy"] == top:
+            cand = dataclasses.replace(s, knn_weight=g["knn_weight"], knn_temperature=g["knn_temperature"])
+            g["temperature"], g["nll"] = _fit_temperature(data, C, cand)
+    best = max((g for g in grid if g["accuracy"] == top), key=lambda g: (-round(g["nll"], 6), g["configured"]))
+    chosen = dataclasses.replace(s, knn_weight=best["knn_weight"], knn_temperature=best["knn_temperature"])
+    p1 = combine(sims, sty, ps, C, chosen, 1.0, valid)[0]
+    pT = combine(sims, sty, ps, C, chosen, best["temperature"], valid)[0]
+    report = {"method": "leave-one-video-out", "samples": int(len(y)), "accuracy": best["accuracy"],
+              "configured_accuracy": next(g["accuracy"] for g in grid if g["configured"]),
+              "knn_weight": best["knn_weight"], "knn_temperature": best["knn_temperature"],
               "nll_before": _nll(p1, y), "nll_after": _nll(pT, y), "ece_before": ece(p1, y),
-              "ece_after": ece(pT, y), "temperature": t_best}
-    log.info("calibration: T=%.3f acc=%.3f ECE %.3f -> %.3f", t_best, report["accuracy"],
-             report["ece_before"], report["ece_after"])
-    return t_best, report
+              "ece_after": ece(pT, y), "temperature": best["temperature"], "grid": grid}
+    log.info("classifier fit: knn_weight=%.2f T_knn=%.2f T=%.3f acc=%.3f (configured %.3f) ECE %.3f -> %.3f",
+             best["knn_weight"], best["knn_temperature"], best["temperature"], best["accuracy"],
+             report["configured_accuracy"], report["ece_before"], report["ece_after"])
+    params = {"temperature": best["temperature"], "knn_weight": best["knn_weight"],
+              "knn_temperature": best["knn_temperature"]}
+    return params, report

@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--style", required=True, help="style / genre label")
     p.add_argument("--routine", default="", help="routine (choreography) name; enables per-eight-count scores")
     p.add_argument("--group", default="", help="group (crew, class, K-pop group...)")
-    p.add_argument("--video", default="", help="reference video name (default: each input's file name)")
+    p.add_argument("--video", default="", help="reference video name (default: each input's file name); give every "
+                                                  "camera of one performance the same name, so the held-out fit does not "
+                                                  "see a performance it holds out from another camera")
     p.add_argument("--score", type=float, default=math.nan, help="a labelled performance score for these inputs")
     p.add_argument("--dancer", type=int, default=None, help="only this track id of the inputs")
     p.add_argument("--phrase-seconds", type=float, default=4.0, help="eight-count length when inputs carry no beats")
@@ -43,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                           "embed` for keypoint files, `dancewire edge analyze` else)")
     p.add_argument("--gallery", type=Path, default=None, help="gallery file (default: settings gallery_path)")
     p.add_argument("--new", action="store_true", help="start a new gallery instead of adding to the existing one")
-    p.add_argument("--no-fit", action="store_true", help="do not refit calibration / score head (faster bulk enrolment)")
+    p.add_argument("--no-fit", action="store_true", help="do not refit the classifier (mixture, calibration) or the score head "
+                                                        "(faster bulk enrolment)")
     p.set_defaults(func=cmd_enroll)
 
     p = cmds.add_parser("gallery", help="describe the gallery (JSON)")

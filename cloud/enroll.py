@@ -139,14 +139,16 @@ def _analyze(path: Path, analyze_cmd: str) -> Path:
 
 
 def fit_gallery(gallery, settings) -> dict:
-    """Fit the classifier's calibration and the Gaussian score head on `gallery` (in place)."""
-    from cloud.classify import fit_temperature
+    """Fit the classifier (mixture, kNN temperature, calibration) and the Gaussian score head on `gallery` (in place)."""
+    from cloud.classify import fit_classifier
     from cloud.scores import fit_gaussian
 
     report = {}
     if settings.calibrate:
-        t, rep = fit_temperature(gallery, settings)
-        gallery.params["temperature"] = t
+        params, rep = fit_classifier(gallery, settings)
+        for key in ("knn_weight", "knn_temperature"):
+            gallery.params.pop(key, None)
+        gallery.params.update(params)
         gallery.params["calibration"] = rep
         report["calibration"] = rep
     g = fit_gaussian(gallery)

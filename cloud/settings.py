@@ -18,14 +18,15 @@ def default_gallery_path() -> Path:
 @dataclass(frozen=True)
 class ClassifySettings:
     k: int = 10                      # kNN neighbours (Tong reports top-3; more neighbours vote more smoothly)
-    knn_weight: float = 0.5          # share of the kNN vote in the style logits (the rest: prototypes)
-    knn_temperature: float = 0.05    # softmax temperature over neighbour cosines (vote weights)
+    knn_weight: float = 0.5          # share of the kNN vote in the style logits (the rest: prototypes); refitted per gallery
+    knn_temperature: float = 0.05    # softmax temperature over neighbour cosines (vote weights); refitted per gallery
     proto_temperature: float = 0.05  # softmax temperature over prototype cosines
     exact_max: int = 10000           # galleries up to this size use exact cosine search, larger ones HNSW
     hnsw_m: int = 16
     hnsw_ef_construction: int = 100
     hnsw_ef: int = 64                # query-time beam (>= k): recall vs speed, see `dancewire bench cloud` ef_sweep
-    calibrate: bool = True           # fit a temperature on the gallery at enrolment (leave-one-video-out)
+    calibrate: bool = True           # fit knn_weight, knn_temperature and a temperature on the gallery at enrolment
+                                     # (leave-one-video-out; see cloud.classify.fit_classifier)
 
 
 @dataclass(frozen=True)

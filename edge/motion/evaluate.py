@@ -171,25 +171,43 @@ def cross_view_eval(embed: EmbedFn, ws: WindowSet, back_view: bool = False) -> d
             "chance": 1.0 / max(1, len(set(ws.name)))}
 
 
+@dataclass
+class GenreTask:
+    """One enrolment task: gallery and query windows, and the sequences they were cut from."""
+    gallery: WindowSet
+    query: WindowSet
+    gallery_seqs: list[ds.Sequence]
+    query_seqs: list[ds.Sequence]
+
+
+def genre_tasks(data_root: Path, settings: MotionSettings | None = None, hop_s: float = 0.5) -> dict[str, GenreTask]:
+    """(a) "aist_genre": training performances enrolled, held-out ones queried; (c) "ballroom_enrol"."""
+    s = settings or MotionSettings()
+    seqs = [q for f in ds.aist_files(data_root) for q in ds.load_path(f)]
+    br = [q for d in ds.ballroom_dirs(data_root) for q in ds.load_ballroom(d)]
+    out = {}
+    for key, (g, q) in (("aist_genre", ds.aist_split(seqs)), ("ballroom_enrol", ds.ballroom_split(br))):
+        out[key] = GenreTask(window_set(g, s, hop_s), window_set(q, s, hop_s), g, q)
+    return out
+
+
 def evaluate_all(embed: EmbedFn, data_root: Path, settings: MotionSettings | None = None,
                  hop_s: float = 0.5, progress=None, back_view: bool = False) -> dict:
     """(a), (b) and (c); `back_view` enrols every gallery window also as seen from behind."""
     s = settings or MotionSettings()
     say = progress or (lambda msg: None)
-    seqs = [q for f in ds.aist_files(data_root) for q in ds.load_path(f)]
-    train, test = ds.aist_split(seqs)
+    tasks = genre_tasks(data_root, s, hop_s)
     say("embedding AIST++ windows")
-    g_ws, q_ws = window_set(train, s, hop_s), window_set(test, s, hop_s)
-    out = {"aist_genre": genre_eval(embed, g_ws, q_ws, back_view=back_view)}
-    out["aist_genre"]["held_out"] = sorted({q.name for q in test})
-    multi = [q for q in test if q.source == "aistpp"]
+    a = tasks["aist_genre"]
+    out = {"aist_genre": genre_eval(embed, a.gallery, a.query, back_view=back_view)}
+    out["aist_genre"]["held_out"] = sorted({q.name for q in a.query_seqs})
+    multi = [q for q in a.query_seqs if q.source == "aistpp"]
     say("cross-view retrieval")
     out["cross_view"] = cross_view_eval(embed, window_set(multi, s, hop_s), back_view=back_view)
     say("ballroom enrolment")
-    br = [q for d in ds.ballroom_dirs(data_root) for q in ds.load_ballroom(d)]
-    bg, bq = ds.ballroom_split(br)
-    out["ballroom_enrol"] = genre_eval(embed, window_set(bg, s, hop_s), window_set(bq, s, hop_s), back_view=back_view)
-    out["ballroom_enrol"]["gallery"] = sorted({q.name for q in bg})
+    c = tasks["ballroom_enrol"]
+    out["ballroom_enrol"] = genre_eval(embed, c.gallery, c.query, back_view=back_view)
+    out["ballroom_enrol"]["gallery"] = sorted({q.name for q in c.gallery_seqs})
     out["ballroom_enrol"]["cameras"] = [c.name for c in ds.DEFAULT_CAMERAS]
     return out
 

@@ -66,6 +66,28 @@ def test_unknown_condition_and_missing_folder_are_clear_errors(tmp_path):
         robustness.run(args)
 
 
+def test_against_encoders_closed_when_the_pose_models_are_missing(tmp_path, monkeypatch):
+    """A missing pose model cache ends the run with its clear error, and the --against encoders
+    opened before it are released (their sessions do not outlive the failed run)."""
+    from edge.motion.encoder import MotionEncoder
+    from edge.motion.settings import WEIGHTS_DIR
+    from edge.vision.stage import PoseStage
+
+    def no_models(*a, **k):
+        raise ModelCacheError("pose models not built (run `dancewire models build`)")
+    closed = []
+    monkeypatch.setattr(PoseStage, "from_settings", classmethod(no_models))
+    monkeypatch.setattr(MotionEncoder, "close", lambda self: closed.append(self.path))
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "clip.mp4").write_bytes(b"")
+    shipped = WEIGHTS_DIR / "encoder.onnx"
+    args = argparse.Namespace(videos=tmp_path / "v", only="", max_seconds=1, threads=1, seed=0, hop=0.25,
+                              min_valid=12, plots=tmp_path, encoder=None, against=[shipped, shipped])
+    with pytest.raises(ModelCacheError, match="pose models not built"):
+        robustness.run(args)
+    assert closed == [shipped, shipped]
+
+
 def test_short_run_on_two_clips(shared_data, tmp_path):
     from edge.models.registry import model_path
 
