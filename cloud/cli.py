@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--style", required=True, help="style / genre label")
     p.add_argument("--routine", default="", help="routine (choreography) name; enables per-eight-count scores")
     p.add_argument("--group", default="", help="group (crew, class, K-pop group...)")
-    p.add_argument("--video", default="", help="reference video name (default: each input's file name); give every "
+    p.add_argument("--video", default="", help="reference video name (default: an .npz's per-window `video`, else each "
+                                                  "input's file name); give every "
                                                   "camera of one performance the same name, so the held-out fit does not "
                                                   "see a performance it holds out from another camera")
     p.add_argument("--score", type=float, default=math.nan, help="a labelled performance score for these inputs")

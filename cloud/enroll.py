@@ -6,8 +6,8 @@ Accepted inputs (the cloud never runs edge code in-process):
   ``window`` records (t0, t1, embedding, rhythm, dancer) become references; its ``beat`` records
   (t, count) place each window in an eight-count of the routine (phrase = number of count-1
   beats before the window's middle). An optional ``summary``/``encoder`` record names the encoder.
-* ``.npz`` - ``embeddings`` (N, D) and optionally ``t0``, ``t1``, ``phrase``, ``score`` arrays and
-  an ``encoder_hash`` string.
+* ``.npz`` - ``embeddings`` (N, D) and optionally ``t0``, ``t1``, ``phrase``, ``score``, ``video``
+  (each window's performance) and ``dancer`` (its sequence) arrays and an ``encoder_hash`` string.
 * keypoint files (AIST++ ``.pkl``, gendance ``.npy``, a ballroom ``DANCE_*`` folder or its
   ``skeletons.json``) - handed to ``dancewire encoder embed {input} --out {output}`` as a separate
   process (the edge's windows and encoder, no video), and its JSONL read as above;
@@ -50,7 +50,7 @@ class Labels:
     style: str
     routine: str = ""
     group: str = ""
-    video: str = ""            # default: the input file's stem
+    video: str = ""            # default: an .npz's per-window `video`, else the input file's stem
     score: float = math.nan    # one score for every window of this input
     dancer: int | None = None  # only this track of the input (default: all)
 
@@ -104,7 +104,11 @@ def references_from_file(path: Path, labels: Labels, *, phrase_s: float = 4.0,
             phrase = z["phrase"] if "phrase" in z else phrases_for((t0 + t1) / 2, [], phrase_s)
             score = z["score"] if "score" in z else np.full(n, labels.score)
             encoder = {"hash": str(z["encoder_hash"])} if "encoder_hash" in z else {}
-        rows = [(float(t0[i]), float(t1[i]), int(phrase[i]), float(score[i]), 0) for i in range(n)]
+            # `dancewire encoder embed` writes each window's performance and sequence: used unless --video
+            videos = z["video"].astype(str) if "video" in z and not labels.video else np.full(n, video)
+            tracks = z["dancer"].astype(int) if "dancer" in z else np.zeros(n, int)
+        rows = [(float(t0[i]), float(t1[i]), int(phrase[i]), float(score[i]), int(tracks[i]), str(videos[i]))
+                for i in range(n)]
     else:
         if path.suffix != ".jsonl":
             path = _analyze(path, analyze_cmd or default_command(path))
@@ -117,13 +121,14 @@ def references_from_file(path: Path, labels: Labels, *, phrase_s: float = 4.0,
         t0 = np.array([float(w["t0"]) for w in wins])
         t1 = np.array([float(w["t1"]) for w in wins])
         phrase = phrases_for((t0 + t1) / 2, beats, phrase_s)
-        rows = [(t0[i], t1[i], int(phrase[i]), labels.score, int(wins[i].get("dancer", 0))) for i in range(len(wins))]
+        rows = [(t0[i], t1[i], int(phrase[i]), labels.score, int(wins[i].get("dancer", 0)), video)
+                for i in range(len(wins))]
     if not np.isfinite(emb).all():
         raise BadInputError(f"{path}: embeddings contain NaN/inf")
-    refs = [Reference(ref_id=f"{video}#{d}@{a:.2f}", style=labels.style, routine=labels.routine, group=labels.group,
-                      video=video, t0=float(a), t1=float(b), phrase=p if labels.routine else -1,
+    refs = [Reference(ref_id=f"{v}#{d}@{a:.2f}", style=labels.style, routine=labels.routine, group=labels.group,
+                      video=v, t0=float(a), t1=float(b), phrase=p if labels.routine else -1,
                       score=float(sc) if sc is not None else math.nan)
-            for a, b, p, sc, d in rows]
+            for a, b, p, sc, d, v in rows]
     return refs, emb, encoder
 
 

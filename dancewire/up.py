@@ -61,7 +61,8 @@ def ensure_gallery(exe: list[str], gallery: Path) -> None:
     for f in sorted(SEED_DIR.glob("*.npz")):
         style = str(np.load(f)["genre"][0])
         subprocess.run(exe + ["cloud", "enroll", str(f), "--style", style, "--group", "AIST++",
-                              "--video", f.stem], check=True, stdout=subprocess.DEVNULL)
+                              "--gallery", str(gallery)],       # videos: the file's performances
+                       check=True, stdout=subprocess.DEVNULL)
     print(f"dancewire: enrolled the seed gallery ({SEED_DIR}) into {gallery}", flush=True)
 
 

@@ -5,7 +5,8 @@ three shared formats (AIST++ .pkl, gendance .npy, ballroom skeletons.json), cuts
 same windows the live edge cuts, encodes them with the shipped encoder and writes either
 - `.jsonl`: the edge analyze stream (`window` records + a `summary` naming the encoder), which
   `dancewire cloud enroll` reads like the output of `dancewire edge analyze VIDEO`; or
-- `.npz`: `embeddings` (N, D) float32, `t0`, `t1`, `genre`, `video`, `encoder_hash`.
+- `.npz`: `embeddings` (N, D) float32, `t0`, `t1`, `genre`, `video` (the performance, shared by its
+  camera views), `dancer` (the sequence), `encoder_hash`.
 `dancewire encoder seed-gallery` writes one `.npz` per AIST++ genre: the default gallery that
 `dancewire up` enrols on a fresh cloud.
 """
@@ -34,7 +35,7 @@ def embed_sequences(seqs: list[Sequence], encoder, settings: MotionSettings, hop
             t0 += [w.t0 for w in windows]
             t1 += [w.t1 for w in windows]
             genre += [seq.genre] * len(windows)
-            video += [f"{seq.name}#view{seq.view}"] * len(windows)
+            video += [seq.name] * len(windows)           # the performance: its camera views share it
             dancer += [k] * len(windows)
         prog.update(1, seq.name)
     if not embs:

@@ -61,6 +61,26 @@ def test_enroll_jsonl_and_npz(home, ballroom, capsys):
     assert len(Gallery.load(gal)) == summary["references"]
 
 
+def test_enroll_npz_keeps_its_performances(home, ballroom):
+    """An .npz from `dancewire encoder embed` names each window's performance (`video`) and
+    sequence (`dancer`): they become the references' videos and ids, unless --video overrides."""
+    by = {s["name"]: s for s in ballroom}
+    parts = [by["DANCE_R_2"], by["DANCE_R_3"]]
+    n = [len(s["emb"]) for s in parts]
+    np.savez(home / "two.npz", embeddings=np.concatenate([s["emb"] for s in parts]),
+             t0=np.concatenate([s["times"][:, 0] for s in parts]), t1=np.concatenate([s["times"][:, 1] for s in parts]),
+             video=np.repeat([s["name"] for s in parts], n), dancer=np.repeat([0, 1], n),
+             encoder_hash=np.array("standin-v1"))
+    gal = home / "g.npz"
+    assert main(["cloud", "enroll", str(home / "two.npz"), "--style", "rumba", "--gallery", str(gal)]) == 0
+    g = Gallery.load(gal)
+    assert [sum(r.video == s["name"] for r in g.refs) for s in parts] == n
+    assert len({r.ref_id for r in g.refs}) == len(g.refs) == sum(n)
+    assert main(["cloud", "enroll", str(home / "two.npz"), "--style", "rumba", "--video", "one-take",
+                 "--gallery", str(home / "h.npz")]) == 0
+    assert {r.video for r in Gallery.load(home / "h.npz").refs} == {"one-take"}
+
+
 def test_enroll_errors(home, capsys):
     bad = home / "bad.jsonl"
     bad.write_text("{not json\n")

@@ -42,6 +42,25 @@ def test_seed_gallery_matches_the_shipped_encoder():
         assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=2e-3)
 
 
+def test_seed_gallery_enrols_one_video_per_performance_and_is_fitted(tmp_path):
+    """What `dancewire up` enrols on a fresh cloud: each performance is one video (its camera views
+    together), so the classifier's mixture and calibration are fitted by leave-one-video-out."""
+    from cloud.gallery import Gallery
+    from dancewire.up import ensure_gallery
+
+    gallery = tmp_path / "gallery.npz"
+    ensure_gallery([sys.executable, "-m", "dancewire"], gallery)
+    g = Gallery.load(gallery)
+    videos = {r.video for r in g.refs}
+    assert len({r.ref_id for r in g.refs}) == len(g.refs)
+    assert not any("#view" in v for v in videos)
+    per_style = {st: {r.video for r in g.refs if r.style == st} for st in g.styles}
+    assert all(len(v) >= 2 for v in per_style.values()), per_style
+    rep = g.params["calibration"]
+    assert rep and rep["method"] == "leave-one-video-out" and rep["samples"] == len(g.refs)
+    assert rep["nll_after"] <= rep["nll_before"]
+
+
 def _ignoring_sigint():
     """What a non-interactive shell does to a background job: `dancewire up` must still stop on Ctrl-C."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
