@@ -97,7 +97,30 @@ def _cloud_classifier(enc, root: Path, hop: float) -> dict:
                     "fitted": {k: gallery.params.get(k) for k in ("knn_weight", "knn_temperature", "temperature")},
                     "fit_accuracy_held_out_videos": fit["accuracy"] if fit else None,
                     "fit_accuracy_configured": fit["configured_accuracy"] if fit else None}
+    out["seed_gallery"] = _seed_gallery_fit(enc)
     return out
+
+
+def _seed_gallery_fit(enc) -> dict:
+    """The gallery `dancewire up` enrols on a fresh cloud (cloud/seed, one file per genre, read as
+    `dancewire cloud enroll` reads it): its leave-one-video-out fit. Only for the encoder that made it."""
+    from cloud.enroll import Labels, fit_gallery, references_from_file
+    from cloud.gallery import Gallery
+    from cloud.settings import ClassifySettings
+    from dancewire.paths import SEED_DIR
+
+    files = sorted(SEED_DIR.glob("*.npz"))
+    hashes = {str(np.load(f)["encoder_hash"]) for f in files}
+    if hashes != {enc.sha256}:
+        return {"skipped": "the seed gallery was made by another encoder"}
+    gallery = Gallery.empty()
+    for f in files:
+        refs, emb, encoder = references_from_file(f, Labels(style=str(np.load(f)["genre"][0]), group="AIST++"))
+        gallery = gallery.merged(refs, emb, encoder)
+    fit = fit_gallery(gallery, ClassifySettings())["calibration"]
+    keys = ("accuracy", "configured_accuracy", "ece_before", "ece_after", "knn_weight", "knn_temperature", "temperature")
+    return {"references": len(gallery), "videos": len(set(gallery.videos)),
+            **({k: fit[k] for k in keys} if fit else {"fit": None})}
 
 
 def _untrained(root: Path, enc) -> dict:

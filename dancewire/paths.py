@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+SEED_DIR = REPO_ROOT / "cloud" / "seed"      # the seed gallery `dancewire up` enrols on a fresh cloud
 
 
 def shared_data_dir() -> Path:

@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from dancewire.errors import DancewireError
-from dancewire.paths import state_dir
+from dancewire.paths import SEED_DIR, state_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +49,6 @@ def ensure_keys() -> dict[str, Path]:
             "edge_secret": folder / "edge-local.key_secret"}
 
 
-SEED_DIR = Path(__file__).resolve().parent.parent / "cloud" / "seed"
 
 
 def ensure_gallery(exe: list[str], gallery: Path) -> None:

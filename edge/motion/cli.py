@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from dancewire.paths import SEED_DIR
 from edge.motion.settings import LOSSES, POOLS, WEIGHTS_DIR
 
 
@@ -67,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     g = cmds.add_parser("seed-gallery", help="the default gallery (one .npz per AIST++ genre) for a fresh cloud")
     g.add_argument("--data", type=Path, default=None)
-    g.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "cloud" / "seed")
+    g.add_argument("--out", type=Path, default=SEED_DIR)
     g.set_defaults(func=_seed_gallery)
     enc.set_defaults(func=lambda args: (enc.print_help(), 2)[1])
 

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from dancewire.paths import REPO_ROOT
+from dancewire.paths import REPO_ROOT, SEED_DIR
 
 
 def _port_args() -> list[str]:
@@ -33,7 +33,7 @@ def test_seed_gallery_matches_the_shipped_encoder():
     from edge.motion.export import sha256
 
     encoder = REPO_ROOT / "edge" / "motion" / "weights" / "encoder.onnx"
-    seeds = sorted((REPO_ROOT / "cloud" / "seed").glob("*.npz"))
+    seeds = sorted(SEED_DIR.glob("*.npz"))
     assert len(seeds) == 4
     for f in seeds:
         data = np.load(f)

@@ -24,7 +24,7 @@ def test_generate_list_allow_revoke(tmp_path, capsys):
     assert main(["keys", "list", "--dir", str(d)]) == 0
     out = capsys.readouterr().out
     pub = keys.load_public(d / "edge-a.key").decode()
-    assert "keypair   cloud" in out and f"allowed   edge-a" in out and pub in out
+    assert "keypair   cloud" in out and "allowed   edge-a" in out and pub in out
     assert main(["keys", "revoke", "edge-a", "--dir", str(d)]) == 0
     assert not allowed.exists()
 
