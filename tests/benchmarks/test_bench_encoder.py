@@ -23,8 +23,8 @@ def _queries(labels: list[tuple[str, str, str]]) -> WindowSet:
         st.append(starts.get((name, view), 0.0))
         starts[(name, view)] = st[-1] + 0.5
     n = len(labels)
-    col = lambda i: np.array([lab[i] for lab in labels], object)  # noqa: E731
-    return WindowSet(np.zeros((n, 4, 34), np.float32), np.ones((n, 4), bool), col(2), col(0), col(1), np.array(st))
+    name, view, genre = (np.array(c, object) for c in zip(*labels))
+    return WindowSet(np.zeros((n, 4, 34), np.float32), np.ones((n, 4), bool), genre, name, view, np.array(st))
 
 
 def test_live_label_follows_the_stream_and_counts_no_label_and_wrong_labels():
