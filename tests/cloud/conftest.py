@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from port_helpers import free_port
 
 sys.path.insert(0, str(Path(__file__).parent))
 import real_embeddings  # noqa: E402
@@ -23,12 +23,6 @@ from cloud.gallery import Gallery  # noqa: E402
 
 PG_BIN = Path("/usr/lib/postgresql")
 HOLDOUT = ("DANCE_C_8", "DANCE_R_9", "DANCE_W_8")   # one unseen sequence per ballroom style
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

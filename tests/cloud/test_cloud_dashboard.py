@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from port_helpers import free_port
 
 from cloud.service import CloudService
 from cloud.settings import CloudSettings

@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+from port_helpers import free_port
 
 from cloud.service import CloudService
 from cloud.settings import CloudSettings
@@ -14,13 +15,6 @@ zmq = pytest.importorskip("zmq")
 codec = pytest.importorskip("proto.codec")
 pb = pytest.importorskip("proto.dancewire_pb2")
 ingest = pytest.importorskip("cloud.ingest")
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def recv_until(sock, kind, timeout=10.0):

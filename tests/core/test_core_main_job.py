@@ -3,7 +3,6 @@ or SIGTERM with nothing lost."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,21 +10,13 @@ import time
 import numpy as np
 import pytest
 
+from port_helpers import free_ports
+
 from dancewire.paths import REPO_ROOT, SEED_DIR
 
 
 def _port_args() -> list[str]:
-    """Two distinct free ports for the API and ZeroMQ: both sockets are held open while the
-    kernel picks, so it cannot hand the same port out twice (two separate picks can collide,
-    and `up` then fails with "address already in use")."""
-    socks = [socket.socket() for _ in range(2)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        api, zmq = (s.getsockname()[1] for s in socks)
-    finally:
-        for s in socks:
-            s.close()
+    api, zmq = free_ports(2)
     return ["--api-port", str(api), "--zmq-port", str(zmq)]
 
 

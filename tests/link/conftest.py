@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from link_helpers import CloudProcess, free_port
+from link_helpers import CloudProcess
+from port_helpers import free_port
 
 
 @pytest.fixture
