@@ -110,9 +110,8 @@ def references_from_file(path: Path, labels: Labels, *, phrase_s: float = 4.0,
         rows = [(float(t0[i]), float(t1[i]), int(phrase[i]), float(score[i]), int(tracks[i]), str(videos[i]))
                 for i in range(n)]
     else:
-        if path.suffix != ".jsonl":
-            path = _analyze(path, analyze_cmd or default_command(path))
-        wins, beats, encoder = read_jsonl(path)
+        wins, beats, encoder = (read_jsonl(path) if path.suffix == ".jsonl"
+                                else _analyze(path, analyze_cmd or default_command(path)))
         if labels.dancer is not None:
             wins = [w for w in wins if int(w.get("dancer", 0)) == labels.dancer]
         if not wins:
@@ -132,15 +131,17 @@ def references_from_file(path: Path, labels: Labels, *, phrase_s: float = 4.0,
     return refs, emb, encoder
 
 
-def _analyze(path: Path, analyze_cmd: str) -> Path:
-    out = Path(tempfile.mkdtemp(prefix="dancewire-enrol-")) / (path.stem + ".jsonl")
-    cmd = analyze_cmd.format(input=shlex.quote(str(path)), output=shlex.quote(str(out)))
-    log.info("enrol: %s", cmd)
-    proc = subprocess.run(cmd, shell=True, capture_output=True, text=True)
-    if proc.returncode != 0 or not out.exists():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise BadInputError(f"edge analysis of {path} failed: {tail[0]}")
-    return out
+def _analyze(path: Path, analyze_cmd: str) -> tuple[list[dict], list[tuple[float, int]], dict]:
+    """Run the edge command on `path` into a temporary JSONL, read it, and remove it."""
+    with tempfile.TemporaryDirectory(prefix="dancewire-enrol-") as tmp:
+        out = Path(tmp) / (path.stem + ".jsonl")
+        cmd = analyze_cmd.format(input=shlex.quote(str(path)), output=shlex.quote(str(out)))
+        log.info("enrol: %s", cmd)
+        proc = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+        if proc.returncode != 0 or not out.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise BadInputError(f"edge analysis of {path} failed: {tail[0]}")
+        return read_jsonl(out)
 
 
 def fit_gallery(gallery, settings) -> dict:

@@ -81,6 +81,30 @@ def test_enroll_npz_keeps_its_performances(home, ballroom):
     assert {r.video for r in Gallery.load(home / "h.npz").refs} == {"one-take"}
 
 
+def test_enroll_through_a_command_leaves_no_temporary_files(home, ballroom, monkeypatch, capsys):
+    """The edge command's JSONL goes to a temporary folder that is removed once read, whether
+    the command worked or failed (enrolling a studio's library must not fill /tmp)."""
+    import shlex
+    import sys
+    import tempfile
+
+    scratch = home / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    write_jsonl(home / "made.jsonl", {s["name"]: s for s in ballroom}["DANCE_W_1"])
+    copy = f"{shlex.quote(sys.executable)} -c 'import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])'"
+    video = home / "rehearsal.mp4"
+    video.write_bytes(b"not read by the stand-in command")
+    gal = home / "g.npz"
+    assert main(["cloud", "enroll", str(video), "--style", "waltz", "--gallery", str(gal), "--no-fit",
+                 "--analyze-cmd", f"{copy} {shlex.quote(str(home / 'made.jsonl'))} {{output}}"]) == 0
+    assert {r.video for r in Gallery.load(gal).refs} == {"rehearsal"}
+    assert main(["cloud", "enroll", str(video), "--style", "waltz", "--gallery", str(gal), "--no-fit",
+                 "--analyze-cmd", f"{shlex.quote(sys.executable)} -c 'raise SystemExit(\"no camera\")'"]) == 2
+    assert "edge analysis of" in capsys.readouterr().err
+    assert list(scratch.iterdir()) == []
+
+
 def test_enroll_errors(home, capsys):
     bad = home / "bad.jsonl"
     bad.write_text("{not json\n")
