@@ -34,6 +34,10 @@ group commit (~2 ms each here).
 Security: CURVE with ``zmq.auth.thread.ThreadAuthenticator``; only edge public keys in the
 allow-list folder (``proto.keys.allowed_dir()``) get in. Refused keys (``auth_failures``) and
 other failed handshakes (``handshake_failures``) are counted from the socket monitor. Plaintext only with ``insecure_dev=True``.
+The folder is watched (once a second): a key added by ``dancewire keys allow`` gets in without a
+restart, and an edge whose key ``dancewire keys revoke`` removed is told so (a fatal
+``Error(UNAUTHORIZED)``, ``revoked``) and forgotten; its data and Hellos on the connection it
+still holds are refused from then on, and it cannot connect again.
 
 Run standalone (tests, benchmarks): ``python -m cloud.ingest --bind tcp://127.0.0.1:5555 ...``.
 """
@@ -269,6 +273,8 @@ class IngestServer:
         self.endpoint: str | None = None
         self._ctx: zmq.Context | None = None
         self._auth = None
+        self._allowed: set[str] | None = None     # allowed edge keys (z85), CURVE mode only
+        self._allow_seen: tuple = ()               # the allow-list folder's files when last read
         self._busy_s = 0.0
 
     # ------------------------------------------------------------------ set-up
@@ -302,7 +308,8 @@ class IngestServer:
             public, secret, folder = self._curve
             self._auth = ThreadAuthenticator(self._ctx)
             self._auth.start()
-            self._auth.configure_curve(domain=ZAP_DOMAIN, location=str(folder))
+            self._allow_seen = self._allow_files()
+            self._allowed = self._read_allowlist()
             sock.curve_server = True
             sock.curve_publickey, sock.curve_secretkey = public, secret
             sock.zap_domain = ZAP_DOMAIN.encode()
@@ -313,10 +320,47 @@ class IngestServer:
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._sock = sock
 
-    def reload_allowlist(self) -> None:
-        """Re-read the allow-list folder (after `dancewire keys allow/revoke`)."""
-        if self._auth is not None and self._curve is not None:
-            self._auth.configure_curve(domain=ZAP_DOMAIN, location=str(self._curve[2]))
+    def _allow_files(self) -> tuple:
+        """(name, mtime, size) of each key file in the allow-list folder: what a reload depends on."""
+        try:
+            return tuple(sorted((p.name, st.st_mtime_ns, st.st_size) for p in self._curve[2].glob("*.key")
+                                for st in (p.stat(),)))
+        except OSError:
+            return self._allow_seen
+
+    def _read_allowlist(self) -> set[str]:
+        """Configure the authenticator from the allow-list folder; the allowed keys (z85)."""
+        from proto import keys
+
+        folder = self._curve[2]
+        allowed = {keys.load_public(p).decode() for p in sorted(folder.glob("*.key"))}
+        self._auth.configure_curve(domain=ZAP_DOMAIN, location=str(folder))
+        return allowed
+
+    def _watch_allowlist(self) -> None:
+        """Once a second: if `dancewire keys allow/revoke` changed the folder, reload it and forget
+        the connections whose key is gone (each told with a fatal UNAUTHORIZED error)."""
+        files = self._allow_files()
+        if files == self._allow_seen:
+            return
+        self._allow_seen = files
+        try:
+            allowed = self._read_allowlist()
+        except (OSError, ValueError, DancewireError) as exc:
+            log.error("allow-list %s not reloaded (the previous one stays): %s", self._curve[2], exc)
+            return
+        self._allowed = allowed
+        self.counters["allowlist_reloads"] += 1
+        log.info("allow-list reloaded: %d edge keys", len(allowed))
+        out: list = []
+        for rid in [r for r, c in self._conns.items() if c.user_id not in allowed]:
+            conn = self._conns[rid]
+            self.counters["revoked"] += 1
+            log.warning("edge %s: its key %s was revoked; disconnected", conn.node_id, conn.user_id)
+            self._reject(rid, "unauthorized", f"the key of node {conn.node_id!r} was revoked on the cloud", out,
+                         fatal=True)
+            del self._conns[rid]
+        self._send(out)
 
     # ------------------------------------------------------------------ running
     def start(self) -> "IngestServer":
@@ -345,6 +389,8 @@ class IngestServer:
                 now = time.monotonic()
                 if now - last_sweep > 1.0:
                     self._sweep(now)
+                    if self._allowed is not None:
+                        self._watch_allowlist()
                     last_sweep = now
                 self._busy_s += time.perf_counter() - t0
         finally:
@@ -420,9 +466,12 @@ class IngestServer:
         for rid, conn in acks.items():
             st = self.ledger.state(conn.node_id, conn.epoch)
             out.append((rid, codec.encode(pb.Ack(epoch=conn.epoch, seq=st.hw))))
+        self._send(out)
+
+    def _send(self, out: list[tuple[bytes, bytes]]) -> None:
         for rid, data in out:
             try:
-                sock.send_multipart((rid, data), zmq.NOBLOCK)
+                self._sock.send_multipart((rid, data), zmq.NOBLOCK)
             except zmq.Again:
                 self.counters["reply_dropped_hwm"] += 1
         self.counters["replies"] += len(out)
@@ -480,6 +529,11 @@ class IngestServer:
             user_id = frame.get("User-Id") or ""
         except (zmq.ZMQError, UnicodeDecodeError):
             user_id = ""
+        if self._allowed is not None and user_id not in self._allowed:
+            self._reject(rid, "unauthorized", f"the key of node {hello.node_id!r} was revoked on the cloud", out,
+                         fatal=True)
+            self._conns.pop(rid, None)
+            return
         if rid not in self._conns and len(self._conns) >= self.max_connections:
             self._sweep(time.monotonic(), force_oldest=True)
         conn = _Conn(hello.node_id, hello.epoch, hello.embedding_dim, hello.embedding_dtype,

@@ -19,12 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = ks.add_parser("list", help="list keypairs, public keys and the allow-list")
     p.set_defaults(func=_list)
 
-    p = ks.add_parser("allow", help="let an edge connect: add its public key file to the cloud's allow-list")
+    p = ks.add_parser("allow", help="let an edge connect: add its public key file to the cloud's allow-list (a running cloud reads it within a second)")
     p.add_argument("public_key_file", type=Path)
     p.add_argument("--name", default=None, help="name in the allow-list (default: the file's name)")
     p.set_defaults(func=_allow)
 
-    p = ks.add_parser("revoke", help="remove NAME from the allow-list (a running cloud reloads it)")
+    p = ks.add_parser("revoke", help="remove NAME from the allow-list (a running cloud disconnects that edge within a second)")
     p.add_argument("name")
     p.set_defaults(func=_revoke)
 

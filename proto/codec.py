@@ -61,6 +61,7 @@ REASON_CODES = {
     "schema": pb.Error.SCHEMA,
     "encoder_mismatch": pb.Error.ENCODER_MISMATCH,
     "hello_required": pb.Error.HELLO_REQUIRED,
+    "unauthorized": pb.Error.UNAUTHORIZED,
     "bad_multipart": pb.Error.BAD_FRAME,
     "unexpected": pb.Error.SCHEMA,
 }

@@ -152,6 +152,7 @@ class Error(_message.Message):
         HELLO_REQUIRED: _ClassVar[Error.Code]
         OVERLOADED: _ClassVar[Error.Code]
         INTERNAL: _ClassVar[Error.Code]
+        UNAUTHORIZED: _ClassVar[Error.Code]
     CODE_UNSPECIFIED: Error.Code
     BAD_FRAME: Error.Code
     BAD_VERSION: Error.Code
@@ -161,6 +162,7 @@ class Error(_message.Message):
     HELLO_REQUIRED: Error.Code
     OVERLOADED: Error.Code
     INTERNAL: Error.Code
+    UNAUTHORIZED: Error.Code
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     FATAL_FIELD_NUMBER: _ClassVar[int]

@@ -87,6 +87,7 @@ class EdgeLink:
                  client_key: str | os.PathLike | None = None, server_key: str | os.PathLike | bytes | None = None,
                  insecure_dev: bool = False, heartbeat_s: float = 1.0, heartbeat_misses: int = 3,
                  reconnect_min_s: float = 0.1, reconnect_max_s: float = 5.0, ack_timeout_s: float = 2.0,
+                 rejected_retry_s: float = 30.0,
                  max_inflight: int = 256, sndhwm: int = 1000, submit_queue: int = 10_000,
                  feedback_queue: int = 1000, on_feedback: Callable[[pb.Feedback], Any] | None = None,
                  capabilities: Iterable[str] = ("feedback", "beats", "int8", "fp16"),
@@ -104,6 +105,7 @@ class EdgeLink:
         self.heartbeat_s, self.heartbeat_misses = float(heartbeat_s), int(heartbeat_misses)
         self.reconnect_min_s, self.reconnect_max_s = float(reconnect_min_s), float(reconnect_max_s)
         self.ack_timeout_s, self.max_inflight, self.sndhwm = float(ack_timeout_s), int(max_inflight), int(sndhwm)
+        self.rejected_retry_s = float(rejected_retry_s)   # a refused edge asks again this often
         self.on_feedback = on_feedback
 
         self._curve = self._load_keys(client_key, server_key, insecure_dev)
@@ -434,8 +436,8 @@ class EdgeLink:
         if self.state in ("connecting", "hello_sent") and now >= self._hello_due:
             self._send_hello()
         elif self.state == "rejected" and now >= self._hello_due:
-            self._send_hello()   # the cloud's gallery may have changed; ask again, slowly
-            self._hello_due = now + 30.0
+            self._send_hello()   # the cloud's gallery or allow-list may have changed; ask again, slowly
+            self._hello_due = now + self.rejected_retry_s
         if self.state in ("hello_sent", "ready"):
             if now - self._last_send >= self.heartbeat_s:
                 self._send(codec.encode(pb.Heartbeat(t_us=_now_us()), self.limits))
@@ -500,7 +502,10 @@ class EdgeLink:
         if ack.epoch != self.epoch:
             self._counters["rx_foreign_ack"] += 1
             return
-        if self.state in ("connecting", "hello_sent"):
+        if self.state in ("connecting", "hello_sent", "rejected"):
+            # the Ack to a Hello: accepted (also after a refusal, once the cloud changed its mind)
+            with self._state_cond:
+                self._fatal = None
             self._backoff = self.reconnect_min_s
             self._apply_ack(ack.seq)
             self._reset_flow()          # resend everything the cloud does not have, in order
@@ -536,7 +541,7 @@ class EdgeLink:
                 log.exception("feedback callback failed")
 
     def _on_error(self, err: pb.Error) -> None:
-        name = pb.Error.Code.Name(err.code)
+        name = pb.Error.Code.Name(err.code) if err.code in pb.Error.Code.values() else f"code {err.code}"
         self.last_error = f"{name}: {err.message}"
         if err.code == pb.Error.HELLO_REQUIRED:
             # the cloud restarted or lost us: introduce ourselves again, then resend from the ack
@@ -547,8 +552,11 @@ class EdgeLink:
                 self._reset_flow()
             return
         if err.fatal:
-            cls = EncoderMismatchError if err.code == pb.Error.ENCODER_MISMATCH else LinkError
+            cls = {pb.Error.ENCODER_MISMATCH: EncoderMismatchError,
+                   pb.Error.UNAUTHORIZED: AuthRejectedError}.get(err.code, LinkError)
             msg = f"cloud refused this edge ({name}): {err.message}"
+            if err.code == pb.Error.UNAUTHORIZED:
+                msg += " (dancewire keys allow FILE on the cloud lets it in again)"
             if err.code == pb.Error.ENCODER_MISMATCH:
                 msg = (f"encoder mismatch: this edge runs encoder {self.encoder_hash!r} but the cloud's gallery "
                        f"expects {err.expected!r}. Export/use the cloud's encoder on the edge or re-enrol the "
@@ -557,7 +565,7 @@ class EdgeLink:
             with self._state_cond:
                 self._fatal = cls(msg)
             self._set_state("rejected")
-            self._hello_due = time.monotonic() + 30.0
+            self._hello_due = time.monotonic() + self.rejected_retry_s
             return
         log.warning("link %s: cloud reported %s", self.node_id, self.last_error)
 

@@ -237,7 +237,7 @@ def test_unknown_key_is_rejected_and_allowed_key_accepted(tmp_path, keyring):
         assert rec.hellos == ["good"] and rec.windows == [("good", 1)]
 
 
-def test_allow_list_reload_lets_a_new_key_in(tmp_path, keyring):
+def test_allow_list_change_lets_a_new_key_in_without_a_restart(tmp_path, keyring):
     from proto import keys
 
     with IngestServer("tcp://127.0.0.1:*", Recorder(), {"enc-1"}, state_path=tmp_path / "l.sqlite",
@@ -246,9 +246,38 @@ def test_allow_list_reload_lets_a_new_key_in(tmp_path, keyring):
                     server_key=keyring / "cloud.key").start()
         with pytest.raises(AuthRejectedError):
             link.wait_ready(10)
-        keys.allow(keyring / "stranger.key", keyring)
-        srv.reload_allowlist()
+        keys.allow(keyring / "stranger.key", keyring)            # what `dancewire keys allow` does
         assert wait_until(lambda: link.state == "ready", 15), repr(link.stats())
+        assert srv.stats()["allowlist_reloads"] == 1
+        link.close(flush_timeout=0.1)
+
+
+def test_revoked_key_is_disconnected_its_data_refused_and_kept_until_allowed_again(tmp_path, keyring):
+    """`dancewire keys revoke` on a running cloud: the connected edge is told (fatal UNAUTHORIZED),
+    nothing it sends afterwards is taken, and its spool keeps it; allowed again, it delivers all."""
+    from proto import keys
+
+    rec = Recorder()
+    with IngestServer("tcp://127.0.0.1:*", rec, {"enc-1"}, state_path=tmp_path / "l.sqlite",
+                      server_key=keyring / "cloud.key_secret", allow_dir=keyring / "allowed") as srv:
+        link = edge(srv.endpoint, tmp_path, "studio-b", insecure_dev=False, client_key=keyring / "edge1.key_secret",
+                    server_key=keyring / "cloud.key", rejected_retry_s=0.5).start()
+        e = embeddings(6)
+        assert link.wait_ready(10)
+        link.submit([codec.make_window(1, 0, 0, 2, e[0])])
+        assert link.wait_acked(10)
+        keys.revoke("edge1", keyring)
+        assert wait_until(lambda: isinstance(link.error, AuthRejectedError), 10), repr(link.stats())
+        assert "revoked" in str(link.error) and link.state == "rejected"
+        assert srv.stats()["revoked"] == 1 and srv.stats()["rejects"]["unauthorized"] >= 1
+        for i in range(1, 6):
+            link.submit([codec.make_window(1, i, i, i + 2, e[i])])
+        time.sleep(2.0)                                            # several refused Hellos later
+        assert rec.windows == [("studio-b", 1)] and srv.stats()["connections"] == 0
+        keys.allow(keyring / "edge1.key", keyring)
+        assert wait_until(lambda: link.state == "ready", 15), repr(link.stats())
+        assert link.wait_acked(15) and link.error is None
+        assert rec.windows == [("studio-b", s) for s in range(1, 7)]
         link.close(flush_timeout=0.1)
 
 
