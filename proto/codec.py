@@ -439,17 +439,3 @@ def make_dancer_feedback(track_id: int, seq: int = 0, styles: Mapping[str, float
     for key, value in (scores or {}).items():
         d.scores[str(key)] = float(value)
     return d
-
-
-def feedback_to_dict(fb: pb.Feedback) -> dict:
-    """Feedback -> plain dict (for the rig's overlay / JSON records)."""
-    return {
-        "type": "feedback", "session": fb.session_id, "t_us": fb.t_us,
-        "dancers": [{
-            "dancer": d.track_id, "seq": d.seq, "t0": d.t0_ms / 1000.0, "t1": d.t1_ms / 1000.0,
-            "styles": {s.label: s.p for s in d.styles}, "style": d.style, "confidence": d.confidence,
-            "nearest": [(n.ref_id, n.label, n.score) for n in d.nearest],
-            "nearest_groups": [(n.ref_id, n.label, n.score) for n in d.nearest_groups],
-            "scores": dict(d.scores),
-        } for d in fb.dancers],
-    }

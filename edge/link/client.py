@@ -157,9 +157,6 @@ class EdgeLink:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def set_session(self, session_id: str) -> None:
-        self.session_id = session_id
-
     def submit(self, item: Any, session_id: str | None = None) -> int | None:
         """Queue windows / beat grids for delivery; never blocks. Returns the first seq, or None if dropped."""
         items = list(item) if isinstance(item, (list, tuple)) else [item]

@@ -160,8 +160,7 @@ def test_fuzzed_and_malformed_frames_never_crash_ingest(plain_server, tmp_path):
     assert st_["rejected"] > 0 and st_["rejects"].get("too_large", 0) >= 1
     assert st_["rejects"].get("bad_frame", 0) >= 1 and st_["rejects"].get("bad_multipart", 0) >= 1
     # still serving: a real edge gets through and every window arrives once
-    link = edge(plain_server.endpoint, tmp_path, "after-fuzz").start()
-    link.set_session("class-7")
+    link = edge(plain_server.endpoint, tmp_path, "after-fuzz", session_id="class-7").start()
     e = embeddings(10)
     for i in range(10):
         link.submit([codec.make_window(1, 0, i, i + 2, e[i])])

@@ -168,13 +168,13 @@ def test_decode_survives_mutated_valid_frames(data):
         pass
 
 
-def test_feedback_to_dict_for_the_rig():
+def test_feedback_round_trip_for_the_rig():
     fb = pb.Feedback(session_id="s1", t_us=5, dancers=[codec.make_dancer_feedback(
         2, 10, {"house": 0.75, "krump": 0.25}, t0=1.0, t1=3.0, style="house", confidence=0.75,
         nearest=[("ref-1", "house", 0.5)], scores={"routine_similarity": 80.0})])
-    d = codec.feedback_to_dict(codec.decode(codec.encode(fb))[1])
-    assert d["session"] == "s1" and d["type"] == "feedback"
-    (dancer,) = d["dancers"]
-    assert dancer["dancer"] == 2 and dancer["style"] == "house" and dancer["styles"] == {"house": 0.75, "krump": 0.25}
-    assert (dancer["t0"], dancer["t1"]) == (1.0, 3.0) and dancer["nearest"] == [("ref-1", "house", 0.5)]
-    assert dancer["scores"] == {"routine_similarity": 80.0}
+    kind, got = codec.decode(codec.encode(fb))
+    assert kind == "feedback" and got.session_id == "s1"
+    (d,) = got.dancers
+    assert d.track_id == 2 and d.style == "house" and {s.label: s.p for s in d.styles} == {"house": 0.75, "krump": 0.25}
+    assert (d.t0_ms, d.t1_ms) == (1000, 3000) and [(n.ref_id, n.label, n.score) for n in d.nearest] == [("ref-1", "house", 0.5)]
+    assert dict(d.scores) == {"routine_similarity": 80.0}

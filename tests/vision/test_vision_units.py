@@ -17,7 +17,7 @@ from edge.vision.blazepose_detector import BlazePoseDetector, iou_matrix, ssd_an
 from edge.vision.blazepose_landmarks import (BLAZEPOSE_TO_COCO17, BlazePoseLandmarks, Roi,
                                              roi_from_points)
 from edge.vision.cleaning import PoseCleaner
-from edge.vision.quality import QualityFilter, sequence_quality
+from edge.vision.quality import QualityFilter
 from edge.vision.settings import VisionSettings
 from edge.vision.smoothing import OneEuroFilter, PoseSmoother
 from edge.vision.tracker import ByteTracker
@@ -400,19 +400,6 @@ def test_cleaning_accepts_a_real_move_after_two_rejections():
 
 
 # ---------------------------------------------------------------------------- quality
-
-def test_sequence_quality_rules():
-    kp = np.ones((20, 17, 3))
-    assert sequence_quality(kp).ok
-    assert sequence_quality(kp[:10]).reason == "frames"
-    low = kp.copy()
-    low[3, 4, 2] = 0.1
-    assert sequence_quality(low).reason == "keypoint_conf"
-    assert sequence_quality(kp * [1, 1, 0.4]).reason == "mean_conf"
-    valid = np.ones(20, bool)
-    valid[3] = False
-    assert sequence_quality(low, valid).ok
-
 
 def test_quality_filter_drops_weak_poses():
     good, weak = _pose(1, 0, 100), _pose(2, 0, 300)
