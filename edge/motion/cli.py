@@ -188,6 +188,9 @@ def _eval(args) -> int:
         _print_genre(f"genre kNN ({', '.join(res['genres'])})", res)
         if res["shared_sequences"]:
             _say(f"warning: {len(res['shared_sequences'])} sequences are in both folders")
+        if res["genres_not_in_gallery"]:
+            _say(f"warning: query genres with nothing enrolled in the gallery (their windows cannot be right): "
+                 f"{', '.join(res['genres_not_in_gallery'])}")
     res["model"] = {"id": enc.model_id, "sha256": enc.sha256, "path": str(enc.path)}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

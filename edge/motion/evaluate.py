@@ -221,7 +221,8 @@ def folder_eval(embed: EmbedFn, query_dir: Path, gallery_dir: Path, settings: Mo
     shared = {x.name for x in q} & {x.name for x in g}
     res = genre_eval(embed, window_set(g, s, hop_s), window_set(q, s, hop_s))
     res.update({"query_sequences": sorted({x.name for x in q}), "gallery_sequences": sorted({x.name for x in g}),
-                "shared_sequences": sorted(shared), "genres": sorted({x.genre for x in g})})
+                "shared_sequences": sorted(shared), "genres": sorted({x.genre for x in g}),
+                "genres_not_in_gallery": sorted({x.genre for x in q} - {x.genre for x in g})})
     return res
 
 

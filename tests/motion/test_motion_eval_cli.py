@@ -37,6 +37,7 @@ def test_eval_gendance_and_aistpp_formats(shared_data, tmp_path):
     # which no encoder here does well (see the model card), so only "better than chance" is asked
     assert res["n"] > 100 and res["top1"] > 0.25 and res["top3"] >= res["top1"]
     assert res["genres"] == ["Break", "House", "Krump", "Middle Hip-hop"] and not res["shared_sequences"]
+    assert res["genres_not_in_gallery"] == []
     # the same folder as query and gallery: every window finds itself, whatever its format
     assert _run(["encoder", "eval", str(gallery), "--gallery", str(gallery), "--json", str(out)]) == 0
     same = json.loads(out.read_text())
@@ -54,3 +55,9 @@ def test_eval_ballroom_folders(shared_data, tmp_path, capsys):
     res = json.loads(out.read_text())
     assert res["genres"] == ["Cha-cha", "Rumba", "Waltz"] and res["top1"] > 0.5
     assert "top-1" in capsys.readouterr().out
+    # a gallery without Waltz: said, and those queries counted wrong rather than dropped
+    no_waltz = _link(tmp_path / "g2", [d for d in dirs[0::2] if "_W_" not in d.name])
+    assert _run(["encoder", "eval", str(query), "--gallery", str(no_waltz), "--json", str(out)]) == 0
+    res2 = json.loads(out.read_text())
+    assert res2["genres_not_in_gallery"] == ["Waltz"] and res2["n"] == res["n"] and res2["top1"] < res["top1"]
+    assert "nothing enrolled in the gallery" in capsys.readouterr().err and "Waltz" not in res2["genres"]
