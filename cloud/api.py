@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from cloud.scores import MEANINGS
+from dancewire.errors import BadInputError
 
 log = logging.getLogger(__name__)
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
@@ -187,7 +188,10 @@ def create_app(service, token: str) -> FastAPI:
     @app.post("/api/gallery/reload", dependencies=api, tags=["meta"])
     def reload_gallery() -> dict:
         """Load the gallery file again (after `dancewire cloud enroll`), without restarting the cloud."""
-        service.reload_gallery()
+        try:
+            service.reload_gallery()
+        except BadInputError as exc:
+            raise HTTPException(400, str(exc)) from None
         return service.gallery.summary() | {"index": service.classifier.index.kind}
 
     @app.get("/api/scores", tags=["meta"])

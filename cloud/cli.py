@@ -180,8 +180,7 @@ def start_ingest(service, settings, insecure_dev: bool = False):
     from cloud.ingest import IngestServer
     from dancewire.paths import state_dir
 
-    hashes = service.encoder_hashes()
-    if not hashes:
+    if not service.encoder_hashes():
         raise DancewireError("the gallery names no encoder: enrol references made by the edge's encoder first "
                              "(or run with --no-ingest)")
     kwargs = {"state_path": state_dir() / "ingest.sqlite"}
@@ -191,6 +190,6 @@ def start_ingest(service, settings, insecure_dev: bool = False):
         kwargs["server_key"] = settings.server_key
         if settings.allow_dir:
             kwargs["allow_dir"] = settings.allow_dir
-    server = IngestServer(settings.zmq_bind, service, hashes, **kwargs)
+    server = IngestServer(settings.zmq_bind, service, service.encoder_hashes, **kwargs)   # asked per Hello and batch
     server.start()
     return server

@@ -7,7 +7,11 @@ with an ``Error`` when the sender can be told; the server never crashes on input
 1. envelope: two ZeroMQ frames (routing id, payload), payload <= ``Limits.max_frame_bytes``;
 2. ``codec.decode``: protobuf parse, protocol version, schema and size limits;
 3. ``Hello``: the encoder hash must be one of the gallery's (``encoder_hashes``), else a fatal
-   ``Error(ENCODER_MISMATCH)`` that names both hashes; dim and dtype are remembered;
+   ``Error(ENCODER_MISMATCH)`` that names both hashes; dim and dtype are remembered.
+   ``encoder_hashes`` may be a function, asked on every Hello and batch: when the cloud reloads
+   a gallery made by another encoder, edges still sending the old one's embeddings get the same
+   fatal error on their next batch (their spools keep the windows) instead of being classified
+   against references they cannot be compared with;
 4. ``WindowBatch``: needs a Hello on this connection (else ``HELLO_REQUIRED``, which makes the
    edge introduce itself again: that is how a restarted cloud resumes), the Hello's node id,
    dtype and embedding size, finite values;
@@ -244,14 +248,16 @@ def _as_handler(handler: Any) -> tuple[Callable | None, Callable | None]:
 class IngestServer:
     """The cloud's ROUTER endpoint. See the module docstring for the pipeline."""
 
-    def __init__(self, bind: str = "tcp://*:5555", handler: Any = None, encoder_hashes: Iterable[str] = (), *,
+    def __init__(self, bind: str = "tcp://*:5555", handler: Any = None,
+                 encoder_hashes: Iterable[str] | Callable[[], Iterable[str]] = (), *,
                  state_path: str | os.PathLike | None = None, ledger: SqliteLedger | None = None,
                  server_key: str | os.PathLike | None = None, allow_dir: str | os.PathLike | None = None,
                  insecure_dev: bool = False, limits: codec.Limits = codec.LIMITS, sndhwm: int = 10_000,
                  rcvhwm: int = 10_000, max_group: int = 512, node_timeout_s: float = 10.0,
                  max_connections: int = 10_000, fsync: str = "interval", check_finite: bool = True):
         self.bind_addr = bind
-        self.encoder_hashes = set(encoder_hashes)
+        fixed = None if callable(encoder_hashes) else frozenset(encoder_hashes)
+        self._hashes: Callable[[], Iterable[str]] = encoder_hashes if fixed is None else (lambda: fixed)
         if not self.encoder_hashes:
             raise DancewireError("the ingest server needs the gallery's encoder hash (encoder_hashes)")
         self._on_windows, self._on_hello = _as_handler(handler)
@@ -276,6 +282,11 @@ class IngestServer:
         self._allowed: set[str] | None = None     # allowed edge keys (z85), CURVE mode only
         self._allow_seen: tuple = ()               # the allow-list folder's files when last read
         self._busy_s = 0.0
+
+    @property
+    def encoder_hashes(self) -> set[str]:
+        """The encoders whose embeddings the gallery can take now."""
+        return set(self._hashes())
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -518,12 +529,7 @@ class IngestServer:
             self._reject(rid, "unexpected", f"an edge may not send {kind!r}", out)
 
     def _handle_hello(self, rid: bytes, frame: zmq.Frame, hello: pb.Hello, out: list, acks: dict) -> None:
-        if hello.encoder_hash not in self.encoder_hashes:
-            expected = ",".join(sorted(self.encoder_hashes))
-            msg = (f"encoder hash {hello.encoder_hash!r} of node {hello.node_id!r} does not match the cloud "
-                   f"gallery's encoder {expected!r}; embeddings from it are not comparable and are refused")
-            self._reject(rid, "encoder_mismatch", msg, out, fatal=True, expected=expected, got=hello.encoder_hash)
-            self._conns.pop(rid, None)
+        if not self._encoder_ok(rid, hello.node_id, hello.encoder_hash, out):
             return
         try:
             user_id = frame.get("User-Id") or ""
@@ -555,6 +561,8 @@ class IngestServer:
             self._reject(rid, "hello_required", "data before Hello on this connection", out)
             return
         conn.last_seen = time.monotonic()
+        if not self._encoder_ok(rid, conn.node_id, conn.hello.encoder_hash, out):   # the gallery may have changed
+            return
         if batch.node_id != conn.node_id:
             self._reject(rid, "schema", f"batch node_id {batch.node_id!r} differs from Hello's {conn.node_id!r}", out)
             return
@@ -588,6 +596,18 @@ class IngestServer:
             keep.beats.extend(g for g, f in zip(batch.beats, fresh[n_win:]) if f)
             batch = keep
         work.append((rid, conn, batch))
+
+    def _encoder_ok(self, rid: bytes, node_id: str, encoder_hash: str, out: list) -> bool:
+        """Is `encoder_hash` one the gallery takes now? Else a fatal ENCODER_MISMATCH, and the connection is forgotten."""
+        hashes = self.encoder_hashes
+        if encoder_hash in hashes:
+            return True
+        expected = ",".join(sorted(hashes))
+        msg = (f"encoder hash {encoder_hash!r} of node {node_id!r} does not match the cloud "
+               f"gallery's encoder {expected!r}; embeddings from it are not comparable and are refused")
+        self._reject(rid, "encoder_mismatch", msg, out, fatal=True, expected=expected, got=encoder_hash)
+        self._conns.pop(rid, None)
+        return False
 
     def _reject(self, rid: bytes | None, reason: str, message: str, out: list | None = None, fatal: bool = False,
                 expected: str = "", got: str = "") -> None:

@@ -25,6 +25,7 @@ from cloud.live import LatencyStats, LiveHub
 from cloud.records import BeatGridIn, FeedbackOut, WindowIn, WindowResult
 from cloud.settings import CloudSettings
 from cloud.store import Store, StoreUnavailable
+from dancewire.errors import BadInputError
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,22 @@ class CloudService:
             log.info("restored %d dancers, %d sessions from the store", len(dancers), len(sessions))
 
     def reload_gallery(self, gallery: Gallery | None = None) -> None:
+        """Swap in the gallery file (or `gallery`). One that names no encoder, where the current one
+        does, is refused: the ingest takes only embeddings of the gallery's encoder, so it would
+        turn every edge away. A gallery made by another encoder is taken, and the edges that
+        still run the old one are refused at their next batch (their spools keep the windows)."""
         g = gallery if gallery is not None else Gallery.load_or_empty(self.settings.gallery_path)
+        if self.gallery.encoder.get("hash") and not g.encoder.get("hash"):
+            raise BadInputError(f"the gallery {self.settings.gallery_path} names no encoder (empty or not made by "
+                                f"`dancewire cloud enroll`); keeping the current one")
+        old = self.gallery.encoder.get("hash")
         c = self._make_classifier(g)
         with self.lock:
             self.gallery, self.classifier = g, c
             self.aggregator.set_gallery(g)
+        if old and g.encoder.get("hash") != old:
+            log.warning("gallery reloaded with encoder %s (was %s): edges running the old encoder are refused",
+                        g.encoder.get("hash"), old)
 
     # ----- the per-batch path ------------------------------------------------------------------
     def process(self, windows: list[WindowIn], beats: list[BeatGridIn] = ()) -> list[FeedbackOut]:

@@ -7,6 +7,7 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 
 from cloud.service import CloudService
@@ -148,6 +149,17 @@ def test_gallery_reload(served, ballroom_gallery, tmp_path):
     assert served.service.classifier.gallery.styles == ["cha-cha", "rumba"]
     feed(served.service, ballroom_gallery, 6)
     assert set(get(served.url + "/api/results")[-1]["probs"]) == {"cha-cha", "rumba"}
+    # a corrupt file, or one that names no encoder: 400 with the reason, the running gallery stays
+    path = served.service.settings.gallery_path
+    for bad in (b"not a gallery", None):
+        if bad is None:
+            Gallery(np.zeros((0, g.dim), np.float32), []).save(path)
+        else:
+            path.write_bytes(bad)
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req)
+        assert e.value.code == 400 and "gallery" in json.loads(e.value.read())["detail"]
+        assert served.service.classifier.gallery.styles == ["cha-cha", "rumba"]
 
 
 def test_set_routine(served):

@@ -10,6 +10,7 @@ from port_helpers import free_port
 from cloud.service import CloudService
 from cloud.settings import CloudSettings
 from cloud.wire import signed64
+from dancewire.errors import BadInputError
 
 zmq = pytest.importorskip("zmq")
 codec = pytest.importorskip("proto.codec")
@@ -83,6 +84,61 @@ def test_windows_over_zeromq(tmp_path, ballroom_gallery):
         other.close(0)
     finally:
         sock.close(0)
+        ctx.term()
+        server.stop()
+        svc.close()
+
+
+def test_gallery_reloaded_with_another_encoder_turns_old_edges_away(tmp_path, ballroom_gallery):
+    """The ingest asks the service which encoder its gallery holds on every Hello and batch: after
+    a reload with references of another encoder, an edge still on the old one is refused (fatal
+    ENCODER_MISMATCH) at its next batch, which is not stored, and an edge on the new one gets in."""
+    from cloud.gallery import Gallery
+
+    g, holdout = ballroom_gallery
+    svc = CloudService(CloudSettings(db_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", gallery_path=tmp_path / "g.npz"),
+                       gallery=g)
+    port = free_port()
+    server = ingest.IngestServer(f"tcp://127.0.0.1:{port}", svc, svc.encoder_hashes,
+                                 state_path=tmp_path / "ingest.sqlite", insecure_dev=True).start()
+    ctx = zmq.Context()
+    old, new = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
+    s, dim = holdout[0], holdout[0]["emb"].shape[1]
+
+    def batch(node, seqs):
+        b = pb.WindowBatch(node_id=node, session_id="class-3", dtype=pb.DTYPE_INT8)
+        for q in seqs:
+            (t0, t1), e = s["times"][q], s["emb"][q]
+            b.windows.append(codec.make_window(0, q + 1, t0, t1, e, None, 0.9, "int8"))
+        return codec.encode(b)
+
+    try:
+        for sock in (old, new):
+            sock.connect(f"tcp://127.0.0.1:{port}")
+        old.send(codec.encode(codec.make_hello("studio-old", g.encoder["hash"], dim, "int8", epoch=1)))
+        recv_until(old, "ack")
+        old.send(batch("studio-old", [0, 1]))
+        recv_until(old, "feedback")
+        assert svc.store.count("windows") == 2
+        svc.reload_gallery(Gallery(g.embeddings, g.refs, {"hash": "encoder-v9", "model_id": "v9"}))
+        old.send(batch("studio-old", [2, 3]))
+        err, _ = recv_until(old, "error")
+        assert err.fatal and err.code == pb.Error.ENCODER_MISMATCH and err.expected == "encoder-v9"
+        assert svc.store.count("windows") == 2 and server.stats()["rejects"]["encoder_mismatch"] == 1
+        old.send(batch("studio-old", [4]))                   # the connection is forgotten: Hello again
+        err, _ = recv_until(old, "error")
+        assert err.code == pb.Error.HELLO_REQUIRED
+        new.send(codec.encode(codec.make_hello("studio-new", "encoder-v9", dim, "int8", epoch=1)))
+        recv_until(new, "ack")
+        new.send(batch("studio-new", [0, 1, 2]))
+        recv_until(new, "feedback")
+        assert svc.store.count("windows") == 5
+        with pytest.raises(BadInputError, match="names no encoder"):
+            svc.reload_gallery(Gallery(np.zeros((0, dim), np.float32), []))
+        assert server.encoder_hashes == {"encoder-v9"}
+    finally:
+        old.close(0)
+        new.close(0)
         ctx.term()
         server.stop()
         svc.close()
