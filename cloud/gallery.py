@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -176,17 +177,19 @@ class Gallery:
             with np.load(path, allow_pickle=False) as z:
                 emb = z["embeddings"]
                 meta = json.loads(z["meta"].tobytes().decode())
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
             raise BadInputError(f"cannot read gallery {path}: {exc}") from None
-        if meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise BadInputError(f"{path} is not a {FORMAT} file")
-        cols = meta["refs"]
-        n = len(cols["ref_id"])
-        refs = []
-        for i in range(n):
-            kw = {name: cols[name][i] for name in _REF_FIELDS if name in cols}
-            kw["score"] = math.nan if kw.get("score") is None else float(kw["score"])
-            refs.append(Reference(**kw))
+        try:
+            cols = meta["refs"]
+            refs = []
+            for i in range(len(cols["ref_id"])):
+                kw = {name: cols[name][i] for name in _REF_FIELDS if name in cols}
+                kw["score"] = math.nan if kw.get("score") is None else float(kw["score"])
+                refs.append(Reference(**kw))
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise BadInputError(f"gallery {path}: its reference table is damaged ({type(exc).__name__}: {exc})") from None
         return cls(emb, refs, meta.get("encoder", {}), meta.get("params", {}))
 
     @classmethod

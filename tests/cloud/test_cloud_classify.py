@@ -72,6 +72,28 @@ def test_gallery_roundtrip(tmp_path, ballroom_gallery):
     assert h.refs[5] == g.refs[5] or (math.isnan(h.refs[5].score) and h.refs[5].ref_id == g.refs[5].ref_id)
 
 
+def test_damaged_gallery_files_give_one_clear_error(tmp_path, ballroom_gallery):
+    """A truncated file, a foreign .npz, or a damaged reference table: BadInputError naming the file
+    (the API answers 400 and `cloud serve` prints one line), never a KeyError or BadZipFile."""
+    import json
+
+    from dancewire.errors import BadInputError
+
+    g, _ = ballroom_gallery
+    good = tmp_path / "g.npz"
+    g.save(good)
+    (tmp_path / "truncated.npz").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    np.savez(tmp_path / "foreign.npz", x=np.zeros(3))
+    for name, meta in (("list", [1]), ("norefs", {"format": "dancewire-gallery/1"}),
+                       ("short", {"format": "dancewire-gallery/1", "refs": {"ref_id": ["a", "b"], "style": ["x"]}})):
+        np.savez(tmp_path / f"{name}.npz", embeddings=np.zeros((2, 4), np.float32),
+                 meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    for name in ("truncated", "foreign", "list", "norefs", "short"):
+        with pytest.raises(BadInputError, match=name):
+            Gallery.load(tmp_path / f"{name}.npz")
+    assert len(Gallery.load(good)) == len(g)
+
+
 def test_real_ballroom_windows_classified(ballroom_gallery):
     """Unseen ballroom performances (one per style), real mocap through the shipped encoder: each
     performance's majority label is its style, and single windows are right far above chance (1/3):
