@@ -63,7 +63,7 @@ def _analyze(args) -> int:
     from edge.records_io import JsonlWriter
 
     settings = load_settings(args)
-    with JsonlWriter(args.out) as out:
+    with JsonlWriter(args.out, atomic=True) as out:
         summary = analyze(settings, args.video, out, audio=args.audio, audio_offset=args.audio_offset,
                           max_frames=args.max_frames, encoder=not args.no_encoder)
     print(f"{summary['frames']} frames, {summary['frames_with_dancer']} with a dancer, "

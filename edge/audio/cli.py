@@ -72,7 +72,7 @@ def _analyze(args) -> int:
     from edge.records_io import JsonlWriter
 
     settings = load_audio_settings(args)
-    with JsonlWriter(args.out) as out:
+    with JsonlWriter(args.out, atomic=True) as out:
         summary = analyze_file(args.file, out, settings, args.block_size)
     print(f"{summary['onsets']} onsets, {summary['beats']} beats, {summary['bpm']} BPM, "
           f"{summary['duration_s']} s of audio", file=sys.stderr)

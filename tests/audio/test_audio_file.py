@@ -134,6 +134,13 @@ def test_cli_analyze_writes_jsonl(tmp_path, wav):
     for b in AudioFileSource(path, SR, 1024).blocks():
         api += [e.to_json() for e in an.process(b)]
     assert api == recs[:-1]
+    # the file appears whole (not grown in place), with the mode a plain open gives
+    import os
+    import stat
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~mask
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
 
 
 def test_cli_settings_override_and_errors(tmp_path, wav, capsys):

@@ -100,3 +100,10 @@ def test_bad_inputs_end_with_one_clear_line(tmp_path, models_built):
     _one_clear_line(_analyze(wav, "--out", tmp_path / "o.jsonl"), "no video stream")
 
     _one_clear_line(_analyze(garbage, "--out", tmp_path / "no-such-dir" / "o.jsonl"), "cannot write")
+
+    # a failed run leaves the previous output as it was, and no temporary file beside it
+    earlier = tmp_path / "earlier.jsonl"
+    earlier.write_text('{"type": "summary", "frames": 100}\n')
+    _one_clear_line(_analyze(garbage, "--out", earlier), "cannot read video")
+    assert earlier.read_text() == '{"type": "summary", "frames": 100}\n'
+    assert sorted(p.name for p in tmp_path.iterdir() if "earlier" in p.name) == ["earlier.jsonl"]
