@@ -143,9 +143,11 @@ class EdgeGraph:
             self.pose.close()
 
 
-def merge_by_time(*streams: Iterator) -> Iterator:
-    """Interleave records of several sources in media-time order (each stream is already ordered)."""
-    return heapq.merge(*streams, key=lambda r: r.t)
+def merge_by_time(*streams: Iterator, audio_offset: float = 0.0) -> Iterator:
+    """Interleave records of several sources in media-time order (each stream is already ordered).
+    An audio block goes where it is heard, at `block.t + audio_offset`: with a negative offset the
+    music for a window must still reach the analyzer before the window's frames close it."""
+    return heapq.merge(*streams, key=lambda r: r.t + audio_offset if isinstance(r, AudioBlock) else r.t)
 
 
 def analyze(settings: EdgeSettings, video: str | Path, out, *, audio: str | Path | None = None,
@@ -162,13 +164,13 @@ def analyze(settings: EdgeSettings, video: str | Path, out, *, audio: str | Path
     audio_src = None
     if audio_path is not None:
         audio_src = AudioFileSource(audio_path, settings.audio.sample_rate)
-        duration = (max_frames / source.info.fps) if (max_frames and source.info.fps) else None
-        streams.append(_until(audio_src.blocks(), duration))
+        duration = (max_frames / source.info.fps) if (max_frames is not None and source.info.fps) else None
+        streams.append(_until(audio_src.blocks(), duration, audio_offset))
 
     counts = {"onset": 0, "beat": 0, "window": 0, "primitive": 0}
     start = time.perf_counter()
     try:
-        for item in merge_by_time(*streams):
+        for item in merge_by_time(*streams, audio_offset=audio_offset):
             if isinstance(item, Frame):
                 step = graph.on_frame(item)
                 _write_step(out, step, counts)
@@ -221,8 +223,9 @@ def _write_step(out, step: StepOutput, counts: dict) -> None:
         counts["primitive"] += 1
 
 
-def _until(blocks: Iterator[AudioBlock], duration: float | None) -> Iterator[AudioBlock]:
+def _until(blocks: Iterator[AudioBlock], duration: float | None, offset: float = 0.0) -> Iterator[AudioBlock]:
+    """The blocks heard (at media time `t + offset`) up to `duration`."""
     for b in blocks:
-        if duration is not None and b.t > duration:
+        if duration is not None and b.t + offset > duration:
             return
         yield b

@@ -40,6 +40,8 @@ class VideoFileSource:
     """Decodes a video file's frames as BGR images, `t` = pts - container start (seconds)."""
 
     def __init__(self, path: str | Path, max_frames: int | None = None):
+        if max_frames is not None and max_frames < 1:
+            raise BadInputError(f"max_frames must be at least 1, got {max_frames}")
         self.path = Path(path)
         self.max_frames = max_frames
         container = _open(self.path)

@@ -101,6 +101,9 @@ def test_bad_inputs_end_with_one_clear_line(tmp_path, models_built):
 
     _one_clear_line(_analyze(garbage, "--out", tmp_path / "no-such-dir" / "o.jsonl"), "cannot write")
 
+    _one_clear_line(_analyze(tmp_path / "music-only.wav", "--out", tmp_path / "o.jsonl", "--max-frames", 0),
+                    "max_frames must be at least 1")
+
     # a failed run leaves the previous output as it was, and no temporary file beside it
     earlier = tmp_path / "earlier.jsonl"
     earlier.write_text('{"type": "summary", "frames": 100}\n')

@@ -132,6 +132,12 @@ def test_real_video_dance_scores_higher_with_its_own_music(shared_data, tmp_path
         out = Sink()
         summary = analyze(EdgeSettings(), video, out, audio=video, audio_offset=offset, encoder=False)
         (dancer,) = summary["rhythm"].values()
+        beats = np.array([r["t"] for r in out.records if r["type"] == "beat"])
+        # each window was scored against the beats heard inside it (a negative offset delays the
+        # music on the file's clock: it must still reach the analyzer before the window closes)
+        wins = [r for r in out.records if r["type"] == "window"]
+        short = [w for w in wins if w["rhythm"]["music_beats"] < np.sum((beats >= w["t0"]) & (beats <= w["t1"])) - 1]
+        assert wins and len(short) <= 1, (offset, [(w["t0"], w["rhythm"]["music_beats"]) for w in short])
         bpms = [r["bpm"] for r in out.records if r["type"] == "beat"]
         return dancer["align_f1"], float(np.median(bpms))
 
@@ -139,4 +145,5 @@ def test_real_video_dance_scores_higher_with_its_own_music(shared_data, tmp_path
     half = 30.0 / bpm
     plus, _ = session_f1(half)
     minus, _ = session_f1(-half)
+    session_f1(-1.5)            # music 1.5 s late on the file's clock: longer than a window takes to close
     assert aligned > plus and aligned > minus, f"aligned {aligned:.3f} vs +half {plus:.3f}, -half {minus:.3f}"
