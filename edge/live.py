@@ -144,11 +144,11 @@ class LiveRunner:
         deadline = None if duration is None else time.monotonic() + duration
         try:
             while deadline is None or time.monotonic() < deadline:
+                self._check_producers()        # a dead mic or camera ends the run with its error
                 self._drain_events()
                 try:
                     item = self.frames.get(timeout=0.2)
                 except TimeoutError:
-                    self._check_producers()
                     if self.end_of_stream.is_set() and not len(self.frames):
                         break
                     continue

@@ -30,3 +30,29 @@ def test_a_paced_source_starts_when_the_runner_starts():
     assert runner.counters["frames_done"] == 25 and runner.frames.dropped == 0
     assert 0.9 < wall < 3.0                                  # played at real time: 25 frames = 1 s
     assert len(runner.timeline) == 25
+
+
+def test_a_dead_microphone_ends_the_run_with_its_error_while_frames_keep_coming():
+    """The mic's DeviceError is raised by run() as soon as it happens, not only when the camera
+    also stops (it was swallowed while frames arrived, and the rig ran on without music)."""
+    import pytest
+
+    from dancewire.errors import DeviceError
+    from edge.sources.demo import DemoMusic, DemoSettings
+
+    settings = EdgeSettings()
+    runner = LiveRunner(settings, EdgeGraph.build(settings, video=False, audio=True, encoder=False))
+    runner.add_video(lambda: _frames(n=250), paced=True)     # 10 s of frames
+    music = DemoMusic(DemoSettings())
+
+    def failing_mic():
+        for i, block in enumerate(music.blocks()):
+            if i == 20:
+                raise DeviceError("audio input 'USB mic' delivered nothing for 2.0 s")
+            yield block
+
+    runner.add_audio(failing_mic, paced=True)
+    t0 = time.monotonic()
+    with pytest.raises(DeviceError, match="USB mic"):
+        runner.run(duration=8.0)
+    assert time.monotonic() - t0 < 3.0 and runner.counters["frames_done"] < 100
