@@ -29,12 +29,26 @@ def _coerce(value: Any, typ: Any) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
             return None
         return _coerce(value, args[0])
+    if dataclasses.is_dataclass(typ):
+        raise ValueError("this is a section: set its fields (a [table] in TOML, section.field=value)")
     if not isinstance(value, str):
-        if typ is float and isinstance(value, int):
+        # TOML gives typed values: check them against the field's type (numbers become text where
+        # text is wanted: `camera = 0`), so a wrong one fails here and not deep in the pipeline
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if typ is bool and isinstance(value, bool):
+            return value
+        if typ is int and number and float(value).is_integer():
+            return int(value)
+        if typ is float and number:
             return float(value)
+        if typ in (str, Path) and number:
+            return typ(str(value))
         if origin in (tuple, list) and isinstance(value, (list, tuple)):
             inner = typing.get_args(typ)[0] if typing.get_args(typ) else str
             return origin(_coerce(v, inner) for v in value)
+        if typ in (bool, int, float, str, Path) or origin in (tuple, list):
+            want = {bool: "true or false", int: "an integer", float: "a number", str: "text", Path: "a path"}
+            raise ValueError(f"expected {want.get(typ, 'a list')}, got {value!r}")
         return value
     if typ is bool:
         if value.lower() in ("1", "true", "yes", "on"):
@@ -50,6 +64,12 @@ def _coerce(value: Any, typ: Any) -> Any:
         inner = typing.get_args(typ)[0] if typing.get_args(typ) else str
         return origin(_coerce(v.strip(), inner) for v in value.split(",") if v.strip())
     return value
+
+
+def require(cond: bool, section: str, msg: str) -> None:
+    """For the settings' `validate()`: a value out of range or not among the choices is one clear error."""
+    if not cond:
+        raise DancewireError(f"{section} settings: {msg}")
 
 
 def _apply(obj: Any, path: list[str], value: Any, where: str, full: str = "") -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dancewire.config import load
+from dancewire.config import load, require
 from edge.audio.settings import AudioSettings
 from edge.motion.settings import MotionSettings
 from edge.vision.settings import VisionSettings
@@ -16,6 +16,15 @@ class EngineSettings:
     threads: int = 2                    # ONNX Runtime intra-op threads per model
     precision: str = "fp16"             # TensorRT: "fp32", "fp16" or "int8"
 
+    def validate(self) -> "EngineSettings":
+        from edge.engines import BACKENDS
+        from edge.engines.trt import PRECISIONS
+
+        require(self.backend in BACKENDS, "engine", f"backend {self.backend!r} not in {BACKENDS}")
+        require(self.precision in PRECISIONS, "engine", f"precision {self.precision!r} not in {PRECISIONS}")
+        require(self.threads >= 1, "engine", "threads must be >= 1")
+        return self
+
 
 @dataclass(frozen=True)
 class SourceSettings:
@@ -24,6 +33,11 @@ class SourceSettings:
     height: int = 0
     fps: float = 0.0
     frame_queue: int = 2                # leaky queue depth between capture and pose (frames)
+
+    def validate(self) -> "SourceSettings":
+        require(self.frame_queue >= 1, "source", "frame_queue must be >= 1")
+        require(min(self.width, self.height) >= 0 and self.fps >= 0, "source", "width, height and fps must be >= 0")
+        return self
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,16 @@ class LinkSettings:
     spool_max_mb: int = 64
     spool_on_full: str = "drop_oldest"
 
+    def validate(self) -> "LinkSettings":
+        from edge.link.spool import FULL_POLICIES
+        from proto.codec import DTYPES
+
+        require(self.dtype in DTYPES, "link", f"dtype {self.dtype!r} not in {tuple(DTYPES)}")
+        require(self.spool_on_full in FULL_POLICIES, "link",
+                f"spool_on_full {self.spool_on_full!r} not in {FULL_POLICIES}")
+        require(self.spool_max_mb >= 1, "link", "spool_max_mb must be >= 1")
+        return self
+
 
 @dataclass(frozen=True)
 class EdgeSettings:
@@ -47,6 +71,13 @@ class EdgeSettings:
     motion: MotionSettings = field(default_factory=MotionSettings)
     link: LinkSettings = field(default_factory=LinkSettings)
 
+    def validate(self) -> "EdgeSettings":
+        """Every area's ranges and choices, so a bad value is one clear error at start, not a
+        traceback (or a hang) later."""
+        for area in (self.engine, self.source, self.vision, self.audio, self.motion, self.link):
+            area.validate()
+        return self
+
 
 def load_edge_settings(file: str | Path | None = None, overrides: list[str] | None = None) -> EdgeSettings:
-    return load(EdgeSettings, file, "DANCEWIRE_EDGE", overrides)
+    return load(EdgeSettings, file, "DANCEWIRE_EDGE", overrides).validate()

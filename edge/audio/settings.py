@@ -64,11 +64,10 @@ class AudioSettings:
     mic_offset_s: float = 0.0
 
     def validate(self) -> "AudioSettings":
-        from dancewire.errors import DancewireError
+        from dancewire.config import require
 
         def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise DancewireError(f"audio settings: {msg}")
+            require(cond, "audio", msg)
 
         need(self.sample_rate >= 8000, f"sample_rate {self.sample_rate} < 8000")
         need(self.onset_method in ONSET_METHODS, f"onset_method {self.onset_method!r} not in {ONSET_METHODS}")

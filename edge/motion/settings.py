@@ -34,3 +34,16 @@ class MotionSettings:
     backend: str = "onnxruntime"
     threads: int = 1
     batch: int = 32
+
+    def validate(self) -> "MotionSettings":
+        from dancewire.config import require
+        from edge.engines import BACKENDS
+        from edge.motion.normalize import METHODS
+
+        require(self.window_s > 0 and self.hop_s > 0, "motion", "window_s and hop_s must be > 0")
+        require(self.base_fps > 0 and self.max_frames >= 1, "motion", "base_fps must be > 0 and max_frames >= 1")
+        require(1 <= self.min_valid <= self.max_frames, "motion", "min_valid must be in [1, max_frames]")
+        require(self.normalization in METHODS, "motion", f"normalization {self.normalization!r} not in {METHODS}")
+        require(self.backend in BACKENDS, "motion", f"backend {self.backend!r} not in {BACKENDS}")
+        require(self.threads >= 1 and self.batch >= 1, "motion", "threads and batch must be >= 1")
+        return self

@@ -28,6 +28,7 @@ NUM_BODY = 33
 
 # BlazePose 33 -> COCO-17 (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles)
 BLAZEPOSE_TO_COCO17 = np.array([0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28])
+KEYPOINT_SCORES = ("visibility", "presence", "min")   # which BlazePose score a COCO-17 keypoint carries
 
 
 @dataclass(frozen=True)
@@ -90,14 +91,16 @@ class LandmarkResult:
         return np.concatenate([body.min(0), body.max(0)]).astype(np.float32)
 
     def coco17(self, score: str = "visibility") -> np.ndarray:
-        """(17, 3) COCO-17 keypoints x, y, score."""
+        """(17, 3) COCO-17 keypoints x, y, score (one of KEYPOINT_SCORES)."""
         idx = BLAZEPOSE_TO_COCO17
         if score == "presence":
             s = self.presence[idx]
         elif score == "min":
             s = np.minimum(self.visibility[idx], self.presence[idx])
-        else:
+        elif score == "visibility":
             s = self.visibility[idx]
+        else:
+            raise ValueError(f"unknown keypoint score {score!r}; choose one of {KEYPOINT_SCORES}")
         return np.column_stack([self.points[idx], s]).astype(np.float32)
 
 

@@ -83,3 +83,16 @@ class VisionSettings:
     min_mean_conf: float = 0.5          # a pose whose mean keypoint confidence is below this is dropped
     # Tong's third rule (an example needs >= 18 frames) is `motion.min_valid`: windows are cut there.
     keypoint_score: str = "visibility"  # per-keypoint score: "visibility", "presence" or "min" of both
+
+    def validate(self) -> "VisionSettings":
+        from dancewire.config import require
+        from edge.vision.blazepose_landmarks import KEYPOINT_SCORES
+
+        require(self.keypoint_score in KEYPOINT_SCORES, "vision",
+                f"keypoint_score {self.keypoint_score!r} not in {KEYPOINT_SCORES}")
+        require(self.max_people >= 1 and self.detector_period >= 1, "vision",
+                "max_people and detector_period must be >= 1")
+        require(self.track_buffer_s >= 0 and self.track_min_hits >= 1, "vision",
+                "track_buffer_s must be >= 0 and track_min_hits >= 1")
+        require(self.clean_delay >= self.clean_max_gap >= 0, "vision", "need clean_delay >= clean_max_gap >= 0")
+        return self

@@ -42,3 +42,42 @@ def test_unknown_and_bad_values_are_clear_errors(tmp_path):
     bad.write_text("this is [not toml")
     with pytest.raises(DancewireError, match="cannot read settings file"):
         load(Outer, bad)
+
+
+def test_typed_toml_values_are_checked_against_the_fields(tmp_path):
+    """TOML gives numbers and booleans: a number where text is wanted becomes text (`camera = 0`),
+    anything else of the wrong type, or a plain value for a whole section, is a clear error."""
+    f = tmp_path / "s.toml"
+    f.write_text('name = 0\n[inner]\nperiod = 7.0\nratio = 1\nnames = ["p", "q"]\n')
+    s = load(Outer, f)
+    assert s.name == "0" and s.inner.period == 7 and isinstance(s.inner.period, int) and s.inner.names == ("p", "q")
+    for text, match in (("[inner]\nperiod = 2.5\n", "expected an integer, got 2.5"),
+                        ("[inner]\nenabled = 1\n", "expected true or false"),
+                        ("[inner]\nratio = true\n", "expected a number"),
+                        ('name = ["a"]\n', "expected text"),
+                        ("inner = 3\n", "this is a section")):
+        f.write_text(text)
+        with pytest.raises(DancewireError, match=match):
+            load(Outer, f)
+    with pytest.raises(DancewireError, match="this is a section"):
+        load(Outer, overrides=["inner=3"])
+
+
+@pytest.mark.parametrize("override, match", [
+    ("engine.backend=bogus", "engine settings: backend 'bogus'"),
+    ("engine.precision=fp8", "engine settings: precision"),
+    ("source.frame_queue=0", "source settings: frame_queue"),
+    ("link.dtype=bogus", "link settings: dtype"),
+    ("link.spool_on_full=bogus", "link settings: spool_on_full"),
+    ("motion.hop_s=0", "motion settings: window_s and hop_s"),
+    ("motion.normalization=z", "motion settings: normalization"),
+    ("vision.keypoint_score=bogus", "vision settings: keypoint_score"),
+    ("audio.sample_rate=100", "audio settings: sample_rate"),
+])
+def test_edge_settings_out_of_range_or_choice_fail_at_load(override, match):
+    """Each was a traceback (or, for hop_s=0, a hang) once the pipeline ran; now one error at start."""
+    from edge.settings import load_edge_settings
+
+    with pytest.raises(DancewireError, match=match):
+        load_edge_settings(None, [override])
+    assert load_edge_settings(None, []).source.camera == "0"
