@@ -49,19 +49,33 @@ def ensure_keys() -> dict[str, Path]:
             "edge_secret": folder / "edge-local.key_secret"}
 
 
-
-
 def ensure_gallery(exe: list[str], gallery: Path) -> None:
-    """A fresh cloud gets the seed gallery (AIST++ genres) so styles are classified out of the box."""
+    """A fresh cloud gets the seed gallery (AIST++ genres) so styles are classified out of the box.
+    It is enrolled into a temporary file that replaces `gallery` only once every seed file is in,
+    so an interrupted or failed first run leaves no half gallery for later runs to keep."""
     import numpy as np
 
     if gallery.exists():
         return
-    for f in sorted(SEED_DIR.glob("*.npz")):
-        style = str(np.load(f)["genre"][0])
-        subprocess.run(exe + ["cloud", "enroll", str(f), "--style", style, "--group", "AIST++",
-                              "--gallery", str(gallery)],       # videos: the file's performances
-                       check=True, stdout=subprocess.DEVNULL)
+    seeds = sorted(SEED_DIR.glob("*.npz"))
+    partial = gallery.with_name(gallery.name + ".partial.npz")
+    partial.unlink(missing_ok=True)
+    try:
+        for i, f in enumerate(seeds):
+            try:
+                style = str(np.load(f)["genre"][0])
+            except (OSError, ValueError, KeyError, IndexError) as exc:
+                raise DancewireError(f"seed gallery file {f} is damaged ({exc}); restore it from git") from None
+            fit = [] if i == len(seeds) - 1 else ["--no-fit"]          # fit once, on the whole gallery
+            proc = subprocess.run(exe + ["cloud", "enroll", str(f), "--style", style, "--group", "AIST++",
+                                         "--gallery", str(partial), *fit],   # videos: the file's performances
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if proc.returncode != 0:
+                tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                raise DancewireError(f"enrolling the seed gallery file {f.name} failed: {tail}")
+        partial.replace(gallery)
+    finally:
+        partial.unlink(missing_ok=True)
     print(f"dancewire: enrolled the seed gallery ({SEED_DIR}) into {gallery}", flush=True)
 
 

@@ -135,3 +135,26 @@ def test_up_with_a_video_keeps_the_dashboard_after_the_video_ends(tmp_path):
     assert "the edge finished" in proc.stdout and "error" not in proc.stderr.lower()
     stats = json.loads((tmp_path / "home" / "last-edge-run.json").read_text())
     assert stats["counters"]["frames_done"] == 24 and stats["dropped_frames"] == 0
+
+
+def test_a_failed_seed_enrolment_leaves_no_half_gallery(tmp_path, monkeypatch):
+    """A damaged seed file (or a Ctrl-C) during the first `up`: one clear error, no gallery file
+    and no partial one, so the next `up` enrols the whole seed gallery again."""
+    import shutil
+
+    from dancewire import up
+    from dancewire.errors import DancewireError
+
+    seeds = tmp_path / "seed"
+    seeds.mkdir()
+    first = sorted(SEED_DIR.glob("*.npz"))[0]
+    shutil.copy(first, seeds / first.name)
+    (seeds / "zz-damaged.npz").write_bytes(b"not an npz")
+    monkeypatch.setattr(up, "SEED_DIR", seeds)
+    gallery = tmp_path / "gallery.npz"
+    with pytest.raises(DancewireError, match="zz-damaged.npz is damaged"):
+        up.ensure_gallery([sys.executable, "-m", "dancewire"], gallery)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed"]
+    (seeds / "zz-damaged.npz").unlink()
+    up.ensure_gallery([sys.executable, "-m", "dancewire"], gallery)
+    assert gallery.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["gallery.npz", "seed"]
