@@ -412,54 +412,59 @@ def analyze_video(path: str | Path, estimate: Callable | None = None, *, max_off
                            max_offset=max_offset, min_claps=min_claps)
 
 
-def record_live(seconds: float, camera: int | str = 0, sample_rate: int = 48000):
-    """Capture camera frames and microphone audio for `seconds`, both on one RigClock.
+def record_live(seconds: float, settings=None):
+    """Capture camera frames and microphone audio for `seconds`, both on one RigClock, through
+    the same sources `edge run` uses: the camera `source.*` names and the microphone `audio.*`
+    names (device, rate, channels, `mic_offset_s`), so the stored offset is the one the rig needs.
 
     Returns (frames, samples, sample_rate, audio_t0); frames are kept JPEG-compressed
-    (`Frame` records decoded on iteration) so a 12 s 1080p take fits in memory. The
-    microphone's ADC time (PortAudio) is mapped onto the rig clock at the first callback."""
+    (`Frame` records decoded on iteration) so a 12 s 1080p take fits in memory. audio_t0 is the
+    first block's time on the rig clock (PortAudio's ADC time, as `MicSource` stamps it)."""
+    import threading
+
     import cv2
 
     from edge.records import Frame
+    from edge.settings import EdgeSettings
     from edge.sources.camera import CameraSource
     from edge.sources.clock import RigClock
+    from edge.sources.mic import MicSource
 
-    try:
-        import sounddevice as sd
-    except (ImportError, OSError) as exc:
-        raise DeviceError(f"no microphone support ({exc}); install dancewire[mic] and libportaudio2") from None
+    s = settings or EdgeSettings()
     clock = RigClock()
     try:
-        cam = CameraSource(camera, clock=clock)
+        cam = CameraSource.from_settings(s.source, clock=clock)
+        mic = MicSource(s.audio, clock=clock).start()
     except DeviceError as exc:
         raise DeviceError(f"{str(exc).split(';')[0]}; record a clip with sound on any camera and pass its "
                           "path instead of 'live'") from None
-    blocks, first = [], {}
+    blocks, failed = [], []
 
-    def callback(indata, frames, time_info, status):
-        if status:
-            log.warning("microphone: %s (the offset may be off; repeat the test)", status)
-        if "t0" not in first:
-            # PortAudio stream time of this block's first sample -> monotonic -> rig clock
-            lag = stream.time - time_info.inputBufferAdcTime
-            first["t0"] = clock.now() - lag
-        blocks.append(indata[:, 0].copy())
+    def listen() -> None:
+        try:
+            blocks.extend(mic.blocks())
+        except DeviceError as exc:
+            failed.append(exc)
 
-    try:
-        stream = sd.InputStream(samplerate=sample_rate, channels=1, dtype="float32", callback=callback)
-    except Exception as exc:  # PortAudioError and friends
-        raise DeviceError(f"cannot open the microphone: {exc}; record a clip with sound and "
-                          "pass its path instead of 'live'") from None
+    listener = threading.Thread(target=listen, name="clap-test-mic", daemon=True)
+    listener.start()
     taken: list[tuple[int, float, bytes]] = []
-    with stream:
+    try:
         for frame in cam.frames():
             ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
             if ok:
                 taken.append((frame.index, frame.t, jpeg.tobytes()))
-            if frame.t >= seconds:
+            if frame.t >= seconds or failed:
                 break
+    finally:
+        mic.stop()
+        listener.join(5.0)
+    if failed:
+        raise failed[0]
     if not blocks:
         raise DeviceError("the microphone delivered no audio")
+    if mic.overflows:
+        log.warning("microphone: %d input overflows (the offset may be off; repeat the test)", mic.overflows)
 
     class _Frames:
         def __len__(self):
@@ -469,15 +474,16 @@ def record_live(seconds: float, camera: int | str = 0, sample_rate: int = 48000)
             for index, t, jpeg in taken:
                 yield Frame(index, t, cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR))
 
-    return _Frames(), np.concatenate(blocks), sample_rate, float(first["t0"])
+    return _Frames(), np.concatenate([blk.samples for blk in blocks]), mic.sample_rate, float(blocks[0].t)
 
 
-def analyze_live(seconds: float = 12.0, camera: int | str = 0, estimate: Callable | None = None,
+def analyze_live(seconds: float = 12.0, settings=None, estimate: Callable | None = None,
                  *, max_offset: float = 0.5, min_claps: int = MIN_CLAPS) -> AvOffsetResult:
-    """The clap test from the rig's camera and microphone (see `record_live`)."""
+    """The clap test from the rig's camera and microphone, as `settings` (EdgeSettings) name them
+    (see `record_live`)."""
     from dancewire.progress import Progress
 
-    frames, samples, rate, t0 = record_live(seconds, camera)
+    frames, samples, rate, t0 = record_live(seconds, settings)
     times, left, right, scores = wrists_from_frames(frames, estimate or pose_estimator(),
                                                     Progress("clap test: tracking wrists", len(frames)))
     return estimate_offset(times, left, right, samples, rate, audio_t0=t0, scores=scores,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="a recorded clip with sound, or 'live' to record from the camera and microphone")
     av.add_argument("--rig", help="rig name (default: $DANCEWIRE_RIG or the host name)")
     av.add_argument("--seconds", type=float, default=12.0, help="live: how long to record (default 12)")
-    av.add_argument("--camera", default="0", help="live: camera index, /dev/video path or GStreamer pipeline")
+    av.add_argument("--camera", help="live: camera index, /dev/video path or GStreamer pipeline "
+                                     "(default: the edge's source.camera)")
+    av.add_argument("--config", type=Path, help="live: the edge's TOML settings (camera, microphone, mic_offset_s)")
+    av.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                    help="live: override one edge setting, e.g. audio.mic_device=USB (repeatable)")
     av.add_argument("--max-offset", type=float, default=0.5, help="largest offset to consider, s (default 0.5)")
     av.add_argument("--min-claps", type=int, default=3, help="fewest matched claps to accept (default 3)")
     av.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"),
@@ -53,10 +58,13 @@ def _av_offset(args) -> int:
 
     estimate = avo.pose_estimator(args.backend)
     if args.source == "live":
-        camera = int(args.camera) if args.camera.isdigit() else args.camera
+        from edge.settings import load_edge_settings
+
+        overrides = list(args.overrides) + ([f"source.camera={args.camera}"] if args.camera else [])
+        settings = load_edge_settings(args.config, overrides)   # the devices `edge run` will use
         print(f"clap test: clap 8 times, about a second apart, facing the camera with both hands in view "
               f"({args.seconds:.0f} s)...", flush=True)
-        result = avo.analyze_live(args.seconds, camera, estimate, max_offset=args.max_offset,
+        result = avo.analyze_live(args.seconds, settings, estimate, max_offset=args.max_offset,
                                   min_claps=args.min_claps)
     else:
         result = avo.analyze_video(args.source, estimate, max_offset=args.max_offset, min_claps=args.min_claps)

@@ -276,7 +276,7 @@ def run_live(settings: EdgeSettings, args) -> int:
     if not demo and args.source is None:
         from edge.sources.camera import camera_available
         cam = settings.source.camera
-        if not camera_available(int(cam) if cam.isdigit() else cam):
+        if not camera_available(cam):
             raise DeviceError(f"no camera at {cam!r}; use --source FILE or --demo")
     graph = EdgeGraph.build(settings, video=not demo, audio=not args.no_mic)
     demo_s = DemoSettings(sample_rate=settings.audio.sample_rate)
@@ -302,9 +302,7 @@ def run_live(settings: EdgeSettings, args) -> int:
         from edge.sources.camera import CameraSource
         from edge.sources.mic import MicSource
 
-        s = settings.source
-        cam = CameraSource(int(s.camera) if s.camera.isdigit() else s.camera, s.width or None,
-                           s.height or None, s.fps or None, clock=clock)
+        cam = CameraSource.from_settings(settings.source, clock=clock)
         runner.add_video(cam.frames, paced=False)
         from calibrate.av_offset import load_offset
         graph.audio_offset = load_offset()          # the rig's measured A/V offset (clap test)

@@ -13,6 +13,15 @@ from edge.sources.clock import RigClock
 log = logging.getLogger(__name__)
 
 
+def _capture(device: int | str) -> cv2.VideoCapture:
+    """A V4L2 index ("0" counts as 0) or /dev/video* path, or a GStreamer pipeline ending in appsink."""
+    if isinstance(device, str) and device.strip().isdigit():
+        device = int(device)
+    if isinstance(device, str) and "appsink" in device:
+        return cv2.VideoCapture(device, cv2.CAP_GSTREAMER)
+    return cv2.VideoCapture(device, cv2.CAP_V4L2)
+
+
 class CameraSource:
     """Reads frames as fast as the camera delivers them, stamped on the rig clock at capture.
 
@@ -22,10 +31,7 @@ class CameraSource:
     def __init__(self, device: int | str = 0, width: int | None = None, height: int | None = None,
                  fps: float | None = None, clock: RigClock | None = None):
         self.clock = clock or RigClock()
-        if isinstance(device, str) and "appsink" in device:
-            cap = cv2.VideoCapture(device, cv2.CAP_GSTREAMER)
-        else:
-            cap = cv2.VideoCapture(device, cv2.CAP_V4L2)
+        cap = _capture(device)
         if not cap.isOpened():
             raise DeviceError(f"cannot open camera {device!r} (no such device, or busy); "
                               "use --source FILE or --demo")
@@ -39,6 +45,11 @@ class CameraSource:
         self.width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+
+    @classmethod
+    def from_settings(cls, s, clock: RigClock | None = None) -> "CameraSource":
+        """The camera `edge.settings.SourceSettings` name, at its size and rate (0: the camera's own)."""
+        return cls(s.camera, s.width or None, s.height or None, s.fps or None, clock=clock)
 
     def frames(self) -> Iterator[Frame]:
         index = 0
@@ -59,8 +70,7 @@ class CameraSource:
 def camera_available(device: int | str = 0) -> bool:
     """Whether the camera opens (OpenCV's own warnings about a missing device are silenced)."""
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)   # the answer is the return value
-    cap = cv2.VideoCapture(device, cv2.CAP_V4L2) if not isinstance(device, str) or "appsink" not in device \
-        else cv2.VideoCapture(device, cv2.CAP_GSTREAMER)
+    cap = _capture(device)
     ok = cap.isOpened()
     cap.release()
     return ok

@@ -232,3 +232,54 @@ def test_video_without_audio_is_a_clear_error(tmp_path):
             c.mux(pkt)
     with pytest.raises(BadInputError, match="no audio"):
         avo.analyze_video(path, estimate=_dot_wrists)
+
+
+def test_live_clap_test_records_through_the_rigs_configured_camera_and_microphone(monkeypatch):
+    """No camera or microphone here, so both are stand-ins; what is checked is that the clap test
+    opens the devices the edge's settings name (as `edge run` does) and keeps the microphone's
+    own clock stamps (mic_offset_s included), so the stored offset is the rig's."""
+    from edge.records import AudioBlock, Frame
+    from edge.settings import load_edge_settings
+    import time
+
+    from edge.sources import camera, mic
+
+    opened = {}
+
+    class Cam:
+        def frames(self):
+            for i in range(40):
+                time.sleep(0.005)                       # the microphone keeps recording meanwhile
+                yield Frame(i, i / 20.0, np.zeros((8, 8, 3), np.uint8))
+
+    class Mic:
+        def __init__(self, settings, clock=None):
+            opened["mic"] = (settings.mic_device, settings.mic_sample_rate, settings.mic_offset_s)
+            self.sample_rate, self.overflows, self._stop = settings.mic_sample_rate, 0, False
+
+        def start(self):
+            return self
+
+        def blocks(self):
+            k = 0
+            while not self._stop:
+                yield AudioBlock(t=0.25 + k * 0.01, samples=np.full(441, k, np.float32), sample_rate=44100)
+                k += 1
+                time.sleep(0.001)
+
+        def stop(self):
+            self._stop = True
+
+    def cam_from_settings(s, clock=None):
+        opened["camera"] = s.camera
+        return Cam()
+
+    monkeypatch.setattr(camera.CameraSource, "from_settings", staticmethod(cam_from_settings))
+    monkeypatch.setattr(mic, "MicSource", Mic)
+    settings = load_edge_settings(None, ["source.camera=/dev/video2", "audio.mic_device=USB",
+                                         "audio.mic_sample_rate=44100", "audio.mic_offset_s=0.25"])
+    frames, samples, rate, t0 = avo.record_live(1.0, settings)
+    assert opened == {"camera": "/dev/video2", "mic": ("USB", 44100, 0.25)}
+    assert len(frames) == 21 and rate == 44100 and t0 == 0.25
+    assert len(samples) >= 3 * 441 and len(samples) % 441 == 0
+    assert np.array_equal(samples[:441 * 3:441], [0, 1, 2])   # the blocks in order, none dropped

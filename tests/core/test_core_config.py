@@ -63,6 +63,17 @@ def test_typed_toml_values_are_checked_against_the_fields(tmp_path):
         load(Outer, overrides=["inner=3"])
 
 
+def test_optional_fields_get_their_type_or_none():
+    """`int | None` (PEP 604) fields: "44100" is the int 44100, "none" is None (it stayed the text "44100")."""
+    from edge.settings import load_edge_settings
+
+    s = load_edge_settings(None, ["audio.mic_sample_rate=44100", "audio.mic_device=USB"])
+    assert s.audio.mic_sample_rate == 44100 and isinstance(s.audio.mic_sample_rate, int)
+    assert load_edge_settings(None, ["audio.mic_sample_rate=none"]).audio.mic_sample_rate is None
+    with pytest.raises(DancewireError, match="mic_sample_rate"):
+        load_edge_settings(None, ["audio.mic_sample_rate=fast"])
+
+
 @pytest.mark.parametrize("override, match", [
     ("engine.backend=bogus", "engine settings: backend 'bogus'"),
     ("engine.precision=fp8", "engine settings: precision"),
