@@ -148,7 +148,8 @@ def create_app(service, token: str) -> FastAPI:
         """Compare this session's dancers with one enrolled routine ("" = each dancer's nearest)."""
         if body.routine and body.routine not in service.gallery.routine_tables:
             raise HTTPException(400, f"routine {body.routine!r} is not enrolled with eight-counts")
-        service.set_routine(session_id, body.routine)
+        if not service.set_routine(session_id, body.routine):
+            raise HTTPException(404, "no such session")
         return {"session_id": session_id, "routine": body.routine}
 
     @app.get("/api/sessions/{session_id}/dancers", response_model=list[Dancer], dependencies=api, tags=["dancers"])
@@ -206,8 +207,8 @@ def create_app(service, token: str) -> FastAPI:
         with service.lock:
             dancers = [agg.dancer_summary(k) for k, d in agg.dancers.items() if session in (None, d.session_id)]
             sessions = [agg.session_summary(sid) for sid in agg.sessions if session in (None, sid)]
+            beats = {sid: list(ss.beats[-400:]) for sid, ss in agg.sessions.items() if session in (None, sid)}
         recent = service.store.results(session, None, time.time() - 120, 2000)
-        beats = {sid: ss.beats[-400:] for sid, ss in agg.sessions.items() if session in (None, sid)}
         return {"dancers": dancers, "sessions": sessions, "results": recent, "beats": beats, "styles": list(service.gallery.styles),
                 "nodes": [n.model_dump() for n in nodes()], "latency": service.latency.summary(), "server_time": time.time()}
 
@@ -235,10 +236,13 @@ def create_app(service, token: str) -> FastAPI:
                     data = json.loads(msg)
                 except ValueError:
                     continue
-                if data.get("type") == "drawn":
-                    now = time.time()
-                    for arrival in data.get("arrivals", [])[:256]:
-                        service.dashboard_ack(float(arrival), float(data.get("shown", now)), now)
+                if not isinstance(data, dict) or data.get("type") != "drawn":
+                    continue                        # a browser's message is untrusted: skip what is not ours
+                now = time.time()
+                shown, arrivals = data.get("shown", now), data.get("arrivals")
+                if isinstance(arrivals, list):
+                    for arrival in arrivals[:256]:
+                        service.dashboard_ack(arrival, shown, now)   # ignores values that are not finite numbers
         except WebSocketDisconnect:
             pass
         finally:

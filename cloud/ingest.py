@@ -279,6 +279,8 @@ class IngestServer:
         self.endpoint: str | None = None
         self._ctx: zmq.Context | None = None
         self._auth = None
+        self._sock = self._monitor = None
+        self._setup_error: Exception | None = None
         self._allowed: set[str] | None = None     # allowed edge keys (z85), CURVE mode only
         self._allow_seen: tuple = ()               # the allow-list folder's files when last read
         self._busy_s = 0.0
@@ -307,7 +309,7 @@ class IngestServer:
 
     def _setup(self) -> None:
         self._ctx = zmq.Context()
-        sock = self._ctx.socket(zmq.ROUTER)
+        sock = self._sock = self._ctx.socket(zmq.ROUTER)
         sock.linger = 0
         sock.sndhwm, sock.rcvhwm = self.sndhwm, self.rcvhwm
         sock.router_mandatory = 0
@@ -329,7 +331,6 @@ class IngestServer:
                                                 | zmq.EVENT_DISCONNECTED)
         sock.bind(self.bind_addr)
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._sock = sock
 
     def _allow_files(self) -> tuple:
         """(name, mtime, size) of each key file in the allow-list folder: what a reload depends on."""
@@ -376,13 +377,32 @@ class IngestServer:
     # ------------------------------------------------------------------ running
     def start(self) -> "IngestServer":
         """Serve in a background thread; returns once bound (see ``endpoint``)."""
-        self._thread = threading.Thread(target=self.serve_forever, name="ingest", daemon=True)
+        self._thread = threading.Thread(target=self._serve_in_thread, name="ingest", daemon=True)
         self._thread.start()
         self._ready.wait(10)
+        if self._setup_error is not None:
+            self._thread.join(5)
+            self._thread = None
+            exc = self._setup_error
+            raise DancewireError(f"the ingest cannot listen on {self.bind_addr}: {exc}") from exc
         return self
 
+    def _serve_in_thread(self) -> None:
+        try:
+            self.serve_forever()
+        except Exception as exc:
+            if not self._ready.is_set():          # start() raises it
+                self._setup_error = exc
+                self._ready.set()
+            else:
+                raise
+
     def serve_forever(self) -> None:
-        self._setup()
+        try:
+            self._setup()
+        except Exception:
+            self._abandon_setup()
+            raise
         self._ready.set()
         log.info("ingest listening on %s (%s)", self.endpoint, "CURVE" if self._curve else "PLAINTEXT dev mode")
         poller = zmq.Poller()
@@ -412,6 +432,18 @@ class IngestServer:
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
+
+    def _abandon_setup(self) -> None:
+        """A setup that failed (address in use, bad keys): release what it took."""
+        for close in (self.ledger.close,
+                      lambda: self._monitor is not None and self._monitor.close(0),
+                      lambda: self._sock is not None and self._sock.close(0),
+                      lambda: self._auth is not None and self._auth.stop(),
+                      lambda: self._ctx is not None and self._ctx.term()):
+            try:
+                close()
+            except Exception:
+                log.exception("releasing a failed ingest set-up")
 
     def _teardown(self) -> None:
         try:

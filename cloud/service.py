@@ -10,6 +10,7 @@ is never lost.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -47,7 +48,7 @@ class CloudService:
         self.epochs: dict[str, int] = {}
         self.counters = {"windows": 0, "batches": 0, "duplicates": 0, "late": 0, "beat_grids": 0,
                          "unclassified": 0, "feedback": 0, "errors": 0, "store_failures": 0,
-                         "store_dropped_batches": 0}
+                         "store_dropped_batches": 0, "store_rejected_batches": 0, "dashboard_bad_acks": 0}
         self._unwritten: deque = deque()        # (args, kwargs) of write_batch calls the store refused
         self._store_error_logged = -1e9         # monotonic time of the last "store cannot write" line
         self.started = time.time()
@@ -190,6 +191,12 @@ class CloudService:
                     log.error("%s; %d batch(es) held in memory, retried with the next one (%d dropped so far)",
                               exc, len(self._unwritten), self.counters["store_dropped_batches"])
                 return
+            except Exception:
+                # this batch itself cannot be stored (a value the database refuses): drop it, so it
+                # does not hold up every batch after it, and say so
+                self.counters["store_rejected_batches"] += 1
+                log.exception("cloud store refused a batch (dropped; %d so far); the next ones are written",
+                              self.counters["store_rejected_batches"])
             self._unwritten.popleft()
         if recovering:
             log.info("cloud store writes again; every held batch is stored")
@@ -203,17 +210,26 @@ class CloudService:
                 log.info("retention: pruned %s", counts)
 
     def dashboard_ack(self, arrival: float, shown: float, received_at: float | None = None) -> None:
-        """A dashboard drew the window that arrived at `arrival` (wall seconds) at `shown` (its clock)."""
+        """A dashboard drew the window that arrived at `arrival` (wall seconds) at `shown` (its clock).
+        Values that are not finite numbers are ignored (a browser's message is untrusted input)."""
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (arrival, shown)):
+            self.counters["dashboard_bad_acks"] += 1
+            return
         ms = 1000 * (shown - arrival)
         self.latency.add("dashboard", ms)
         self.latency.add("dashboard_rtt", 1000 * ((received_at or time.time()) - arrival))
         with self._latency_lock:
             self._latency_pending.append((arrival, "dashboard", ms))
 
-    def set_routine(self, session_id: str, routine: str) -> None:
+    def set_routine(self, session_id: str, routine: str) -> bool:
+        """Compare a session's dancers with `routine` from now on, kept across a restart (the session's
+        saved state carries it). False for a session the cloud has never seen."""
         with self.lock:
+            if session_id not in self.aggregator.sessions and self.store.session(session_id) is None:
+                return False
             self.aggregator.session(session_id).routine = routine
-            self.store.set_session_routine(session_id, routine)
+            self._write([], [], session_states=[self.aggregator.session_state(session_id)])
+        return True
 
     # ----- the wire (link's ingest handler) ------------------------------------------------------
     def on_hello(self, node_id: str, hello) -> None:
@@ -257,6 +273,8 @@ class CloudService:
         metric("dancewire_cloud_beat_grids_total", "counter", "Beat grids received.", [({}, c["beat_grids"])])
         metric("dancewire_cloud_store_failures_total", "counter", "Store writes refused (disk full, database down).",
                [({}, c["store_failures"])])
+        metric("dancewire_cloud_store_rejected_batches_total", "counter",
+               "Batches the database refused as values (dropped, logged).", [({}, c["store_rejected_batches"])])
         metric("dancewire_cloud_store_held_batches", "gauge", "Batches held in memory until the store writes again.",
                [({}, len(self._unwritten))])
         metric("dancewire_cloud_gallery_references", "gauge", "References in the gallery.", [({}, len(self.gallery))])
@@ -266,8 +284,9 @@ class CloudService:
         metric("dancewire_cloud_live_dropped_total", "counter", "Live messages dropped for slow dashboards.",
                [({}, self.hub.dropped)])
         now = time.time()
-        active = sum(1 for d in self.aggregator.dancers.values()
-                     if now - d.last_arrival <= self.settings.aggregate.dancer_timeout_s)
+        with self.lock:                     # the ingest thread adds dancers meanwhile
+            active = sum(1 for d in self.aggregator.dancers.values()
+                         if now - d.last_arrival <= self.settings.aggregate.dancer_timeout_s)
         metric("dancewire_cloud_active_dancers", "gauge", "Dancers with a window in the last timeout.", [({}, active)])
         metric("dancewire_cloud_nodes", "gauge", "Nodes known to the cloud.", [({}, len(self.node_info))])
         summ = self.latency.summary()

@@ -294,9 +294,6 @@ class Store:
                               st.get("first_arrival") or now, st.get("last_arrival") or now, st.get("stable", ""),
                               float(st.get("stable_conf", 0.0)), _dumps(st)))
 
-    def set_session_routine(self, session_id: str, routine: str) -> None:
-        self.execute("UPDATE sessions SET routine = ? WHERE session_id = ?", (routine, session_id))
-
     # ----- reads ------------------------------------------------------------------------------
     def nodes(self) -> list[dict]:
         rows = self.query("SELECT node_id, first_seen, last_seen, info FROM nodes ORDER BY last_seen DESC")

@@ -168,6 +168,8 @@ def _check_id(value: str, name: str, limits: Limits, required: bool = False) -> 
         raise WireError("schema", f"{name} is empty")
     if len(value) > limits.max_id_chars:
         raise WireError("too_large", f"{name} is longer than {limits.max_id_chars} characters")
+    if not value.isprintable():
+        raise WireError("schema", f"{name} holds control characters")   # NUL: PostgreSQL text refuses it
 
 
 def _finite(x: float) -> bool:

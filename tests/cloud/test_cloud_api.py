@@ -124,6 +124,10 @@ def test_websocket_live_stream(served, ballroom_gallery):
     t.join()
     assert len(windows) == 10 and {"window", "dancer", "beats", "group"} <= kinds
     assert windows[0]["probs"] and "stable_style" in windows[0] and windows[0]["nearest"]
+    # messages that are not the page's (or a page gone wrong) are skipped; the stream stays open
+    for junk in ("[1, 2]", '{"type": "drawn", "arrivals": ["x", null, NaN]}', '{"type": "drawn", "shown": null, "arrivals": [1]}',
+                 '{"type": "drawn", "arrivals": 5}', '"drawn"'):
+        ws.send(junk)
     # the page reports when it drew a window: the cloud records the dashboard latency
     ws.send(json.dumps({"type": "drawn", "shown": time.time(), "arrivals": [w["arrival"] for w in windows]}))
     deadline = time.time() + 5
@@ -133,6 +137,7 @@ def test_websocket_live_stream(served, ballroom_gallery):
     feed(served.service, ballroom_gallery, 12)       # the next batch stores the acknowledged samples
     hist = get(served.url + "/api/latency?history_s=600")["history"]
     assert hist["dashboard"]["count"] == 10 and hist["publish"]["count"] >= 12
+    assert served.service.counters["dashboard_bad_acks"] == 4
     ws.close()
 
 
@@ -169,3 +174,8 @@ def test_set_routine(served):
     with pytest.raises(urllib.error.HTTPError) as e:
         u.urlopen(req)
     assert e.value.code == 400
+    req = u.Request(served.url + "/api/sessions/never-seen/routine", data=json.dumps({"routine": ""}).encode(),
+                    method="PUT", headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        u.urlopen(req)
+    assert e.value.code == 404

@@ -97,6 +97,54 @@ def test_a_full_disk_loses_no_window(tmp_path, ballroom_gallery, caplog):
     svc.close()
 
 
+def test_a_batch_the_database_refuses_does_not_hold_up_the_next_ones(db_url, tmp_path, ballroom_gallery, caplog):
+    """A value the database refuses (here a latency sample without a time, NOT NULL) costs that one
+    batch, said in the log; every later batch is stored (before, the refused batch stayed at the
+    head of the queue and every write after it failed, unbounded). Non-finite dashboard acks, the
+    way such a value got in, are ignored."""
+    import real_embeddings
+
+    g, holdout = ballroom_gallery
+    svc = CloudService(CloudSettings(db_url=db_url, gallery_path=tmp_path / "g.npz"), gallery=g)
+    events = real_embeddings.simulated_session(holdout, session="class-1")[:30]
+    for _, windows, grids in events[:10]:
+        svc.process(windows, grids)
+    svc.dashboard_ack(float("nan"), time.time())
+    svc.dashboard_ack(True, time.time())
+    assert svc.counters["dashboard_bad_acks"] == 2
+    with svc._latency_lock:
+        svc._latency_pending.append((None, "dashboard", 1.0))      # what a NaN ack used to become
+    with caplog.at_level("ERROR"):
+        for _, windows, grids in events[10:]:
+            svc.process(windows, grids)
+    assert svc.counters["store_rejected_batches"] == 1 and "refused a batch" in caplog.text
+    stored = svc.store.count("windows")
+    assert stored == sum(len(w) for _, w, _ in events) - len(events[10][1]) and not svc._unwritten
+    svc.close()
+
+
+def test_a_routine_set_for_a_session_survives_a_restart(db_url, tmp_path, ballroom_gallery):
+    """PUT /api/sessions/{id}/routine: kept in the session's saved state, so a restarted cloud
+    still compares that session with it (it went back to '' after a restart and the next window);
+    a session never seen is refused."""
+    g, _ = ballroom_gallery
+    routine = sorted(g.routine_tables)[0]
+    settings = CloudSettings(db_url=db_url, gallery_path=tmp_path / "g.npz")
+    svc = CloudService(settings, gallery=g)
+    events, _ = stream_into(svc, ballroom_gallery, 6)
+    assert svc.set_routine("class-1", routine) and not svc.set_routine("no-such-class", routine)
+    svc.close()
+    svc2 = CloudService(settings, gallery=g)
+    assert svc2.aggregator.sessions["class-1"].routine == routine
+    import real_embeddings
+    _, holdout = ballroom_gallery
+    for _, windows, grids in real_embeddings.simulated_session(holdout, session="class-1")[6:8]:
+        svc2.process(windows, grids)
+    assert svc2.store.session("class-1")["routine"] == routine
+    assert "no-such-class" not in svc2.aggregator.sessions
+    svc2.close()
+
+
 def test_service_writes_reads_and_survives_restart(db_url, tmp_path, ballroom_gallery):
     g, holdout = ballroom_gallery
     settings = CloudSettings(db_url=db_url, gallery_path=tmp_path / "g.npz")

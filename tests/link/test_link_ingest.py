@@ -389,3 +389,15 @@ def test_an_invalid_submission_is_counted_and_leaves_no_stalled_gap(plain_server
     link.close()
     assert st_["submit_invalid"] == 1 and "expected dim 64" in st_["last_error"]
     assert [s for n, s in plain_server.recorder.windows if n == "gappy"] == [1, 3]
+
+
+def test_an_address_in_use_is_an_error_from_start_and_nothing_is_left_running(tmp_path, plain_server):
+    """`cloud serve` printed "ingest on ..." and ran the API without an ingest when the port was
+    taken (start() returned after 10 s); now start() raises at once and releases its ledger."""
+    before = {t.name for t in threading.enumerate()}
+    t0 = time.monotonic()
+    with pytest.raises(DancewireError, match="cannot listen on .*in use"):
+        IngestServer(plain_server.endpoint, Recorder(), {"enc-1"}, state_path=tmp_path / "second.sqlite",
+                     insecure_dev=True).start()
+    assert time.monotonic() - t0 < 5.0
+    assert {t.name for t in threading.enumerate()} - before == set()

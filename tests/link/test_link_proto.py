@@ -87,6 +87,8 @@ def test_size_limits():
     (lambda b: setattr(b.windows[0], "t1_ms", -5), "schema"),
     (lambda b: setattr(b, "node_id", ""), "schema"),
     (lambda b: setattr(b, "dtype", 0), "schema"),
+    (lambda b: setattr(b, "session_id", "class\x00-1"), "schema"),    # PostgreSQL text cannot hold NUL
+    (lambda b: setattr(b, "node_id", "studio\nb"), "schema"),
 ])
 def test_schema_violations_are_rejected(mutate, reason):
     b = _batch()
