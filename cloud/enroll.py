@@ -107,8 +107,12 @@ def references_from_file(path: Path, labels: Labels, *, phrase_s: float = 4.0,
             # `dancewire encoder embed` writes each window's performance and sequence: used unless --video
             videos = z["video"].astype(str) if "video" in z and not labels.video else np.full(n, video)
             tracks = z["dancer"].astype(int) if "dancer" in z else np.zeros(n, int)
+        keep = [i for i in range(n) if labels.dancer is None or int(tracks[i]) == labels.dancer]
+        if not keep:
+            raise BadInputError(f"{path}: no windows of dancer {labels.dancer}")
+        emb = emb[keep]
         rows = [(float(t0[i]), float(t1[i]), int(phrase[i]), float(score[i]), int(tracks[i]), str(videos[i]))
-                for i in range(n)]
+                for i in keep]
     else:
         wins, beats, encoder = (read_jsonl(path) if path.suffix == ".jsonl"
                                 else _analyze(path, analyze_cmd or default_command(path)))
@@ -124,7 +128,12 @@ def references_from_file(path: Path, labels: Labels, *, phrase_s: float = 4.0,
                 for i in range(len(wins))]
     if not np.isfinite(emb).all():
         raise BadInputError(f"{path}: embeddings contain NaN/inf")
-    refs = [Reference(ref_id=f"{v}#{d}@{a:.2f}", style=labels.style, routine=labels.routine, group=labels.group,
+    def ref_id(v: str, d: int, a: float) -> str:
+        # names the input file too, so the cameras of one performance enrolled under one --video (as
+        # the help says) do not replace each other's references; re-enrolling a file still does
+        return f"{v if v == path.stem else v + '/' + path.stem}#{d}@{a:.2f}"
+
+    refs = [Reference(ref_id=ref_id(v, d, a), style=labels.style, routine=labels.routine, group=labels.group,
                       video=v, t0=float(a), t1=float(b), phrase=p if labels.routine else -1,
                       score=float(sc) if sc is not None else math.nan)
             for a, b, p, sc, d, v in rows]

@@ -176,3 +176,27 @@ def test_enroll_keypoint_files_by_default(home, shared_data, capsys):
     assert g.encoder["hash"] == MotionEncoder().sha256
     assert {r.style for r in g.refs} == {"Break", "waltz"} and {r.video for r in g.refs} == {pkl.stem, "DANCE_W_1"}
     assert sum(r.style == "Break" for r in g.refs) > 20 and np.isfinite(g.embeddings).all()
+
+
+def test_enroll_cameras_of_one_performance_under_one_video_and_one_dancer(home, ballroom):
+    """Two camera files enrolled with one --video (as the help says) keep both cameras' references
+    (they replaced each other: same ids); --dancer keeps one track of an .npz too."""
+    s = {x["name"]: x for x in ballroom}["DANCE_R_2"]
+    n = len(s["emb"])
+    for cam in ("front", "side"):
+        np.savez(home / f"{cam}.npz", embeddings=s["emb"], t0=s["times"][:, 0], t1=s["times"][:, 1],
+                 dancer=np.arange(n) % 2, encoder_hash=np.array("standin-v1"))
+    gal = home / "g.npz"
+    assert main(["cloud", "enroll", str(home / "front.npz"), str(home / "side.npz"), "--style", "rumba",
+                 "--video", "perf1", "--gallery", str(gal), "--no-fit"]) == 0
+    g = Gallery.load(gal)
+    assert len(g) == 2 * n and {r.video for r in g.refs} == {"perf1"}
+    assert main(["cloud", "enroll", str(home / "front.npz"), "--style", "rumba", "--video", "perf1",
+                 "--gallery", str(gal), "--no-fit"]) == 0
+    assert len(Gallery.load(gal)) == 2 * n                        # re-enrolling a file replaces its own
+    one = home / "one.npz"
+    assert main(["cloud", "enroll", str(home / "front.npz"), "--style", "rumba", "--dancer", "1",
+                 "--gallery", str(one), "--no-fit"]) == 0
+    assert len(Gallery.load(one)) == n // 2
+    assert main(["cloud", "enroll", str(home / "front.npz"), "--style", "rumba", "--dancer", "7",
+                 "--gallery", str(one), "--no-fit"]) == 2
