@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from cloud.scores import MEANINGS
+from cloud.store import StoreUnavailable
 from dancewire.errors import BadInputError
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,11 @@ def create_app(service, token: str) -> FastAPI:
     app = FastAPI(title="dancewire cloud", version="1",
                   description="Style, likeness and scores of dancers from many studios, live.")
     app.state.service = service
+
+    @app.exception_handler(StoreUnavailable)
+    def store_unavailable(request: Request, exc: StoreUnavailable):
+        """The database is down or full: 503 with the reason (the live stream goes on)."""
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
     def check(given: str | None) -> bool:
         return bool(given) and hmac.compare_digest(given.encode(), token.encode())

@@ -118,6 +118,7 @@ class Store:
         self.url = url
         self.dialect, target = parse_url(url)
         self._lock = threading.RLock()
+        self._in_transaction = False
         if self.dialect == "sqlite":
             import sqlite3
             if target != ":memory:":
@@ -135,6 +136,7 @@ class Store:
                 import psycopg
             except ImportError:
                 raise DancewireError("PostgreSQL needs psycopg: pip install 'dancewire[postgres]'") from None
+            self._target = target
             try:
                 self.conn = psycopg.connect(target, autocommit=True)
             except psycopg.OperationalError as exc:
@@ -150,12 +152,30 @@ class Store:
         sql = sql.replace("{blob}", _BLOB[self.dialect])
         return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
 
+    def _connected(self):
+        """The connection, opened again if the PostgreSQL server dropped it (a restart, a failover):
+        the write that met the loss raised StoreUnavailable and is retried; this one goes through."""
+        if self.dialect == "postgresql" and (self.conn.closed or self.conn.broken):
+            import psycopg
+
+            if self._in_transaction:         # never finish half a transaction on a new connection
+                raise StoreUnavailable("the postgresql store lost its connection during a write")
+            try:
+                self.conn = psycopg.connect(self._target, autocommit=True)
+            except psycopg.OperationalError as exc:
+                raise StoreUnavailable(f"the postgresql store cannot be reached: "
+                                       f"{str(exc).strip().splitlines()[0]}") from exc
+            log.info("store: reconnected to PostgreSQL")
+        return self.conn
+
     @contextmanager
     def transaction(self):
         """All or nothing. A database that cannot take the write now (full disk, server gone, read-only)
         raises `StoreUnavailable` after the rollback; other errors (bugs, bad data) pass unchanged."""
         with self._lock:
             try:
+                self._connected()
+                self._in_transaction = True
                 if self.dialect == "sqlite":
                     self.conn.execute("BEGIN IMMEDIATE")
                     try:
@@ -173,10 +193,12 @@ class Store:
                     raise StoreUnavailable(f"the {self.dialect} store cannot write now: "
                                            f"{str(exc).strip().splitlines()[0]}") from exc
                 raise
+            finally:
+                self._in_transaction = False
 
     def execute(self, sql: str, params=()) -> None:
         with self._lock:
-            cur = self.conn.cursor()
+            cur = self._connected().cursor()
             cur.execute(self._sql(sql), tuple(params))
             cur.close()
 
@@ -185,13 +207,13 @@ class Store:
         if not rows:
             return
         with self._lock:
-            cur = self.conn.cursor()
+            cur = self._connected().cursor()
             cur.executemany(self._sql(sql), rows)
             cur.close()
 
     def query(self, sql: str, params=()) -> list[dict]:
         with self._lock:
-            cur = self.conn.cursor()
+            cur = self._connected().cursor()
             cur.execute(self._sql(sql), tuple(params))
             cols = [c[0] for c in cur.description] if cur.description else []
             rows = [dict(zip(cols, r)) for r in cur.fetchall()]

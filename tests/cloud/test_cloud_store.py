@@ -205,3 +205,28 @@ def test_transaction_rolls_back(db_url):
             raise RuntimeError("boom")
     assert s.count("nodes") == 0
     s.close()
+
+
+def test_postgresql_connection_lost_is_reconnected_and_nothing_is_lost(db_url, tmp_path, ballroom_gallery):
+    """The server ends the store's connection (what a restart or failover does): the batch that met
+    it is held, the next one reconnects and stores both, and reads work again (they failed forever
+    on the closed connection)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("a server that ends connections: PostgreSQL only (SQLite is a file)")
+    import psycopg
+    import real_embeddings
+
+    g, holdout = ballroom_gallery
+    svc = CloudService(CloudSettings(db_url=db_url, gallery_path=tmp_path / "g.npz"), gallery=g)
+    events = real_embeddings.simulated_session(holdout, session="class-1")[:12]
+    for _, windows, grids in events[:4]:
+        svc.process(windows, grids)
+    pid = svc.store.query("SELECT pg_backend_pid() AS pid")[0]["pid"]
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    for _, windows, grids in events[4:]:
+        svc.process(windows, grids)
+    assert svc.counters["store_failures"] >= 1 and not svc._unwritten
+    assert svc.store.count("windows") == sum(len(w) for _, w, _ in events)
+    assert svc.store.query("SELECT pg_backend_pid() AS pid")[0]["pid"] != pid and svc.store.nodes()
+    svc.close()
