@@ -48,7 +48,7 @@ class EdgeGraph:
 
     @classmethod
     def build(cls, settings: EdgeSettings, *, video: bool = True, audio: bool = True,
-              encoder: bool = True, audio_offset: float = 0.0, primitives: bool = False) -> "EdgeGraph":
+              encoder: bool = True, primitives: bool = False) -> "EdgeGraph":
         """`primitives`: also cut and encode eight-beat primitives (`edge analyze` writes them; the
         live graph sends only windows, so it does not cut them at all)."""
         from edge.audio.analyzer import AudioAnalyzer
@@ -65,9 +65,7 @@ class EdgeGraph:
         analyzer = AudioAnalyzer(settings.audio) if audio else None
         for engine in ([pose.detector_engine, pose.landmarks_engine] if pose else []) + ([enc.engine] if enc else []):
             engine.warm_up()          # before the first frame, not on it
-        graph = cls(settings, pose=pose, audio=analyzer, motion=motion)
-        graph.audio_offset = audio_offset
-        return graph
+        return cls(settings, pose=pose, audio=analyzer, motion=motion)
 
     def validate(self, frame: Frame) -> None:
         if frame.image is None or frame.image.size == 0 or min(frame.image.shape[:2]) == 0:
@@ -143,11 +141,9 @@ class EdgeGraph:
             self.pose.close()
 
 
-def merge_by_time(*streams: Iterator, audio_offset: float = 0.0) -> Iterator:
-    """Interleave records of several sources in media-time order (each stream is already ordered).
-    An audio block goes where it is heard, at `block.t + audio_offset`: with a negative offset the
-    music for a window must still reach the analyzer before the window's frames close it."""
-    return heapq.merge(*streams, key=lambda r: r.t + audio_offset if isinstance(r, AudioBlock) else r.t)
+def merge_by_time(*streams: Iterator) -> Iterator:
+    """Interleave records of several sources in media-time order (each stream is already ordered)."""
+    return heapq.merge(*streams, key=lambda r: r.t)
 
 
 def analyze(settings: EdgeSettings, video: str | Path, out, *, audio: str | Path | None = None,
@@ -158,19 +154,18 @@ def analyze(settings: EdgeSettings, video: str | Path, out, *, audio: str | Path
 
     source = VideoFileSource(video, max_frames=max_frames)
     audio_path = audio if audio is not None else (video if source.info.has_audio else None)
-    graph = EdgeGraph.build(settings, audio=audio_path is not None, encoder=encoder, audio_offset=audio_offset,
-                            primitives=True)
+    graph = EdgeGraph.build(settings, audio=audio_path is not None, encoder=encoder, primitives=True)
     streams = [source.frames()]
     audio_src = None
     if audio_path is not None:
         audio_src = AudioFileSource(audio_path, settings.audio.sample_rate)
         duration = (max_frames / source.info.fps) if (max_frames is not None and source.info.fps) else None
-        streams.append(_until(audio_src.blocks(), duration, audio_offset))
+        streams.append(_until(_heard(audio_src.blocks(), audio_offset), duration))
 
     counts = {"onset": 0, "beat": 0, "window": 0, "primitive": 0}
     start = time.perf_counter()
     try:
-        for item in merge_by_time(*streams, audio_offset=audio_offset):
+        for item in merge_by_time(*streams):
             if isinstance(item, Frame):
                 step = graph.on_frame(item)
                 _write_step(out, step, counts)
@@ -223,9 +218,17 @@ def _write_step(out, step: StepOutput, counts: dict) -> None:
         counts["primitive"] += 1
 
 
-def _until(blocks: Iterator[AudioBlock], duration: float | None, offset: float = 0.0) -> Iterator[AudioBlock]:
-    """The blocks heard (at media time `t + offset`) up to `duration`."""
+def _heard(blocks: Iterator[AudioBlock], offset: float) -> Iterator[AudioBlock]:
+    """The music on the video's clock: audio time a is heard at media time a + offset. Shifted
+    before merging with the frames, so with a negative offset a window's music still reaches the
+    analyzer before its frames close it (the live graph shifts in `on_audio`; it has no merge)."""
     for b in blocks:
-        if duration is not None and b.t + offset > duration:
+        b.t += offset
+        yield b
+
+
+def _until(blocks: Iterator[AudioBlock], duration: float | None) -> Iterator[AudioBlock]:
+    for b in blocks:
+        if duration is not None and b.t > duration:
             return
         yield b
