@@ -1,7 +1,8 @@
 """Latency suite: per-stage p50/p95/p99 from glass to cloud feedback on a paced file, backends side by side.
 
-For each backend configuration (ONNX Runtime with 1 and 2 threads; TensorRT FP16 and INT8
-where `import tensorrt` works) the real edge graph replays a video at real time (frames are
+For each backend configuration (ONNX Runtime with 1 and 2 threads per pose model; TensorRT FP16
+and INT8 pose engines where `import tensorrt` works, with the motion encoder on TensorRT FP16 too:
+it has no INT8 calibration) the real edge graph replays a video at real time (frames are
 stamped when released: glass time) into a real cloud process over CURVE ZeroMQ, and records:
 - per-stage latency of every frame: capture -> detect -> landmarks -> track -> clean -> feedback
   (the overlay drawn and JPEG-encoded for the rig's local page), and of every window: -> motion
@@ -167,9 +168,10 @@ def run(args) -> dict:
             base = load_edge_settings()
             for name, cfg in _configs(args.configs):
                 eng = replace(base.engine, **cfg)
+                motion = replace(base.motion, backend=eng.backend)     # the encoder on the same backend
                 print(f"latency: {name} ...", file=sys.stderr, flush=True)
-                results[name] = run_config(replace(base, engine=eng), video, args.loops, keys, zmq_port,
-                                           session=f"bench-{name}")
+                results[name] = run_config(replace(base, engine=eng, motion=motion), video, args.loops, keys,
+                                           zmq_port, session=f"bench-{name}")
             if args.soak_seconds:
                 eng = replace(base.engine, backend="onnxruntime", threads=2)
                 loops = int(np.ceil(args.soak_seconds / 9.0)) + 1

@@ -58,8 +58,7 @@ class EdgeGraph:
 
         eng = settings.engine
         pose = PoseStage.from_settings(settings.vision, eng.backend, eng.threads, eng.precision) if video else None
-        enc = MotionEncoder(settings=settings.motion, backend=settings.motion.backend,
-                            threads=settings.motion.threads) if encoder else False
+        enc = MotionEncoder(settings=settings.motion) if encoder else False
         mset = settings.motion if primitives else replace(settings.motion, eight_beats=False)
         motion = MotionStage(mset, encoder=enc)   # the graph shifts the audio itself (on_audio)
         analyzer = AudioAnalyzer(settings.audio) if audio else None

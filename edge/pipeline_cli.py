@@ -10,8 +10,9 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML settings file (see edge/settings.py)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override one setting, e.g. vision.detector_period=5 (repeatable)")
-    p.add_argument("--backend", choices=("onnxruntime", "tensorrt"), help="model backend (default onnxruntime)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime threads per model")
+    p.add_argument("--backend", choices=("onnxruntime", "tensorrt"),
+                   help="backend of all three models: pose detector, landmarks and motion encoder (default onnxruntime)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads per pose model (the encoder's: motion.threads)")
 
 
 def load_settings(args):
@@ -19,7 +20,7 @@ def load_settings(args):
 
     overrides = list(args.overrides)
     if args.backend:
-        overrides.append(f"engine.backend={args.backend}")
+        overrides += [f"engine.backend={args.backend}", f"motion.backend={args.backend}"]
     if args.threads:
         overrides.append(f"engine.threads={args.threads}")
     return load_edge_settings(args.config, overrides)

@@ -16,8 +16,10 @@ from edge.records import Window
 
 
 class MotionEncoder:
-    def __init__(self, onnx_path: str | Path | None = None, backend: str = "onnxruntime", threads: int = 1,
+    def __init__(self, onnx_path: str | Path | None = None, backend: str | None = None, threads: int | None = None,
                  settings: MotionSettings | None = None):
+        """`backend` and `threads` default to the settings' (`motion.backend`, `motion.threads`). On
+        TensorRT the engine is built at `motion.precision` for batches up to `motion.batch`."""
         from edge.engines import open_engine
         from edge.motion.export import OUTPUT, sha256
 
@@ -26,7 +28,9 @@ class MotionEncoder:
         if not self.path.exists():
             raise ModelCacheError(f"motion encoder not found at {self.path}; run `dancewire encoder train` "
                                   "then `dancewire encoder export`")
-        self.engine = open_engine(self.path, backend, threads=threads)
+        s = self.settings
+        self.engine = open_engine(self.path, backend or s.backend, threads=threads or s.threads,
+                                  precision=s.precision, max_batch=s.batch)
         self.sha256 = sha256(self.path)
         meta = self.metadata = self._metadata()
         self.model_id = meta.get("model_id", self.path.stem)
@@ -50,8 +54,9 @@ class MotionEncoder:
         mask = np.ascontiguousarray(mask, np.float32)
         if len(feats) == 0:
             return np.zeros((0, self.dim), np.float32)
-        out = [self.engine.run({"keypoints": feats[i:i + 256], "mask": mask[i:i + 256]})[self._out]
-               for i in range(0, len(feats), 256)]
+        step = self.engine.max_batch
+        out = [self.engine.run({"keypoints": feats[i:i + step], "mask": mask[i:i + step]})[self._out]
+               for i in range(0, len(feats), step)]
         e = np.concatenate(out).astype(np.float32)
         return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-8)
 

@@ -32,8 +32,9 @@ class MotionSettings:
     # Encoder runtime.
     encoder_onnx: Path = WEIGHTS_DIR / "encoder.onnx"
     backend: str = "onnxruntime"
-    threads: int = 1
-    batch: int = 32
+    threads: int = 1                   # ONNX Runtime threads
+    precision: str = "fp16"            # TensorRT: "fp32" or "fp16" (the wire's int8 is the embedding's, not the engine's)
+    batch: int = 32                    # windows per engine call (TensorRT's profile max)
 
     def validate(self) -> "MotionSettings":
         from dancewire.config import require
@@ -46,4 +47,6 @@ class MotionSettings:
         require(self.normalization in METHODS, "motion", f"normalization {self.normalization!r} not in {METHODS}")
         require(self.backend in BACKENDS, "motion", f"backend {self.backend!r} not in {BACKENDS}")
         require(self.threads >= 1 and self.batch >= 1, "motion", "threads and batch must be >= 1")
+        require(self.precision in ("fp32", "fp16"), "motion",
+                f"precision {self.precision!r} not in ('fp32', 'fp16'); the encoder has no INT8 calibration")
         return self

@@ -41,7 +41,7 @@ class MotionStage:
     def encoder(self):
         if self._encoder is None:
             from edge.motion.encoder import MotionEncoder
-            self._encoder = MotionEncoder(settings=self.s, threads=self.s.threads, backend=self.s.backend)
+            self._encoder = MotionEncoder(settings=self.s)
         return self._encoder or None
 
     def push_audio(self, event: Onset | Beat) -> None:

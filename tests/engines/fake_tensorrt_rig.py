@@ -277,7 +277,14 @@ class FakeTensorRT(types.ModuleType):
                     return self.shapes[name]
                 batch = next(iter(self.shapes.values()))[0]
                 dims = self.engine.declared[name]
+                if any(d < 0 for d in dims[1:]):    # a computed dimension: shape inference, as TensorRT does
+                    return self._inferred(name)
                 return tuple(batch if d < 0 else d for d in dims)
+
+            def _inferred(self, name):
+                feeds = {n: np.zeros(self.shapes[n], self.engine.dtypes[n]) for n in self.engine.input_names}
+                outs = dict(zip(self.engine.output_names, self.engine.session.run(None, feeds)))
+                return tuple(outs[name].shape)
 
             def set_tensor_address(self, name, ptr):
                 self.addresses[name] = int(ptr)

@@ -262,3 +262,74 @@ def test_pipeline_opens_the_pose_models_at_the_configured_precision(tmp_path, mo
         assert all(fake_trt.BuilderFlag.FP16 not in c.flags for c in fake_trt.configs)
     finally:
         graph.close()
+
+
+def _encoder_inputs(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n normalised windows of smooth random-walk motion (a third of them 50 samples long)."""
+    from edge.motion.normalize import normalize
+    rng = np.random.default_rng(seed)
+    kp = np.cumsum(rng.normal(0, 3, (n, 60, 17, 3)), axis=1).astype(np.float32) + 500
+    kp[..., 2] = 1.0
+    mask = np.ones((n, 60), bool)
+    mask[::3, 50:] = False                     # some short windows
+    return normalize(kp, mask, "ban"), mask
+
+
+def test_edge_backend_flag_puts_the_motion_encoder_on_tensorrt(tmp_path, monkeypatch):
+    """`edge run|analyze --backend tensorrt` reaches the encoder too (it used to stay on ONNX Runtime):
+    built at motion.precision for batches up to motion.batch, and a batch larger than that is
+    chunked, giving the ONNX Runtime embeddings (TensorRT stand-ins here)."""
+    import argparse
+
+    from edge.motion.encoder import MotionEncoder
+    from edge.pipeline import EdgeGraph
+    from edge.pipeline_cli import load_settings
+
+    fake_trt, _ = fakes.install(monkeypatch)
+    monkeypatch.setattr(trt_mod, "cache_dir", lambda: tmp_path)
+    args = argparse.Namespace(config=None, overrides=["motion.batch=16"], backend="tensorrt", threads=None)
+    settings = load_settings(args)
+    assert settings.engine.backend == settings.motion.backend == "tensorrt"
+    graph = EdgeGraph.build(settings, video=False, audio=False)
+    try:
+        enc = graph.motion.encoder
+        assert enc.engine.backend == "tensorrt" and enc.engine.precision == "fp16"
+        assert enc.engine.max_batch == 16
+        (config,) = fake_trt.configs
+        assert fake_trt.BuilderFlag.FP16 in config.flags
+        assert {s[2][0] for s in config.profiles[0].shapes.values()} == {16}
+        feats, mask = _encoder_inputs(40)
+        got = enc.encode_features(feats, mask)
+        want = MotionEncoder().encode_features(feats, mask)
+        assert got.shape == (40, enc.dim)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    finally:
+        graph.close()
+
+
+def test_motion_encoder_refuses_an_int8_engine():
+    from edge.settings import load_edge_settings
+
+    with pytest.raises(DancewireError, match="motion settings: precision 'int8'.*no INT8 calibration"):
+        load_edge_settings(None, ["motion.precision=int8"])
+
+
+@real_trt
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_trt_motion_encoder_matches_onnxruntime(tmp_path, monkeypatch):
+    """The shipped motion encoder as a real TensorRT FP16 engine: its embeddings keep the
+    ONNX Runtime ones' direction (cosine), batch larger than the profile included."""
+    from edge.motion.encoder import MotionEncoder
+    from edge.motion.settings import MotionSettings
+
+    monkeypatch.setattr(trt_mod, "cache_dir", lambda: tmp_path)
+    feats, mask = _encoder_inputs(70)
+    want = MotionEncoder().encode_features(feats, mask)
+    enc = MotionEncoder(backend="tensorrt", settings=MotionSettings(batch=32))
+    try:
+        got = enc.encode_features(feats, mask)
+    finally:
+        enc.close()
+    cos = np.sum(got * want, axis=1)
+    assert cos.min() > 0.999, f"TensorRT FP16 embeddings drift from ONNX Runtime: min cosine {cos.min():.5f}"
