@@ -92,6 +92,21 @@ def _mic_present() -> bool:
         return False
 
 
+def _check_ports(ports: dict[str, int]) -> None:
+    """Each port `up` will serve on must be free now: a port taken by another program (a second
+    `dancewire up`, another web server) would fail the cloud or edge later, and an HTTP server there
+    could even answer the health check in the cloud's place."""
+    import socket
+
+    for flag, port in ports.items():
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError as exc:
+                raise DancewireError(f"port {port} is in use ({exc.strerror}): another `dancewire up`, or another "
+                                     f"program; stop it or pass {flag} with a free port") from None
+
+
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -116,6 +131,8 @@ def run(args) -> int:
     # of their own, so nothing else would stop them.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)
+    ports = {"--api-port": args.api_port, "--zmq-port": args.zmq_port}
+    _check_ports(ports | ({"--page": args.page} if args.page else {}))
     k = ensure_keys()
     exe = [sys.executable, "-m", "dancewire"]
     api = f"http://127.0.0.1:{args.api_port}"

@@ -158,3 +158,24 @@ def test_a_failed_seed_enrolment_leaves_no_half_gallery(tmp_path, monkeypatch):
     (seeds / "zz-damaged.npz").unlink()
     up.ensure_gallery([sys.executable, "-m", "dancewire"], gallery)
     assert gallery.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["gallery.npz", "seed"]
+
+
+def test_up_with_a_port_in_use_says_which_and_starts_nothing(tmp_path):
+    """Another program on the API port: one clear error naming the port and the flag, before any
+    cloud or edge starts (an HTTP server there used to answer the cloud's health check)."""
+    import socket
+
+    env = dict(os.environ, DANCEWIRE_HOME=str(tmp_path / "home"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        _, zmq = free_ports(2)
+        proc = subprocess.run([sys.executable, "-m", "dancewire", "up", "--demo", "--page", "0",
+                               "--api-port", str(port), "--zmq-port", str(zmq), "--duration", "5"],
+                              env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert f"port {port} is in use" in proc.stderr and "--api-port" in proc.stderr, proc.stderr
+    assert "dashboard" not in proc.stdout
+    home = tmp_path / "home"
+    assert not home.exists() or not any(home.iterdir()), list(home.iterdir())   # no keys, no gallery
