@@ -173,6 +173,29 @@ def _untrained(root: Path, enc) -> dict:
             **untrained_reference(root, model_config=config)}
 
 
+def _parts(root: Path, enc, hop: float) -> dict:
+    """A profiled encoder's two parts on their own: the learned embedding and the computed motion
+    profile (each the output's slice, re-normalised: what each contributes to the cosine)."""
+    from edge.motion.evaluate import evaluate_all
+
+    prof = json.loads(enc.metadata.get("config", "{}")).get("profile")
+    if not prof:
+        return {"skipped": "this encoder has no motion profile"}
+    d = int(prof["encoder_emb_dim"])
+
+    def part(sl):
+        def embed(f, m):
+            e = enc(f, m)[:, sl]
+            return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-8)
+        return embed
+    out = {"weight": prof["weight"], "learned_dims": d, "profile_dims": enc.dim - d}
+    for name, sl in (("learned_only", slice(0, d)), ("profile_only", slice(d, None))):
+        r = evaluate_all(part(sl), root, hop_s=hop)
+        out[name] = {k: r[k]["top1"] for k in ("aist_genre", "cross_view", "ballroom_enrol")}
+        out[name]["ballroom_per_genre_top1"] = r["ballroom_enrol"]["per_genre_top1"]
+    return out
+
+
 def run(args) -> dict:
     from dancewire.paths import shared_data_dir
     from edge.motion.encoder import MotionEncoder
@@ -202,6 +225,7 @@ def run(args) -> dict:
                                   for key in ("aist_genre", "cross_view", "ballroom_enrol")}
     metrics["cloud_classifier"] = _cloud_classifier(enc, root, args.hop)
     metrics["untrained_reference"] = _untrained(root, enc)
+    metrics["parts"] = _parts(root, enc, args.hop)
     metrics["dropped_frames_cosine"] = _dropped_frames(enc.path, root, args.threads, args.hop)
     metrics["normalization_consistency"] = normalization_consistency(root)
     metrics["goals"] = {

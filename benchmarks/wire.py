@@ -41,7 +41,8 @@ ENC = "bench-encoder"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--dim", type=int, default=64, help="embedding dimension (the shipped motion encoder: 64; at most 128)")
+    p.add_argument("--dim", type=int, default=None,
+                   help="embedding dimension (default: the shipped motion encoder's; at most 128)")
     p.add_argument("--dtype", default="int8", choices=["int8", "fp16"])
     p.add_argument("--dancers", type=int, default=4, help="dancers per message (one hop of one camera)")
     p.add_argument("--bytes-seconds", type=float, default=6.0, help="real-time seconds for the byte count")
@@ -400,6 +401,11 @@ def run(args) -> dict:
     from proto import keys
 
     before = _contention()
+    if args.dim is None:
+        from edge.motion.encoder import MotionEncoder
+        enc = MotionEncoder()
+        args.dim = enc.dim
+        enc.close()
     if args.quick:
         args.bytes_seconds, args.seconds = min(args.bytes_seconds, 3.0), min(args.seconds, 1.5)
         args.ingest_windows = min(args.ingest_windows, 20_000)

@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ST-GCN pooling over frames and joints: mean and standard deviation (shipped), or mean only")
     t.add_argument("--speed-range", type=float, default=0.22,
                    help="playback speed augmentation: exp(U(-r, r)), 0.22 = 0.8-1.25x")
+    t.add_argument("--profile-weight", type=float, default=0.6, metavar="W",
+                   help="weight of the computed motion profile appended to the learned embedding (0: none, v4)")
     t.add_argument("--own-keypoints", action=argparse.BooleanOptionalAction, default=True,
                    help="also pretrain on keypoints our pose pipeline extracts from the shared videos "
                         "(shipped since v4; --no-own-keypoints trains on AIST++ alone, as v3 did)")
@@ -105,7 +107,8 @@ def _train(args) -> int:
     from edge.motion.train import TrainConfig, train
 
     cfg = TrainConfig(threads=args.threads, seed=args.seed, own_keypoints=args.own_keypoints, back_view=args.back_view,
-                      speed=args.speed_range, pool=args.pool, arch=args.arch, loss=args.loss, compare=args.compare)
+                      speed=args.speed_range, pool=args.pool, arch=args.arch, loss=args.loss, compare=args.compare,
+                      profile_weight=args.profile_weight)
     if args.pretrain_steps is not None:
         cfg = replace(cfg, pretrain_steps=args.pretrain_steps)
     if args.finetune_steps is not None:

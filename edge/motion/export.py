@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 
 TRANSFORMER_MODEL_ID = "dancewire-motion-tx64-v1"
-STGCN_MODEL_ID = "dancewire-motion-stgcn64-v4"   # v3: AIST++ only in pretraining; v2: mean pool, zero-filled gaps, no back views
+# v5: v4 + the computed motion profile; v4: own keypoints in pretraining; v3: AIST++ only; v2: mean pool,
+# zero-filled gaps, no back views
+STGCN_MODEL_ID = "dancewire-motion-stgcn64-v4"
+PROFILED_STGCN_MODEL_ID = "dancewire-motion-stgcn64-v5"
 INPUTS = ("keypoints", "mask")
 OUTPUT = "embedding"
 
@@ -40,7 +43,10 @@ def export_onnx(ckpt_path: str | Path, onnx_path: str | Path, opset: int = 17) -
                       dynamic_axes={"keypoints": {0: "batch"}, "mask": {0: "batch"}, OUTPUT: {0: "batch"}},
                       opset_version=opset, dynamo=False)
     proto = onnx.load(str(onnx_path))
-    model_id = TRANSFORMER_MODEL_ID if model.config.get("arch", "transformer") == "transformer" else STGCN_MODEL_ID
+    if model.config.get("arch", "transformer") == "transformer":
+        model_id = TRANSFORMER_MODEL_ID + ("+profile" if "profile" in model.config else "")
+    else:
+        model_id = PROFILED_STGCN_MODEL_ID if "profile" in model.config else STGCN_MODEL_ID
     meta = {"model_id": model_id, "normalization": ckpt.get("normalization", "ban"), "max_frames": str(N),
             "emb_dim": str(model.config["emb_dim"]), "loss": str(ckpt.get("loss", "")),
             "training_data": "AIST++ 2D keypoints (CC BY 4.0, Li et al. 2021)",

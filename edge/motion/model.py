@@ -156,11 +156,96 @@ class STGCNEncoder(nn.Module):
         return F.normalize(self.proj(pooled), dim=-1, eps=1e-6)
 
 
-def build(config: dict) -> nn.Module:
-    """The encoder a checkpoint's config describes (no "arch" key: the transformer)."""
+class MotionProfile(nn.Module):
+    """How the window's motion is spread over the body and over time, computed, not learned
+    (`ProfiledEncoder` appends it to a learned embedding). From the frame-to-frame speed of each
+    joint (real sample pairs only; gaps are filled before the model, as at runtime):
+    - each joint's mean speed over the mean of all joints (17 values: which body parts move);
+    - the spectrum of the summed speed, |DFT| at 1..16 cycles per 64 samples, as shares (16);
+    - hip sway against the shoulders relative to torso length, foot over wrist speed, the summed
+      speed's coefficient of variation, and its mean (4).
+    Standardised by `mu` / `sd` (fitted on the training windows: `fit`), L2-normalised, times `weight`."""
+
+    DIM = 17 + 16 + 4
+
+    def __init__(self, max_len: int = 60, weight: float = 0.6):
+        super().__init__()
+        self.weight = float(weight)
+        self.register_buffer("mu", torch.zeros(self.DIM))
+        self.register_buffer("sd", torch.ones(self.DIM))
+        t = torch.arange(max_len - 1, dtype=torch.float32)[:, None]
+        k = torch.arange(1, 17, dtype=torch.float32)[None, :]
+        self.register_buffer("cos", torch.cos(2 * math.pi * k * t / 64.0))
+        self.register_buffer("sin", torch.sin(2 * math.pi * k * t / 64.0))
+
+    def raw(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        p = x.reshape(B, N, 17, 2)
+        pm = (mask[:, 1:] * mask[:, :-1]).unsqueeze(-1)                           # (B, N-1, 1)
+        n = pm.sum(1).clamp(min=1.0)                                              # (B, 1)
+        v = ((p[:, 1:] - p[:, :-1]).pow(2).sum(-1) + 1e-12).sqrt() * pm           # (B, N-1, 17)
+        joint = v.sum(1) / n                                                      # (B, 17)
+        rel = joint / (joint.mean(1, keepdim=True) + 1e-6)
+        sp = v.sum(-1, keepdim=True)                                              # (B, N-1, 1)
+        sp_mean = sp.sum(1) / n
+        c = (sp - sp_mean[:, None]) * pm
+        re, im = c[..., 0] @ self.cos[: N - 1], c[..., 0] @ self.sin[: N - 1]
+        mag = (re.pow(2) + im.pow(2) + 1e-12).sqrt()
+        spec = mag / (mag.sum(1, keepdim=True) + 1e-6)
+        m = mask.unsqueeze(-1)
+        nm = m.sum(1).clamp(min=1.0)
+        rel_hs = (p[:, :, [11, 12]].mean(2) - p[:, :, [5, 6]].mean(2)) * m        # (B, N, 2) hips - shoulders
+        sway_x = rel_hs[..., 0] - (rel_hs[..., 0].sum(1, keepdim=True) / nm)
+        sway = ((sway_x.pow(2) * mask).sum(1, keepdim=True) / nm + 1e-12).sqrt()
+        torso = ((rel_hs.pow(2).sum(-1) + 1e-12).sqrt() * mask).sum(1, keepdim=True) / nm
+        feet, hands = joint[:, [15, 16]].mean(1, keepdim=True), joint[:, [9, 10]].mean(1, keepdim=True)
+        sp_sd = (((sp - sp_mean[:, None]) * pm).pow(2).sum(1) / n + 1e-12).sqrt()
+        misc = torch.cat([sway / (torso + 1e-6), feet / (hands + 1e-6), sp_sd / (sp_mean + 1e-6), sp_mean], 1)
+        return torch.cat([rel, spec, misc], 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        z = (self.raw(x, mask) - self.mu) / self.sd
+        return F.normalize(z, dim=-1, eps=1e-6) * self.weight
+
+    @torch.no_grad()
+    def fit(self, feats: torch.Tensor, mask: torch.Tensor) -> "MotionProfile":
+        r = self.raw(feats, mask)
+        self.mu.copy_(r.mean(0))
+        self.sd.copy_(r.std(0) + 1e-6)
+        return self
+
+
+class ProfiledEncoder(nn.Module):
+    """A learned encoder's embedding with the window's `MotionProfile` appended, re-normalised:
+    cosine similarity becomes (cos_learned + weight^2 cos_profile) / (1 + weight^2)."""
+
+    def __init__(self, encoder: nn.Module, profile: MotionProfile):
+        super().__init__()
+        self.encoder, self.profile = encoder, profile
+        self.config = dict(encoder.config, emb_dim=encoder.config["emb_dim"] + MotionProfile.DIM,
+                           profile={"weight": profile.weight, "encoder_emb_dim": encoder.config["emb_dim"]})
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(torch.cat([self.encoder(x, mask), self.profile(x, mask)], 1), dim=-1, eps=1e-6)
+
+
+def encoder_config(config: dict) -> dict:
+    """The learned encoder's part of a config (a `ProfiledEncoder`'s without its profile)."""
     cfg = dict(config)
+    prof = cfg.pop("profile", None)
+    if prof:
+        cfg["emb_dim"] = prof["encoder_emb_dim"]
+    return cfg
+
+
+def build(config: dict) -> nn.Module:
+    """The encoder a checkpoint's config describes (no "arch" key: the transformer; a "profile"
+    key: wrapped in a `ProfiledEncoder`, whose fitted statistics come with the state dict)."""
+    cfg = encoder_config(config)
     arch = cfg.pop("arch", "transformer")
-    return STGCNEncoder(**cfg) if arch == "stgcn" else MotionEncoder(**cfg)
+    enc = STGCNEncoder(**cfg) if arch == "stgcn" else MotionEncoder(**cfg)
+    prof = config.get("profile")
+    return ProfiledEncoder(enc, MotionProfile(cfg["max_len"], prof["weight"])) if prof else enc
 
 
 def info_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.1) -> torch.Tensor:

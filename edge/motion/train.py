@@ -51,6 +51,7 @@ class TrainConfig:
     arch: str = "stgcn"          # or "transformer" (Tong's, model.MotionEncoder)
     loss: str = "supcon"         # the fine-tune that ships: "supcon" or "tong"
     compare: bool = False        # also fine-tune with the other loss and evaluate the pretrained encoder
+    profile_weight: float = 0.6  # model.MotionProfile appended to the learned embedding at this weight (0: none)
 
     def new_model(self):
         from edge.motion.model import MotionEncoder, STGCNEncoder
@@ -185,6 +186,21 @@ def _torch_embed(model, settings: MotionSettings | None = None):
     return embed
 
 
+def with_profile(model, windows, weight: float, settings: MotionSettings | None = None):
+    """`model` with a `MotionProfile` appended, its statistics fitted on `windows` (the training
+    performances' windows, gap-filled as at runtime); `weight` 0: the model as it is."""
+    import torch
+
+    from edge.motion.model import MotionProfile, ProfiledEncoder
+
+    if weight <= 0:
+        return model
+    feats, mask = fill_gaps(windows.feats, windows.mask, (settings or MotionSettings()).fill_gap)
+    prof = MotionProfile(model.config["max_len"], weight).fit(
+        torch.from_numpy(np.ascontiguousarray(feats, np.float32)), torch.from_numpy(mask.astype(np.float32)))
+    return ProfiledEncoder(model, prof).eval()
+
+
 def _brief(m: dict) -> str:
     return (f"AIST++ genre top-1 {m['aist_genre']['top1']:.3f}, cross-view top-1 {m['cross_view']['top1']:.3f}, "
             f"ballroom top-1 {m['ballroom_enrol']['top1']:.3f}")
@@ -198,14 +214,14 @@ def untrained_reference(data_root: Path, seeds=(0, 1), cfg: TrainConfig | None =
     import torch
 
     from edge.motion.evaluate import evaluate_all
-    from edge.motion.model import build
+    from edge.motion.model import build, encoder_config
 
     cfg = cfg or TrainConfig()
     torch.set_num_threads(cfg.threads)
     out = {}
     for seed in seeds:
         torch.manual_seed(seed)
-        model = (build(model_config) if model_config else cfg.new_model()).eval()
+        model = (build(encoder_config(model_config)) if model_config else cfg.new_model()).eval()
         res = evaluate_all(_torch_embed(model, settings), data_root, settings)
         out[f"seed{seed}"] = {k: res[k]["top1"] for k in ("aist_genre", "cross_view", "ballroom_enrol")}
     return out
@@ -215,7 +231,7 @@ def train(data_root: Path, out_dir: Path, cfg: TrainConfig | None = None, settin
           progress=print) -> dict:
     import torch
 
-    from edge.motion.evaluate import evaluate_all
+    from edge.motion.evaluate import evaluate_all, window_set
     from edge.motion.model import info_nce, supcon, tong_pairwise
 
     cfg = cfg or TrainConfig()
@@ -267,22 +283,28 @@ def train(data_root: Path, out_dir: Path, cfg: TrainConfig | None = None, settin
     model = cfg.new_model()
     run(model, cfg.pretrain_steps, "ssl", cfg.lr, "pretrain (InfoNCE)", bank=ssl_bank)
     pre_state = {k: v.clone() for k, v in model.state_dict().items()}
-    results, shipped_state = {}, None
+    results, shipped = {}, None
     if cfg.compare:
         progress("evaluating the pretrained encoder")
         results["ssl_only"] = evaluate_all(_torch_embed(model, s), data_root, s)
         progress("ssl_only: " + _brief(results["ssl_only"]))
+    train_windows = window_set(train_seqs, s, 0.5)     # the profile's statistics (no labels)
     for kind in [cfg.loss] + ([k for k in LOSSES if k != cfg.loss] if cfg.compare else []):
         m = cfg.new_model()
         m.load_state_dict(pre_state)
         run(m, cfg.finetune_steps, kind, cfg.lr * 0.5, f"fine-tune ({kind} + InfoNCE)")
+        if kind == cfg.loss and cfg.profile_weight > 0:
+            progress(f"evaluating {kind} without the motion profile")
+            results[f"{kind}_learned_only"] = evaluate_all(_torch_embed(m, s), data_root, s)
+            progress(f"{kind}, learned only: " + _brief(results[f"{kind}_learned_only"]))
+        m = with_profile(m, train_windows, cfg.profile_weight, s)
         progress(f"evaluating {kind}")
         results[kind] = evaluate_all(_torch_embed(m, s), data_root, s)
         progress(f"{kind}: " + _brief(results[kind]))
         if kind == cfg.loss:
-            shipped_state = m.state_dict()
+            shipped = m
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = {"state_dict": shipped_state, "config": model.config, "normalization": s.normalization,
+    ckpt = {"state_dict": shipped.state_dict(), "config": shipped.config, "normalization": s.normalization,
             "loss": cfg.loss, "train_config": cfg.__dict__, "genres": bank.genres}
     torch.save(ckpt, out_dir / "encoder.pt")
     summary = {"shipped": cfg.loss, "results": results, "train_config": cfg.__dict__, "normalization": s.normalization,

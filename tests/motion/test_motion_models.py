@@ -9,7 +9,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is the `train` extra")
 
 from edge.motion.export import export_onnx, parity  # noqa: E402
-from edge.motion.model import COCO_EDGES, MotionEncoder, STGCNEncoder, build, coco_adjacency  # noqa: E402
+from edge.motion.model import (COCO_EDGES, MotionEncoder, MotionProfile, ProfiledEncoder, STGCNEncoder,  # noqa: E402
+                                build, coco_adjacency, encoder_config)
 
 
 def _windows(seed: int = 0):
@@ -74,3 +75,78 @@ def test_stgcn_exports_to_onnx_with_parity(tmp_path):
 def test_stgcn_refuses_an_unknown_pooling():
     with pytest.raises(ValueError, match="unknown pooling 'max'"):
         STGCNEncoder(pool="max")
+
+
+def _moving(n=60, joints=(9, 10), cycles=8.0, amp=0.2):
+    """One window: a still pose whose `joints` swing sideways `cycles` times per 64 samples."""
+    rest = np.random.default_rng(0).normal(0, 0.3, (17, 2)).astype(np.float32)
+    x = np.repeat(rest[None], n, 0)
+    x[:, list(joints), 0] += amp * np.sin(2 * np.pi * cycles * np.arange(n) / 64.0)[:, None]
+    return x.reshape(1, n, 34), np.ones((1, n), np.float32)
+
+
+def test_motion_profile_says_which_joints_move_and_how_often():
+    prof = MotionProfile()
+    x, m = _moving(joints=(9, 10), cycles=4.0)
+    r = prof.raw(torch.from_numpy(x), torch.from_numpy(m))[0].numpy()
+    rel, spec, misc = r[:17], r[17:33], r[33:]
+    assert set(np.argsort(rel)[-2:]) == {9, 10} and rel[[9, 10]].min() > 5 * np.delete(rel, [9, 10]).max()
+    assert np.argmax(spec) + 1 == 8      # bin k = k cycles per 64 samples; speed peaks twice per swing
+    assert misc[1] < 0.1                                     # feet barely move against the wrists
+    x2, _ = _moving(joints=(15, 16), cycles=3.0)
+    r2 = prof.raw(torch.from_numpy(x2), torch.from_numpy(m))[0].numpy()
+    assert set(np.argsort(r2[:17])[-2:]) == {15, 16} and np.argmax(r2[17:33]) + 1 == 6 and r2[34] > 10
+    # twice the size: same profile except the mean speed, which doubles
+    r3 = prof.raw(torch.from_numpy(2 * x), torch.from_numpy(m))[0].numpy()
+    assert np.allclose(r3[:36], r[:36], rtol=1e-3, atol=1e-3) and np.isclose(r3[36], 2 * r[36], rtol=1e-4)
+
+
+def test_motion_profile_ignores_masked_samples():
+    prof = MotionProfile()
+    x, m = _moving(n=40)
+    pad = np.zeros((1, 60, 34), np.float32)
+    pad[:, :40] = x
+    mask = np.zeros((1, 60), np.float32)
+    mask[:, :40] = 1
+    junk = pad.copy()
+    junk[:, 40:] = 7.0
+    a = prof.raw(torch.from_numpy(pad), torch.from_numpy(mask))
+    b = prof.raw(torch.from_numpy(junk), torch.from_numpy(mask))
+    late = np.zeros_like(pad)
+    late[:, 20:] = x                                          # the same motion starting later
+    c = prof.raw(torch.from_numpy(late), torch.from_numpy(np.roll(mask, 20, 1)))
+    assert torch.allclose(a, b, atol=1e-6) and torch.allclose(a, c, atol=1e-4)
+
+
+def test_profiled_encoder_mixes_the_two_cosines_by_the_weight_and_rebuilds():
+    torch.manual_seed(0)
+    enc = _trained_bn(STGCNEncoder())
+    f, m = _windows()
+    ft, mt = torch.from_numpy(f), torch.from_numpy(m)
+    prof = MotionProfile(weight=0.6).fit(ft, mt)
+    model = ProfiledEncoder(enc, prof).eval()
+    with torch.no_grad():
+        z = model(ft, mt).numpy()
+        zl = enc(ft, mt).numpy()
+        zp = prof(ft, mt).numpy() / 0.6
+    assert z.shape == (6, 64 + MotionProfile.DIM) and np.allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(z @ z.T, (zl @ zl.T + 0.36 * zp @ zp.T) / 1.36, atol=1e-5)
+    rebuilt = build(model.config)
+    rebuilt.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert np.allclose(rebuilt.eval()(ft, mt).numpy(), z, atol=1e-6)
+    assert encoder_config(model.config) == enc.config
+
+
+def test_profiled_encoder_exports_to_onnx_with_parity(tmp_path):
+    torch.manual_seed(2)
+    enc = _trained_bn(STGCNEncoder())
+    f, m = _windows(4)
+    model = ProfiledEncoder(enc, MotionProfile().fit(torch.from_numpy(f), torch.from_numpy(m))).eval()
+    ckpt = tmp_path / "p.pt"
+    torch.save({"state_dict": model.state_dict(), "config": model.config, "normalization": "ban"}, ckpt)
+    onnx_path = export_onnx(ckpt, tmp_path / "p.onnx")
+    assert parity(ckpt, onnx_path, *_windows(5)) < 1e-4
+    from edge.motion.encoder import MotionEncoder
+    runtime = MotionEncoder(onnx_path)
+    assert runtime.dim == 64 + MotionProfile.DIM and runtime.model_id == "dancewire-motion-stgcn64-v5"

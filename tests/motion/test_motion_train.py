@@ -37,15 +37,20 @@ def test_the_configured_loss_ships_and_compare_only_adds_to_the_report(shared_da
     lines: list[str] = []
     summary = train(root, tmp_path / "out", TrainConfig(loss="tong", compare=True, **TINY), progress=lines.append)
     assert summary["shipped"] == "tong"
-    assert set(summary["results"]) == {"ssl_only", "supcon", "tong"}
+    assert set(summary["results"]) == {"ssl_only", "supcon", "tong", "tong_learned_only"}
     ckpt = torch.load(tmp_path / "out" / "encoder.pt", weights_only=False)
     assert ckpt["loss"] == "tong" and ckpt["config"]["arch"] == "stgcn"
+    # the motion profile ships with statistics fitted on the training windows
+    assert ckpt["config"]["profile"] == {"weight": 0.6, "encoder_emb_dim": 64}
+    assert ckpt["config"]["emb_dim"] == 64 + 37 and float(ckpt["state_dict"]["profile.sd"].min()) > 0
+    assert float(ckpt["state_dict"]["profile.mu"].abs().sum()) > 0
     assert json.loads((tmp_path / "out" / "train_metrics.json").read_text())["shipped"] == "tong"
     assert any("pretrain (InfoNCE): step 3/3" in ln for ln in lines)     # progress is shown
     assert summary["test_sequences"] == ["gBR_sBM_cAll_d04_mBR0_ch04", "gKR_sFM_cAll_d28_mKR1_ch02"]
 
-    plain = train(root, tmp_path / "plain", TrainConfig(**TINY), progress=lines.append)
+    plain = train(root, tmp_path / "plain", TrainConfig(profile_weight=0, **TINY), progress=lines.append)
     assert plain["shipped"] == "supcon" and set(plain["results"]) == {"supcon"}
+    assert "profile" not in torch.load(tmp_path / "plain" / "encoder.pt", weights_only=False)["config"]
 
 
 def test_an_unknown_loss_is_refused_before_any_work(tmp_path):
