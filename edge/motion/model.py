@@ -199,7 +199,7 @@ class MotionProfile(nn.Module):
         sway = ((sway_x.pow(2) * mask).sum(1, keepdim=True) / nm + 1e-12).sqrt()
         torso = ((rel_hs.pow(2).sum(-1) + 1e-12).sqrt() * mask).sum(1, keepdim=True) / nm
         feet, hands = joint[:, [15, 16]].mean(1, keepdim=True), joint[:, [9, 10]].mean(1, keepdim=True)
-        sp_sd = (((sp - sp_mean[:, None]) * pm).pow(2).sum(1) / n + 1e-12).sqrt()
+        sp_sd = (c.pow(2).sum(1) / n + 1e-12).sqrt()
         misc = torch.cat([sway / (torso + 1e-6), feet / (hands + 1e-6), sp_sd / (sp_mean + 1e-6), sp_mean], 1)
         return torch.cat([rel, spec, misc], 1)
 
