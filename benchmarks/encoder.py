@@ -173,14 +173,13 @@ def _untrained(root: Path, enc) -> dict:
             **untrained_reference(root, model_config=config)}
 
 
-def _parts(root: Path, enc, hop: float) -> dict:
-    """A profiled encoder's two parts on their own: the learned embedding and the computed motion
-    profile (each the output's slice, re-normalised: what each contributes to the cosine)."""
-    from edge.motion.evaluate import evaluate_all
-
+def _part_embedders(enc) -> dict:
+    """A profiled encoder's two parts as embedders of their own: the learned embedding and the
+    computed motion profile, each the output's slice re-normalised (what each contributes to the
+    cosine). Empty for an encoder without a profile."""
     prof = json.loads(enc.metadata.get("config", "{}")).get("profile")
     if not prof:
-        return {"skipped": "this encoder has no motion profile"}
+        return {}
     d = int(prof["encoder_emb_dim"])
 
     def part(sl):
@@ -188,9 +187,21 @@ def _parts(root: Path, enc, hop: float) -> dict:
             e = enc(f, m)[:, sl]
             return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-8)
         return embed
+    return {"learned_only": part(slice(0, d)), "profile_only": part(slice(d, None))}
+
+
+def _parts(root: Path, enc, hop: float) -> dict:
+    """The figures of each part of a profiled encoder alone (see _part_embedders)."""
+    from edge.motion.evaluate import evaluate_all
+
+    parts = _part_embedders(enc)
+    if not parts:
+        return {"skipped": "this encoder has no motion profile"}
+    prof = json.loads(enc.metadata["config"])["profile"]
+    d = int(prof["encoder_emb_dim"])
     out = {"weight": prof["weight"], "learned_dims": d, "profile_dims": enc.dim - d}
-    for name, sl in (("learned_only", slice(0, d)), ("profile_only", slice(d, None))):
-        r = evaluate_all(part(sl), root, hop_s=hop)
+    for name, embed in parts.items():
+        r = evaluate_all(embed, root, hop_s=hop)
         out[name] = {k: r[k]["top1"] for k in ("aist_genre", "cross_view", "ballroom_enrol")}
         out[name]["ballroom_per_genre_top1"] = r["ballroom_enrol"]["per_genre_top1"]
     return out

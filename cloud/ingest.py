@@ -37,7 +37,7 @@ group commit (~2 ms each here).
 
 Security: CURVE with ``zmq.auth.thread.ThreadAuthenticator``; only edge public keys in the
 allow-list folder (``proto.keys.allowed_dir()``) get in. Refused keys (``auth_failures``) and
-other failed handshakes (``handshake_failures``) are counted from the socket monitor. Plaintext only with ``insecure_dev=True``.
+other failed handshakes (``handshake_failures``) are counted from the socket monitor. Plaintext only with ``insecure_dev=True``, which wins over any keys given.
 The folder is watched (once a second): a key added by ``dancewire keys allow`` gets in without a
 restart, and an edge whose key ``dancewire keys revoke`` removed is told so (a fatal
 ``Error(UNAUTHORIZED)``, ``revoked``) and forgotten; its data and Hellos on the connection it
@@ -295,12 +295,13 @@ class IngestServer:
     def _load_keys(server_key, allow_dir, insecure_dev):
         from proto import keys
 
-        if server_key is None:
-            if not insecure_dev:
-                raise DancewireError("the ingest server needs CURVE keys (server_key=cloud .key_secret, allow-list "
-                                     "folder); plaintext only with the development flag insecure_dev / --insecure-dev")
-            log.warning("ingest in PLAINTEXT development mode: no encryption, no authentication")
+        if insecure_dev:            # the flag wins over a configured key, as on the edge's side
+            log.warning("ingest in PLAINTEXT development mode: no encryption, no authentication%s",
+                        f" (key ignored: {server_key})" if server_key is not None else "")
             return None
+        if server_key is None:
+            raise DancewireError("the ingest server needs CURVE keys (server_key=cloud .key_secret, allow-list "
+                                 "folder); plaintext only with the development flag insecure_dev / --insecure-dev")
         public, secret = keys.load_keypair(keys.resolve(server_key, secret=True))
         folder = Path(allow_dir) if allow_dir else keys.allowed_dir()
         if not folder.is_dir():
@@ -736,16 +737,21 @@ def main(argv: list[str] | None = None) -> int:
                           allow_dir=args.allow_dir, insecure_dev=args.insecure_dev)
     if args.record:
         server.ledger.conn.execute("CREATE TABLE IF NOT EXISTS received (node TEXT, seq INTEGER)")
-    signal.signal(signal.SIGTERM, lambda *a: server._stop.set())
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    server.start()
+    print(f"ready {server.endpoint}", flush=True)     # for a parent waiting on stdout: no probe connection
     if args.stats_every:
         def report():
-            while not server._stop.wait(args.stats_every):
+            while not stop.wait(args.stats_every):
                 log.info("stats %s", server.stats())
         threading.Thread(target=report, daemon=True).start()
     try:
-        server.serve_forever()
+        while not stop.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
+    server.stop()
     if args.stats_json:
         import json
 

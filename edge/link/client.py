@@ -20,7 +20,7 @@ Delivery is at-least-once, made exactly-once by the cloud's deduplication:
 
 Security: CURVE with the node's keypair (``client_key``: a ``.key_secret`` file or a key name)
 and the cloud's public key (``server_key``: a ``.key`` file or name); by default ``edge`` and
-``cloud`` in the keys folder (``dancewire keys ...``). Plaintext only with ``insecure_dev=True``.
+``cloud`` in the keys folder (``dancewire keys ...``). Plaintext only with ``insecure_dev=True``, which wins over any keys given.
 """
 from __future__ import annotations
 
@@ -248,8 +248,10 @@ class EdgeLink:
         """CURVE keys: paths or names in the keys folder; None = the defaults ``edge`` and ``cloud`` there."""
         from proto import keys
 
-        if insecure_dev and client_key is None and server_key is None:
-            log.warning("edge link in PLAINTEXT development mode: no encryption, no authentication")
+        if insecure_dev:            # the flag wins over configured keys, as on the cloud's side
+            named = [str(k) for k in (client_key, server_key) if k is not None and not isinstance(k, bytes)]
+            log.warning("edge link in PLAINTEXT development mode: no encryption, no authentication%s",
+                        f" (keys ignored: {', '.join(named)})" if named else "")
             return None
         try:
             secret_file = keys.resolve(client_key or DEFAULT_CLIENT_KEY, secret=True)

@@ -20,5 +20,6 @@ def test_bench_wire_quick_writes_all_metrics(tmp_path):
         assert isinstance(m[key], float) and m[key] > 0, key
     assert m["roundtrip_missing_feedback"] == 0          # every window got its feedback back
     assert result["detail"]["ingest"]["rejected"] == 0
+    assert m["handshake_failures"] == 0                  # every connection, the bench's own included, was CURVE
     assert result["config"]["security"] == "CURVE"
     assert (tmp_path / "bench-wire-roundtrip.png").stat().st_size > 0

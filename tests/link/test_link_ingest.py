@@ -288,6 +288,25 @@ def test_plaintext_needs_the_explicit_development_flag(tmp_path):
         IngestServer("tcp://127.0.0.1:*", None, {"h"}, state_path=tmp_path / "l.sqlite")
 
 
+def test_the_development_flag_wins_over_configured_keys(tmp_path, keyring, caplog):
+    """--insecure-dev with link keys in the settings is plaintext on both sides, and says so (the
+    edge used to keep CURVE under the flag while the cloud went plaintext: every handshake failed)."""
+    rec = Recorder()
+    with caplog.at_level("WARNING"):
+        srv = IngestServer("tcp://127.0.0.1:*", rec, {"enc-1"}, state_path=tmp_path / "l.sqlite",
+                           server_key=keyring / "cloud.key_secret", insecure_dev=True).start()
+        link = edge(srv.endpoint, tmp_path, client_key=keyring / "edge1.key_secret",
+                    server_key=keyring / "cloud.key").start()
+    try:
+        link.submit([codec.make_window(1, 0, 0, 2, np.ones(64))])
+        assert link.wait_acked(10)
+    finally:
+        link.close()
+        srv.stop()
+    assert rec.windows == [("n1", 1)]
+    said = caplog.text
+    assert "PLAINTEXT" in said and "keys ignored" in said and "edge1.key_secret" in said and "key ignored" in said
+
 # --------------------------------------------------------------------------- encoder check
 
 def test_encoder_hash_mismatch_is_a_clear_error_at_the_edge(plain_server, tmp_path, caplog):

@@ -70,6 +70,8 @@ def test_stgcn_exports_to_onnx_with_parity(tmp_path):
     from edge.motion.encoder import MotionEncoder
     recorded = json.loads(MotionEncoder(onnx_path).metadata["config"])
     assert build(recorded).config == model.config and recorded["pool"] == "meanstd"
+    from benchmarks.encoder import _part_embedders
+    assert _part_embedders(MotionEncoder(onnx_path)) == {}            # no profile: bench encoder skips its parts
 
 
 def test_stgcn_refuses_an_unknown_pooling():
@@ -142,7 +144,8 @@ def test_profiled_encoder_exports_to_onnx_with_parity(tmp_path):
     torch.manual_seed(2)
     enc = _trained_bn(STGCNEncoder())
     f, m = _windows(4)
-    model = ProfiledEncoder(enc, MotionProfile().fit(torch.from_numpy(f), torch.from_numpy(m))).eval()
+    prof = MotionProfile().fit(torch.from_numpy(f), torch.from_numpy(m))
+    model = ProfiledEncoder(enc, prof).eval()
     ckpt = tmp_path / "p.pt"
     torch.save({"state_dict": model.state_dict(), "config": model.config, "normalization": "ban"}, ckpt)
     onnx_path = export_onnx(ckpt, tmp_path / "p.onnx")
@@ -150,3 +153,13 @@ def test_profiled_encoder_exports_to_onnx_with_parity(tmp_path):
     from edge.motion.encoder import MotionEncoder
     runtime = MotionEncoder(onnx_path)
     assert runtime.dim == 64 + MotionProfile.DIM and runtime.model_id == "dancewire-motion-stgcn64-v5"
+    # bench encoder's parts: the ONNX output's two slices are the learned and the profile embeddings
+    from benchmarks.encoder import _part_embedders
+    parts = _part_embedders(runtime)
+    q, qm = _windows(6)
+    with torch.no_grad():
+        zl = enc(torch.from_numpy(q), torch.from_numpy(qm)).numpy()
+        zp = prof(torch.from_numpy(q), torch.from_numpy(qm)).numpy()
+    zp /= np.linalg.norm(zp, axis=1, keepdims=True)
+    assert np.allclose(parts["learned_only"](q, qm), zl, atol=1e-4)
+    assert np.allclose(parts["profile_only"](q, qm), zp, atol=1e-4)
