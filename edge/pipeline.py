@@ -48,9 +48,10 @@ class EdgeGraph:
 
     @classmethod
     def build(cls, settings: EdgeSettings, *, video: bool = True, audio: bool = True,
-              encoder: bool = True, primitives: bool = False) -> "EdgeGraph":
+              encoder: bool = True, primitives: bool = False, fps: float | None = None) -> "EdgeGraph":
         """`primitives`: also cut and encode eight-beat primitives (`edge analyze` writes them; the
-        live graph sends only windows, so it does not cut them at all)."""
+        live graph sends only windows, so it does not cut them at all). `fps`: the video's frame
+        rate when the source knows it (a file); otherwise the windows measure it from frame times."""
         from edge.audio.analyzer import AudioAnalyzer
         from edge.motion.encoder import MotionEncoder
         from edge.motion.stage import MotionStage
@@ -60,7 +61,7 @@ class EdgeGraph:
         pose = PoseStage.from_settings(settings.vision, eng.backend, eng.threads, eng.precision) if video else None
         enc = MotionEncoder(settings=settings.motion) if encoder else False
         mset = settings.motion if primitives else replace(settings.motion, eight_beats=False)
-        motion = MotionStage(mset, encoder=enc)   # the graph shifts the audio itself (on_audio)
+        motion = MotionStage(mset, encoder=enc, fps=fps)   # the graph shifts the audio itself (on_audio)
         analyzer = AudioAnalyzer(settings.audio) if audio else None
         for engine in ([pose.detector_engine, pose.landmarks_engine] if pose else []) + ([enc.engine] if enc else []):
             engine.warm_up()          # before the first frame, not on it
@@ -153,7 +154,8 @@ def analyze(settings: EdgeSettings, video: str | Path, out, *, audio: str | Path
 
     source = VideoFileSource(video, max_frames=max_frames)
     audio_path = audio if audio is not None else (video if source.info.has_audio else None)
-    graph = EdgeGraph.build(settings, audio=audio_path is not None, encoder=encoder, primitives=True)
+    graph = EdgeGraph.build(settings, audio=audio_path is not None, encoder=encoder, primitives=True,
+                            fps=source.info.fps or None)
     streams = [source.frames()]
     audio_src = None
     if audio_path is not None:

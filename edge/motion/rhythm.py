@@ -174,25 +174,33 @@ def window_metrics(kp: np.ndarray, times: np.ndarray, mask: np.ndarray, onsets=(
 
 @dataclass
 class SessionRhythm:
-    """Per-track running intensity for the session summary (cheap: one float per frame)."""
+    """Per-track running intensity for the session summary (cheap: one float per sample).
+
+    Speeds are taken between every `step`-th frame, Tong's sampling step as in the windows, so the
+    session's intensity is the windows' and does not grow with the camera's frame rate (keypoint
+    jitter adds more speed the shorter the interval it is differenced over)."""
     settings: MotionSettings = field(default_factory=MotionSettings)
     t: list = field(default_factory=list)
     speed: list = field(default_factory=list)
     _prev: tuple | None = None
+    _since: int = 0
     _size: float | None = None
 
-    def push(self, t: float, kp: np.ndarray, valid: bool = True) -> None:
+    def push(self, t: float, kp: np.ndarray, valid: bool = True, step: int = 1) -> None:
         xy = np.asarray(kp, np.float64)[:, :2]
         if not valid or not np.isfinite(xy).all():
             self._prev = None
             return
         size = float(body_size(xy[None, None], np.ones((1, 1), bool))[0])
         self._size = size if self._size is None else 0.95 * self._size + 0.05 * size
+        self._since += 1
+        if self._prev is not None and self._since < step:
+            return
         if self._prev is not None and t - self._prev[0] > 1e-6:
             sp = np.linalg.norm(xy - self._prev[1], axis=-1).sum() / (t - self._prev[0]) / self._size
             self.t.append(0.5 * (t + self._prev[0]))
             self.speed.append(float(sp))
-        self._prev = (t, xy)
+        self._prev, self._since = (t, xy), 0
 
     def summary(self, onsets=(), beats=(), offset: float = 0.0) -> dict[str, float | None]:
         curve = motion_curve(np.array(self.t), np.array(self.speed), self.settings)

@@ -21,7 +21,7 @@ import numpy as np
 
 from edge.motion import rhythm
 from edge.motion.settings import MotionSettings
-from edge.motion.windows import WindowCutter
+from edge.motion.windows import WindowCutter, sample_step
 from edge.records import Beat, Onset, PoseFrame, Window, WindowResult, stamp
 
 
@@ -57,11 +57,12 @@ class MotionStage:
             self.push_audio(e)
 
     def push(self, frame: PoseFrame) -> list[WindowResult]:
+        windows = self.cutter.push(frame)
+        step = sample_step(self.cutter.fps)
         for pose in frame.poses:
             kp = np.asarray(pose.kp17)
             valid = kp.shape[1] < 3 or float(np.mean(kp[:, 2])) >= self.s.min_joint_conf
-            self.session.setdefault(int(pose.track_id), rhythm.SessionRhythm(self.s)).push(frame.t, kp, valid)
-        windows = self.cutter.push(frame)
+            self.session.setdefault(int(pose.track_id), rhythm.SessionRhythm(self.s)).push(frame.t, kp, valid, step)
         return self.process(windows, frame.stamps)
 
     def flush(self) -> list[WindowResult]:

@@ -1,10 +1,13 @@
 """Per-dancer windows (Tong's sampling) and DanceMVP eight-beat primitives.
 
 Tong: windows of `window_s` (2 s) holding at most `max_frames` (60) samples, taking every
-s-th frame with s = max(1, floor(f / 30)). Live, the sampling grid is laid in media time:
-sample j of a window starting at t0 sits at t0 + j * s / f and takes the pose frame nearest
-to it (within 0.6 frame periods); a missing or unconfident pose leaves the sample masked.
-Windows with fewer than `min_valid` (18) real samples are dropped.
+s-th frame with s = max(1, floor(f / 30)) (f within 2% below a multiple of 30 counts as that
+multiple: a 59.94 fps camera samples every 2nd frame, like a 60 fps one). Live, the sampling grid
+is laid in media time: sample j of a window starting at t0 sits at t0 + j * s / f and takes the
+pose frame nearest to it (within 0.6 frame periods); a missing or unconfident pose leaves the
+sample masked. Windows with fewer than `min_valid` (18) real samples are dropped. A window spans
+its samples: t1 = t0 + n * s / f, which is `window_s` unless the 60-sample cap cuts it short
+(50 fps: 1.2 s), so its rhythm metrics count only the music it covers.
 """
 from __future__ import annotations
 
@@ -17,10 +20,19 @@ import numpy as np
 from edge.motion.settings import MotionSettings
 from edge.records import Beat, PoseFrame, Window
 
+NOMINAL_FPS = (23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0, 90.0, 100.0, 119.88, 120.0)
+
 
 def sample_step(fps: float) -> int:
-    """Tong's step: every s-th frame, s = max(1, floor(f / 30))."""
-    return max(1, int(math.floor(fps / 30.0 + 1e-6)))
+    """Tong's step: every s-th frame, s = max(1, floor(f / 30)), with 2% tolerance (NTSC rates)."""
+    return max(1, int(math.floor(fps / 30.0 + 0.02)))
+
+
+def nominal_fps(fps: float) -> float:
+    """A measured frame rate snapped to the nearest common camera rate within 3% (a millisecond
+    time base makes 60 fps measure 58.8), else as measured."""
+    best = min(NOMINAL_FPS, key=lambda f: abs(f - fps))
+    return best if abs(best - fps) <= 0.03 * best else float(fps)
 
 
 def samples_per_window(fps: float, window_s: float = 2.0, max_frames: int = 60) -> int:
@@ -34,10 +46,11 @@ def cut_sequence(kp: np.ndarray, fps: float, settings: MotionSettings | None = N
     s = settings or MotionSettings()
     arr = cut_arrays(kp, fps, s, hop_s=hop_s, valid=valid)
     windows = []
-    for k, (w, m, start) in enumerate(zip(*arr)):
+    span = samples_per_window(fps, s.window_s, s.max_frames) * sample_step(fps) / fps
+    for w, m, start in zip(*arr):
         times = t_start + (start + np.arange(s.max_frames) * sample_step(fps)) / fps
         t0 = t_start + start / fps
-        windows.append(Window(track_id, float(t0), float(t0 + s.window_s), w, m, times))
+        windows.append(Window(track_id, float(t0), float(t0 + span), w, m, times))
     return windows
 
 
@@ -81,12 +94,15 @@ class _Track:
 
 
 class WindowCutter:
-    """Live windows per track: `push(pose_frame)` returns the windows that this frame completed.
+    """Live windows per track: `push(pose_frame)` returns the windows that this frame completed
+    (the frame nearest a window's last sample completes it, so a stream that ends there keeps it).
 
-    `push_beat(beat)` feeds the audio tracker's beats; with `eight_beats` on, each span between
-    two downbeats (count 1) becomes one eight-beat primitive per track, returned by `push`
-    once the poses have caught up with it (`Window` over the phrase, `max_frames` samples spread
-    evenly across it).
+    `push_beat(beat)` feeds the audio tracker's beats; with `eight_beats` on, each run of eight
+    consecutive beats (counts 1..8, no gap over 1.75 beat periods) up to the next downbeat
+    becomes one eight-beat primitive per track, cut once the poses have caught up with it
+    (`Window` over the phrase, `max_frames` samples spread evenly across it). A phrase broken by a
+    missed beat, a count that jumps, or a tracker restart is skipped, never stretched.
+    `fps`: the source's frame rate when known; otherwise it is measured from the frame times.
     """
 
     def __init__(self, settings: MotionSettings | None = None, fps: float | None = None):
@@ -95,25 +111,34 @@ class WindowCutter:
         self._dts: deque = deque(maxlen=60)
         self._last_t: float | None = None
         self.tracks: dict[int, _Track] = {}
-        self._downbeat: float | None = None
+        self._downbeat: float | None = None  # start of the phrase being counted
+        self._run = 0                         # consecutive beats counted in it (1..8)
+        self._last_beat: Beat | None = None
         self._phrases: deque = deque()       # (t_start, t_end) waiting for poses
         self.primitives: list[Window] = []   # eight-beat primitives cut so far (drained by the caller)
 
     @property
     def fps(self) -> float:
         if self.fixed_fps:
-            return float(self.fixed_fps)
+            return nominal_fps(float(self.fixed_fps))
         if len(self._dts) < 3:
             return self.s.base_fps
         dt = float(np.median(self._dts))
-        return 1.0 / dt if dt > 0 else self.s.base_fps
+        return nominal_fps(1.0 / dt) if dt > 0 else self.s.base_fps
 
     def push_beat(self, beat: Beat) -> None:
-        if not self.s.eight_beats or beat.count != 1:
+        if not self.s.eight_beats:
             return
-        if self._downbeat is not None and beat.t > self._downbeat:
-            self._phrases.append((self._downbeat, beat.t))
-        self._downbeat = beat.t
+        prev, self._last_beat = self._last_beat, beat
+        gap = prev is not None and beat.bpm > 0 and beat.t - prev.t > 1.75 * 60.0 / beat.bpm
+        if beat.count == 1:
+            if self._downbeat is not None and self._run == 8 and not gap and beat.t > self._downbeat:
+                self._phrases.append((self._downbeat, beat.t))
+            self._downbeat, self._run = beat.t, 1
+        elif self._downbeat is not None and prev is not None and beat.count == prev.count + 1 and not gap:
+            self._run += 1
+        else:
+            self._downbeat, self._run = None, 0      # a broken phrase: wait for the next count 1
 
     def push(self, frame: PoseFrame) -> list[Window]:
         t = float(frame.t)
@@ -131,9 +156,10 @@ class WindowCutter:
             if tr.next_t0 is None:
                 tr.next_t0 = t
         out: list[Window] = []
+        last = (samples_per_window(self.fps, self.s.window_s, self.s.max_frames) - 1) * sample_step(self.fps) / self.fps
         for tid in list(self.tracks):
             tr = self.tracks[tid]
-            while tr.next_t0 is not None and t >= tr.next_t0 + self.s.window_s - 0.5 / self.fps:
+            while tr.next_t0 is not None and t >= tr.next_t0 + last - 0.5 / self.fps:
                 w = self._cut(tid, tr, tr.next_t0)
                 tr.next_t0 += self.s.hop_s
                 if w is not None:
@@ -151,7 +177,7 @@ class WindowCutter:
         return out
 
     def flush(self) -> list[Window]:
-        """Forget all tracks (end of stream); partial windows are dropped."""
+        """Forget all tracks (end of stream); windows whose last sample never came are dropped."""
         self.tracks.clear()
         return []
 
@@ -160,7 +186,7 @@ class WindowCutter:
         step = sample_step(fps)
         n = samples_per_window(fps, self.s.window_s, self.s.max_frames)
         grid = t0 + np.arange(n) * step / fps
-        return self._sample(tid, tr, grid, t0, t0 + self.s.window_s)
+        return self._sample(tid, tr, grid, t0, t0 + n * step / fps)
 
     def _sample(self, tid: int, tr: _Track, grid: np.ndarray, t0: float, t1: float) -> Window | None:
         if not tr.times:

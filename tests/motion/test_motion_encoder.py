@@ -111,7 +111,7 @@ def test_stage_end_to_end():
         kp[:, 1] = 100 + np.arange(17) * 20
         kp[:, 2] = 0.9
         out += stage.push(PoseFrame(i, t, 640, 480, [Pose(7, t, kp, np.zeros(4), 0.9)]))
-    assert len(out) == 4                  # starts 0, 0.5, 1.0, 1.5 within 4 s
+    assert len(out) == 5                  # starts 0, 0.5, ..., 2.0 within 4 s (the last ends on the last frame)
     rec = out[0].to_json()
     assert rec["type"] == "window" and rec["dancer"] == 7 and len(rec["embedding"]) == stage.encoder.dim
     assert set(rec["rhythm"]) >= {"beat_alignment", "beat_coverage", "beat_hit_rate", "align_recall", "align_precision", "align_f1"}

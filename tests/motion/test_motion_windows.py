@@ -4,14 +4,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge.motion import rhythm
 from edge.motion.settings import MotionSettings
-from edge.motion.windows import WindowCutter, cut_arrays, cut_sequence, sample_step, samples_per_window
+from edge.motion.stage import MotionStage
+from edge.motion.windows import (
+    WindowCutter,
+    cut_arrays,
+    cut_sequence,
+    nominal_fps,
+    sample_step,
+    samples_per_window,
+)
 from edge.records import Beat, Pose, PoseFrame
 
 
-@pytest.mark.parametrize("fps,step,n", [(24, 1, 48), (25, 1, 50), (30, 1, 60), (59.94, 1, 60), (60, 2, 60),
-                                         (90, 3, 60), (120, 4, 60)])
+@pytest.mark.parametrize("fps,step,n", [(24, 1, 48), (25, 1, 50), (29.97, 1, 59), (30, 1, 60), (50, 1, 60),
+                                         (58.0, 1, 60), (59.94, 2, 59), (60, 2, 60), (90, 3, 60), (120, 4, 60)])
 def test_tong_sampling(fps, step, n):
+    """s = max(1, floor(f / 30)); an NTSC 59.94 fps camera samples like a 60 fps one (with a
+    strict floor it took every frame, and its windows covered 1 s instead of 2)."""
     assert sample_step(fps) == step
     assert samples_per_window(fps) == n
 
@@ -66,8 +77,8 @@ def test_live_cutter_hop_tracks_and_gaps():
         out += cut.push(_frame(i, t, ids))
     w1 = [w for w in out if w.track_id == 1]
     w2 = [w for w in out if w.track_id == 2]
-    assert len(w1) == 6                              # starts 0, 0.5, ..., 2.5 (the 3.0 one needs 5 s)
-    assert np.allclose([w.t0 for w in w1], np.arange(6) * 0.5, atol=1e-6)
+    assert len(w1) == 7                              # starts 0, 0.5, ..., 3.0: its last sample is the last frame
+    assert np.allclose([w.t0 for w in w1], np.arange(7) * 0.5, atol=1e-6)
     assert all(w.mask.sum() == 60 for w in w1)
     hidden = [w for w in w2 if w.t0 < 2.4 and w.t1 > 2.1]
     assert hidden and all(w.mask.sum() < 60 for w in hidden)
@@ -92,3 +103,99 @@ def test_eight_beat_primitives():
     prims = cut.primitives
     assert [round(p.t0, 3) for p in prims] == [0.0, 4.0]
     assert all(abs(p.t1 - p.t0 - 4.0) < 1e-9 and p.mask.sum() == 60 for p in prims)
+
+
+def _moving(T, fps, seed=0, jitter=0.0):
+    """A dancer whose joints swing and stop once a beat (120 bpm), optionally with keypoint jitter."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(T) / fps
+    kp = np.zeros((T, 17, 3), np.float32)
+    kp[..., :2] = rng.uniform(100, 300, (17, 2))[None] + 30 * np.cos(2 * np.pi * t)[:, None, None] * np.array([1.0, 0.3])
+    kp[..., :2] += rng.normal(0, jitter, kp[..., :2].shape) if jitter else 0.0
+    kp[..., 2] = 0.9
+    return t, kp
+
+
+def _live(t, kp, fps=None, settings=None):
+    cut = WindowCutter(settings or MotionSettings(), fps=fps)
+    out = []
+    for i, (ti, k) in enumerate(zip(t, kp)):
+        out += cut.push(PoseFrame(i, float(ti), 640, 480, [Pose(1, float(ti), k, np.zeros(4), 0.9)]))
+    return out + cut.flush(), cut
+
+
+@pytest.mark.parametrize("fps", [30.0, 50.0, 60.0])
+def test_live_and_offline_windows_agree_down_to_the_last_one(fps):
+    """The same stream cut live and offline gives the same windows, the one ending on the last frame
+    included (live used to wait for one frame past a window's last sample, which never comes)."""
+    t, kp = _moving(int(4 * fps), fps)
+    live, _ = _live(t, kp, fps=None)                         # frame rate measured from frame times
+    offline = cut_sequence(kp, fps)
+    assert len(live) == len(offline) > 0
+    for a, b in zip(live, offline):
+        assert a.t0 == pytest.approx(b.t0, abs=1e-6) and a.t1 == pytest.approx(b.t1, abs=1e-6)
+        assert np.array_equal(a.mask, b.mask) and np.allclose(a.kp[a.mask], b.kp[b.mask])
+
+
+def test_a_window_spans_its_samples_and_its_metrics_count_only_the_music_it_covers():
+    """At 50 fps Tong's rule takes every frame, so 60 samples cover 1.2 s, not 2: the window ends
+    there, and a dancer who stops on every beat covers every beat in it (it scored 0.5 when the
+    metrics counted the music of a 2 s span)."""
+    fps = 50.0
+    beats = [Beat(0.3 + 0.5 * k, 0.3 + 0.5 * k, k % 8 + 1, 120.0) for k in range(24)]
+    t, kp = _moving(int(12 * fps), fps)
+    t, kp = t[:-10], kp[10:]                                 # stops 0.2 s earlier: on the beats at 0.3 + 0.5k
+    live, _ = _live(t, kp, fps=fps)
+    assert live and all(w.t1 - w.t0 == pytest.approx(1.2) for w in live)
+    assert all(w.t1 - w.t0 == pytest.approx(1.2) for w in cut_sequence(kp, fps))
+    cov = [rhythm.window_metrics(w.kp, w.times, w.mask, (), beats, 0.0, MotionSettings(), w.t0, w.t1)["beat_coverage"]
+           for w in live]
+    assert np.mean([c for c in cov if c is not None]) > 0.95
+
+
+def test_a_measured_frame_rate_snaps_to_the_cameras_rate():
+    """A 60 fps stream stamped in milliseconds (mkv, webm) measures 58.8 fps: as measured, Tong's step
+    was 1 and its windows covered 1 s. Snapped, it samples every 2nd frame over 2 s, and jitter of the
+    camera clock does not flip the step between windows."""
+    assert nominal_fps(58.82) == 59.94 and nominal_fps(25.02) == 25.0 and nominal_fps(40.0) == 40.0
+    t, kp = _moving(6 * 60, 60.0)
+    for times in (np.round(t * 1000) / 1000, t + np.random.default_rng(1).normal(0, 3e-4, len(t))):
+        live, cut = _live(times, kp)
+        assert sample_step(cut.fps) == 2
+        assert live and all(round(float(np.median(np.diff(w.times[w.mask]))) * 60) == 2 for w in live)
+        assert all(w.t1 - w.t0 > 1.9 for w in live)
+
+
+def _beats_in(p, beats):
+    return sum(1 for b in beats if p.t0 - 1e-9 <= b.t < p.t1 - 1e-9)
+
+
+def test_eight_beat_primitives_skip_broken_phrases():
+    """A primitive is eight consecutive beats. A missed downbeat (the count jumps 8 -> 2) or a tracker
+    restart after a silence used to give a primitive of 15 beats or one spanning the silence."""
+    missed = [Beat(0.5 * k, 0.5 * k, k % 8 + 1, 120.0) for k in range(33) if k != 8]
+    restart = ([Beat(0.5 * k, 0.5 * k, k % 8 + 1, 120.0) for k in range(12)]
+               + [Beat(16 + 0.5 * k, 16 + 0.5 * k, k % 8 + 1, 120.0) for k in range(17)])
+    silent = [Beat(0.5 * k, 0.5 * k, k % 8 + 1, 120.0) for k in range(17) if not 9 <= k <= 12]   # counts kept, beats gone
+    for beats, starts in ((missed, [8.0, 12.0]), (restart, [0.0, 16.0, 20.0]), (silent, [0.0])):
+        cut = WindowCutter(MotionSettings(eight_beats=True))
+        for b in beats:
+            cut.push_beat(b)
+        for i in range(26 * 30):
+            cut.push(_frame(i, i / 30.0, [3]))
+        assert [round(p.t0, 3) for p in cut.primitives] == starts
+        assert all(_beats_in(p, beats) == 8 and p.t1 - p.t0 == pytest.approx(4.0) for p in cut.primitives)
+
+
+def test_session_intensity_does_not_grow_with_the_frame_rate():
+    """The session's intensity is differenced with Tong's step, like the windows': with 1 px of
+    keypoint jitter it came out 21% higher at 60 fps than at 30 when it differenced every frame."""
+    ratio = {}
+    for fps in (30.0, 60.0):
+        t, kp = _moving(int(12 * fps), fps, jitter=1.0)
+        stage = MotionStage(MotionSettings(eight_beats=False), encoder=False, fps=fps)
+        res = []
+        for i, (ti, k) in enumerate(zip(t, kp)):
+            res += stage.push(PoseFrame(i, float(ti), 640, 480, [Pose(1, float(ti), k, np.zeros(4), 0.9)]))
+        ratio[fps] = stage.session_summary()[1]["intensity"] / np.mean([r.rhythm["intensity"] for r in res])
+    assert ratio[30.0] == pytest.approx(1.0, abs=0.03) and ratio[60.0] == pytest.approx(1.0, abs=0.03)
