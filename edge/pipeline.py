@@ -154,20 +154,29 @@ def analyze(settings: EdgeSettings, video: str | Path, out, *, audio: str | Path
 
     source = VideoFileSource(video, max_frames=max_frames)
     audio_path = audio if audio is not None else (video if source.info.has_audio else None)
+    # the music is cut where the frames end: --max-frames, else the video's own length
+    duration = (max_frames / source.info.fps) if (max_frames is not None and source.info.fps) else source.info.duration
+    audio_src = heard = None
+    if audio_path is not None:
+        audio_src = AudioFileSource(audio_path, settings.audio.sample_rate)
+        music = audio_src.info.duration
+        if music is not None and duration is not None and not (audio_offset < duration and audio_offset + music > 0):
+            raise BadInputError(f"the music ({music:.1f} s, placed at {audio_offset:+.1f} s by --audio-offset) does "
+                                f"not overlap the video (0 to {duration:.1f} s): nothing could be scored")
+        heard = _Span()
     graph = EdgeGraph.build(settings, audio=audio_path is not None, encoder=encoder, primitives=True,
                             fps=source.info.fps or None)
     streams = [source.frames()]
-    audio_src = None
-    if audio_path is not None:
-        audio_src = AudioFileSource(audio_path, settings.audio.sample_rate)
-        duration = (max_frames / source.info.fps) if (max_frames is not None and source.info.fps) else None
-        streams.append(_until(_heard(audio_src.blocks(), audio_offset), duration))
+    if audio_src is not None:
+        streams.append(heard.track(_until(_heard(audio_src.blocks(), audio_offset), duration)))
 
     counts = {"onset": 0, "beat": 0, "window": 0, "primitive": 0}
     start = time.perf_counter()
+    video_end = 0.0
     try:
         for item in merge_by_time(*streams):
             if isinstance(item, Frame):
+                video_end = item.t
                 step = graph.on_frame(item)
                 _write_step(out, step, counts)
             else:
@@ -201,11 +210,41 @@ def analyze(settings: EdgeSettings, video: str | Path, out, *, audio: str | Path
         "records": counts,
         "audio": graph.audio.summary() if graph.audio is not None else None,
         "audio_offset_s": audio_offset,
+        "music_coverage": heard.coverage(video_end) if heard is not None else None,
         "rhythm": graph.motion.session_summary() if graph.motion is not None else {},
         "encoder": graph.encoder_info(),
     }
+    if summary["audio"] is not None and audio_src.info.sample_rate != settings.audio.sample_rate:
+        summary["audio"]["resampled_from"] = audio_src.info.sample_rate   # the file source resampled it
+    if heard is not None and summary["music_coverage"] < 0.5:
+        log.warning("music heard under only %.0f%% of the video (music at %s with --audio-offset %+.2f, video 0 to "
+                    "%.2f s): windows without music have no rhythm metrics", 100 * summary["music_coverage"],
+                    heard.describe(), audio_offset, video_end)
     out.write(summary)
     return summary
+
+
+class _Span:
+    """The media-time span of the music blocks that pass through `track` (what `analyze` heard)."""
+
+    def __init__(self):
+        self.start: float | None = None
+        self.end: float | None = None
+
+    def track(self, blocks: Iterator[AudioBlock]) -> Iterator[AudioBlock]:
+        for b in blocks:
+            self.start = b.t if self.start is None else self.start
+            self.end = b.t + len(b.samples) / b.sample_rate
+            yield b
+
+    def coverage(self, video_end: float) -> float:
+        """Share of the video's time [0, video_end] with music under it."""
+        if self.start is None or video_end <= 0:
+            return 0.0
+        return round(max(0.0, min(self.end, video_end) - max(self.start, 0.0)) / video_end, 4)
+
+    def describe(self) -> str:
+        return "no time at all" if self.start is None else f"{self.start:+.2f} to {self.end:+.2f} s"
 
 
 def _write_step(out, step: StepOutput, counts: dict) -> None:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from dancewire.errors import BadInputError
+
+log = logging.getLogger(__name__)
 
 AIST_GENRES = {"BR": "Break", "PO": "Pop", "LO": "Lock", "MH": "Middle Hip-hop", "LH": "LA Hip-hop",
                "HO": "House", "WA": "Waack", "KR": "Krump", "JS": "Street Jazz", "JB": "Ballet Jazz"}
@@ -57,11 +60,16 @@ def load_aistpp_pkl(path: str | Path, views: list[int] | None = None) -> list[Se
     info = parse_aist_name(path.name)
     if info is None:
         raise BadInputError(f"{path.name}: no AIST++ genre code (gBR, gHO, ...) in the file name")
-    with open(path, "rb") as fh:
-        d = pickle.load(fh)
-    kp = np.asarray(d["keypoints2d"], np.float32)
+    try:
+        with open(path, "rb") as fh:
+            d = pickle.load(fh)
+        kp = np.asarray(d["keypoints2d"], np.float32)
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise BadInputError(f"cannot read {path} as AIST++ keypoints2d: {exc.__class__.__name__}: {exc}") from None
     if kp.ndim == 3:
         kp = kp[None]
+    if kp.ndim != 4 or kp.shape[2:] != (17, 3):
+        raise BadInputError(f"{path}: expected keypoints2d of shape (views, T, 17, 3), got {kp.shape}")
     out = []
     for v in range(kp.shape[0]) if views is None else views:
         out.append(Sequence(path.stem, info["genre"], kp[v], AIST_FPS, view=f"c{v + 1:02d}",
@@ -83,7 +91,10 @@ def load_gendance_npy(path: str | Path) -> Sequence:
     info = parse_aist_name(path.name)
     if info is None:
         raise BadInputError(f"{path.name}: no AIST++ genre code (gBR, gHO, ...) in the file name")
-    a = np.load(path).astype(np.float64)
+    try:
+        a = np.load(path).astype(np.float64)
+    except (OSError, EOFError, ValueError, TypeError) as exc:
+        raise BadInputError(f"cannot read {path} as a .npy array: {exc}") from None
     if a.ndim != 2 or a.shape[1] != 34:
         raise BadInputError(f"{path}: expected (T, 34) standardised keypoints, got {a.shape}")
     mean, scale = _find_scaler(path)
@@ -165,13 +176,21 @@ def load_ballroom(folder: str | Path, cameras=DEFAULT_CAMERAS) -> list[Sequence]
         raise BadInputError(f"{folder}: ballroom folders are named DANCE_<C|R|W>_<n>")
     try:
         d = json.loads((folder / "skeletons.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise BadInputError(f"cannot read {folder / 'skeletons.json'}: {exc}") from None
-    sk = np.asarray(d["skeletons"], np.float64)
-    centre = np.asarray(d.get("center", np.zeros((len(sk), 3))), np.float64)
+        sk = np.asarray(d["skeletons"], np.float64)
+        centre = np.asarray(d.get("center", np.zeros((len(sk), 3))), np.float64)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise BadInputError(f"cannot read {folder / 'skeletons.json'}: {exc.__class__.__name__}: {exc}") from None
+    if sk.ndim != 3 or sk.shape[1:] != (23, 3) or centre.shape != (len(sk), 3):
+        raise BadInputError(f"{folder / 'skeletons.json'}: expected skeletons (T, 23, 3) and center (T, 3), "
+                            f"got {sk.shape} and {centre.shape}")
     cfg = {}
     if (folder / "config.json").exists():
-        cfg = json.loads((folder / "config.json").read_text())
+        try:
+            cfg = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise BadInputError(f"cannot read {folder / 'config.json'}: {exc}") from None
+        if not isinstance(cfg, dict):
+            raise BadInputError(f"{folder / 'config.json'}: expected a JSON object")
     fps = ballroom_motion_fps(len(sk), cfg)
     if fps < 20.0:
         # The Waltz recordings are stored subsampled (config spans ~4.2x more 25-fps frames than the
@@ -229,13 +248,22 @@ def load_folder(folder: str | Path, cameras=DEFAULT_CAMERAS) -> list[Sequence]:
     for child in folder.iterdir():           # symlinked sub-folders too (rglob does not follow them)
         if child.is_dir() and child.is_symlink():
             files |= set(child.rglob("*")) | {child / q.relative_to(child.resolve()) for q in child.resolve().rglob("*")}
+    unlabelled = []
     for p in sorted(files):
         if p.suffix in (".pkl", ".npy") and parse_aist_name(p.name):
             out.extend(load_path(p, cameras))
         elif p.name == "skeletons.json" and _BALLROOM_RE.search(p.parent.name):
             out.extend(load_ballroom(p.parent, cameras))
+        elif p.suffix in (".pkl", ".npy") or p.name == "skeletons.json":
+            unlabelled.append(str(p.relative_to(folder)))
+    why = (f"{len(unlabelled)} keypoint files without a genre in their name (AIST++ code gBR, gHO, ... in the "
+           f"file name; ballroom folders DANCE_<C|R|W>_<n>): {', '.join(unlabelled[:5])}"
+           + (", ..." if len(unlabelled) > 5 else "")) if unlabelled else ""
     if not out:
-        raise BadInputError(f"{folder}: no labelled keypoint sequences (.pkl, .npy, DANCE_*/skeletons.json)")
+        raise BadInputError(f"{folder}: no labelled keypoint sequences (.pkl, .npy, DANCE_*/skeletons.json)"
+                            + (f"; skipped {why}" if why else ""))
+    if why:
+        log.warning("%s: skipped %s", folder, why)
     return out
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from dancewire.errors import DancewireError
 from dancewire.progress import Progress
-from edge.motion.datasets import Sequence, load_path
+from edge.motion.datasets import Sequence, load_folder, load_path
 from edge.motion.settings import MotionSettings
 from edge.motion.windows import cut_sequence
 
@@ -67,7 +67,7 @@ def embed_files(paths: list[Path], out: Path, hop_s: float = 0.5, encoder=None,
 
     settings = settings or MotionSettings()
     encoder = encoder or MotionEncoder(settings=settings)
-    seqs = [s for p in paths for s in load_path(p)]
+    seqs = [s for p in paths for s in load_folder(p)]      # files, DANCE_* folders or folders of them
     data = embed_sequences(seqs, encoder, settings, hop_s)
     write(out, data)
     return len(data["embeddings"])

@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from dancewire.errors import BadInputError
 from edge.motion import datasets as ds
 from edge.motion.normalize import normalize
 from edge.motion.settings import MotionSettings
@@ -218,8 +219,16 @@ def folder_eval(embed: EmbedFn, query_dir: Path, gallery_dir: Path, settings: Mo
     s = settings or MotionSettings()
     q = ds.load_folder(query_dir)
     g = ds.load_folder(gallery_dir)
+    gws, qws = window_set(g, s, hop_s), window_set(q, s, hop_s)
+    for name, folder, ws in (("query", query_dir, qws), ("gallery", gallery_dir, gws)):
+        if len(ws) == 0:
+            raise BadInputError(f"no windows in the {name} {folder}: its sequences hold fewer than "
+                                f"{s.min_valid} valid samples per {s.window_s:g} s window")
+    if not {x.genre for x in q} & {x.genre for x in g}:
+        raise BadInputError(f"the query ({', '.join(sorted({x.genre for x in q}))}) and the gallery "
+                            f"({', '.join(sorted({x.genre for x in g}))}) share no genre: nothing can be scored")
     shared = {x.name for x in q} & {x.name for x in g}
-    res = genre_eval(embed, window_set(g, s, hop_s), window_set(q, s, hop_s))
+    res = genre_eval(embed, gws, qws)
     res.update({"query_sequences": sorted({x.name for x in q}), "gallery_sequences": sorted({x.name for x in g}),
                 "shared_sequences": sorted(shared), "genres": sorted({x.genre for x in g}),
                 "genres_not_in_gallery": sorted({x.genre for x in q} - {x.genre for x in g})})

@@ -110,3 +110,44 @@ def test_bad_inputs_end_with_one_clear_line(tmp_path, models_built):
     _one_clear_line(_analyze(garbage, "--out", earlier), "cannot read video")
     assert earlier.read_text() == '{"type": "summary", "frames": 100}\n'
     assert sorted(p.name for p in tmp_path.iterdir() if "earlier" in p.name) == ["earlier.jsonl"]
+
+
+@pytest.mark.slow
+def test_other_music_is_cut_to_the_video_and_music_beside_it_is_refused(tmp_path, shared_data, models_built):
+    """--audio with a song longer than the clip: its events stop where the frames stop (the whole
+    13 s song was analysed under a 2.6 s clip), and the summary says how much of the video had music.
+    Music placed wholly beside the video is one clear line; music under part of it is a warning."""
+    video = shared_data / "video" / "controlvideo_moonwalk.mp4"
+    song = shared_data / "audio" / "mdb_drums" / "full_mix" / "MusicDelta_Rock_MIX.wav"
+    short = shared_data / "audio" / "beatnet" / "808kick120bpm.mp3"          # 10 s
+    out = tmp_path / "out.jsonl"
+    proc = _analyze(video, "--audio", song, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    last_frame = max(r["t"] for r in records if r["type"] == "frame")
+    events = [r for r in records if r["type"] in ("onset", "beat")]
+    assert events and max(e["t"] for e in events) <= last_frame + 0.1
+    assert records[-1]["music_coverage"] == pytest.approx(1.0, abs=0.02)
+    assert records[-1]["audio"]["duration_s"] < last_frame + 0.2
+
+    clicks = tmp_path / "clicks-22k.wav"                                     # a 22.05 kHz click track
+    with av.open(str(clicks), "w") as c:
+        st = c.add_stream("pcm_s16le", rate=22050, layout="mono")
+        x = np.zeros(22050 * 4, np.int16)
+        for k in range(8):
+            x[k * 11025:k * 11025 + 200] = 20000
+        frame = av.AudioFrame.from_ndarray(x[None], format="s16", layout="mono")
+        frame.sample_rate = 22050
+        for p in [*st.encode(frame), *st.encode()]:
+            c.mux(p)
+    assert _analyze(video, "--audio", clicks, "--out", out).returncode == 0
+    summary = json.loads(out.read_text().splitlines()[-1])
+    assert summary["audio"]["resampled_from"] == 22050 and summary["music_coverage"] == pytest.approx(1.0, abs=0.02)
+
+    for offset in ("-100", "100"):
+        _one_clear_line(_analyze(video, "--audio", short, f"--audio-offset={offset}", "--out", out),
+                        "does not overlap the video")
+    proc = _analyze(video, "--audio", short, "--audio-offset=-9", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "music heard under only 39% of the video" in proc.stderr
+    assert json.loads(out.read_text().splitlines()[-1])["music_coverage"] == pytest.approx(0.39, abs=0.02)
