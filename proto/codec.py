@@ -195,6 +195,10 @@ def _validate_rhythm(r: pb.RhythmMetrics, limits: Limits) -> None:
         raise WireError("too_large", f"more than {limits.max_extra_metrics} extra rhythm metrics")
     for key in r.extra:
         _check_id(key, "rhythm metric name", limits)
+    # a metric is a finite number or absent (rhythm_to_pb omits the rest); a NaN would reach the
+    # dashboard's JSON, which browsers cannot parse
+    for name, value in [*((f, getattr(r, f)) for f in RHYTHM_FIELDS if r.HasField(f)), *r.extra.items()]:
+        _check(_finite(value), f"rhythm metric {name} is not a finite number")
 
 
 def _validate_batch(m: pb.WindowBatch, limits: Limits) -> None:

@@ -124,6 +124,25 @@ def test_rhythm_dict_round_trip_keeps_unknown_names_and_drops_none():
     assert codec.rhythm_from_pb(msg) == {"intensity": 1.5, "groove": 0.25}
 
 
+@pytest.mark.parametrize("field", ["beat_coverage", "groove"])
+def test_a_rhythm_metric_that_is_not_finite_is_refused(field):
+    """Our edge omits non-finite metrics; another sender's NaN was taken, kept as the dancer's latest
+    rhythm, and written into the dashboard's JSON as a literal NaN that browsers cannot parse."""
+    b = _batch(2)
+    if field in codec.RHYTHM_FIELDS:
+        setattr(b.windows[1].rhythm, field, float("nan"))
+    else:
+        b.windows[1].rhythm.extra[field] = float("inf")
+    raw = pb.Envelope(version=codec.PROTOCOL_VERSION, batch=b).SerializeToString()
+    with pytest.raises(codec.WireError, match=f"rhythm metric {field} is not a finite number"):
+        codec.decode(raw)
+    if field in codec.RHYTHM_FIELDS:                  # the same batch with a finite value decodes
+        setattr(b.windows[1].rhythm, field, 0.5)
+    else:
+        del b.windows[1].rhythm.extra[field]
+    assert codec.decode(pb.Envelope(version=codec.PROTOCOL_VERSION, batch=b).SerializeToString())[0] == "batch"
+
+
 def test_frame_batch_decodes_like_encode_with_floor():
     b = _batch()
     b.floor_seq = 0
