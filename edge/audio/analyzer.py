@@ -199,7 +199,7 @@ class AudioAnalyzer:
             hit = self.onsets.process(chunk)
             if hit is not None:
                 pos, strength = hit
-                t = self.time_of(pos)
+                t = min(self.time_of(pos), known_at)      # never after the audio it was found in
                 events.append(Onset(t=t, known_at=known_at, strength=strength))
                 self._onset_lat.append(known_at - t)
                 self._stats["onsets"] += 1

@@ -70,6 +70,7 @@ class AudioSettings:
             require(cond, "audio", msg)
 
         need(self.sample_rate >= 8000, f"sample_rate {self.sample_rate} < 8000")
+        need(self.onset_delay_s >= 0, f"onset_delay_s {self.onset_delay_s} < 0")
         need(self.onset_method in ONSET_METHODS, f"onset_method {self.onset_method!r} not in {ONSET_METHODS}")
         for name in ("onset_window", "beat_window"):
             v = getattr(self, name)

@@ -96,6 +96,18 @@ def test_causal_no_lookahead(track120):
     assert np.allclose(sorted(known_full), sorted(known_part), atol=1e-9)
 
 
+def test_an_onset_is_never_later_than_when_it_was_known(track120):
+    """With no extra onset delay aubio placed onsets up to half a millisecond after `known_at`
+    (the audio they were found in); a negative delay is refused at load."""
+    from dancewire.errors import DancewireError
+
+    x, _, _ = track120
+    onsets, _ = feed(AudioAnalyzer(AudioSettings(onset_delay_s=0.0), SR), x)
+    assert len(onsets) > 10 and all(o.t <= o.known_at for o in onsets)
+    with pytest.raises(DancewireError, match="onset_delay_s"):
+        AudioSettings(onset_delay_s=-0.01).validate()
+
+
 def test_stereo_and_int16_input_equal_mono(track120):
     x, _, _ = track120
     x = x[: 6 * SR]
