@@ -29,10 +29,11 @@ def _aubio():
 
 
 def block_db(samples: np.ndarray) -> float:
-    """Level of a block in dBFS (RMS); -inf-safe."""
+    """Level of a block in dBFS (RMS about its mean: a microphone's DC offset is not sound); -inf-safe."""
     if samples.size == 0:
         return -200.0
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    x = np.asarray(samples, np.float64)
+    rms = float(np.sqrt(np.mean(np.square(x - x.mean()))))
     return 20.0 * np.log10(max(rms, 1e-10))
 
 

@@ -146,10 +146,13 @@ def test_silence_gives_no_onsets_and_no_beats():
     assert t.size == 0
 
 
-def test_beats_stop_when_the_music_stops(track120):
+@pytest.mark.parametrize("dc", [0.0, 0.01], ids=["silence", "silence-with-dc-offset"])
+def test_beats_stop_when_the_music_stops(track120, dc):
+    """A microphone's DC offset is not sound: 0.01 (-40 dBFS) kept the -60 dBFS gate open, and the
+    beats went on for the whole 8 s of silence."""
     x, _, _ = track120
     music = x[: 8 * SR]
-    sig = np.concatenate([music, np.zeros(8 * SR, np.float32)])
+    sig = np.concatenate([music, np.zeros(8 * SR, np.float32)]) + np.float32(dc)
     an = AudioAnalyzer()
     on, be = feed(an, sig)
     s = AudioSettings()
