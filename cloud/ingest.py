@@ -25,6 +25,9 @@ Handler: any object with ``on_windows(node_id, session, batch) -> list[pb.Feedba
 (or a plain function with that signature), optionally ``on_hello(node_id, hello)``. ``batch`` is
 a ``pb.WindowBatch`` holding only new windows and beat grids. A handler exception is logged
 and counted (``handler_errors``); the batch is still acked, so one poison batch cannot stall a node.
+A handler that cannot make a batch durable now raises ``RetryLater`` (with the feedback it has):
+the feedback is sent, nothing of the group is acked or recorded as taken (``deferred_groups``),
+and the edges send the windows again from their spools.
 
 Exactly-once for handler effects: writes the handler makes through ``server.ledger.conn``
 (the ledger's SQLite connection) commit in the same transaction as the dedup record. Effects
@@ -64,7 +67,7 @@ import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from dancewire.errors import DancewireError
+from dancewire.errors import DancewireError, RetryLater
 from dancewire.paths import state_dir
 from proto import codec
 from proto import dancewire_pb2 as pb
@@ -492,20 +495,32 @@ class IngestServer:
         if not work and not acks and not out:
             return
         # group commit: ledger + handler effects, then replies
+        deferred: RetryLater | None = None
         try:
             for rid, conn, batch in work:
-                fbs = self._call_handler(conn, batch)
+                try:
+                    fbs = self._call_handler(conn, batch)
+                except RetryLater as exc:
+                    deferred, fbs = exc, exc.feedback
                 for fb in fbs:
                     try:
                         out.append((rid, codec.encode(fb, self.limits)))
                     except codec.WireError as exc:
                         self.counters["feedback_too_large"] += 1
                         log.error("feedback for %s not sent: %s", conn.node_id, exc)
-            self.ledger.commit()
+            if deferred is None:
+                self.ledger.commit()
         except Exception:
             log.exception("ingest commit failed; nothing of this group is acked (the edges will resend)")
             self.counters["commit_failures"] += 1
             self.ledger.rollback()
+            return
+        if deferred is not None:
+            self.ledger.rollback()                     # nothing of this group counts as taken
+            self.counters["deferred_groups"] += 1
+            self._ratelog("deferred", self.counters["deferred_groups"],
+                          "ingest: %s; feedback sent, nothing acked (the edges keep the windows and resend)", deferred)
+            self._send(out)
             return
         for rid, conn in acks.items():
             st = self.ledger.state(conn.node_id, conn.epoch)
@@ -526,6 +541,8 @@ class IngestServer:
         try:
             self.ledger.begin()   # handler writes via ledger.conn join the group transaction
             result = self._on_windows(conn.node_id, batch.session_id, batch)
+        except RetryLater:
+            raise
         except Exception:
             self.counters["handler_errors"] += 1
             log.exception("ingest handler failed on a batch from %s (acked anyway)", conn.node_id)

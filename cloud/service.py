@@ -5,7 +5,10 @@ ZeroMQ ingest (``cloud.ingest``, the link's) calls ``on_hello``/``on_windows`` w
 messages, which ``cloud.wire`` converts. Results are pushed to live dashboards as soon as
 they are aggregated, then written to the store in one transaction with the aggregator's
 state; the returned feedback (and the ingest's ack) follows the commit, so an acked window
-is never lost.
+is never lost. While the store cannot write, batches are held in memory and answered, and
+the wire handler raises ``RetryLater``: the ingest sends the feedback but acks nothing, so the
+edges keep those windows in their spools until a batch is stored again (a cloud restart in
+between loses nothing; the resent windows are processed afresh).
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from cloud.live import LatencyStats, LiveHub
 from cloud.records import BeatGridIn, FeedbackOut, WindowIn, WindowResult
 from cloud.settings import CloudSettings
 from cloud.store import Store, StoreUnavailable
-from dancewire.errors import BadInputError
+from dancewire.errors import BadInputError, RetryLater
 
 log = logging.getLogger(__name__)
 
@@ -170,11 +173,14 @@ class CloudService:
 
     MAX_UNWRITTEN = 10_000   # batches held in memory while the store cannot write
 
-    def _write(self, *args, **kwargs) -> None:
+    def _write(self, windows: list, results: list, dancer_states: list = (), session_states: list = (),
+               beats: list = (), **kwargs) -> None:
         """Store a batch, after any the store could not take before (oldest first). While the store
         is unavailable (disk full, database down) batches wait here, bounded: the windows are
-        classified and answered all the same, and one error line (every 10 s) says why."""
-        self._unwritten.append((args, kwargs))
+        classified and answered all the same, and one error line (every 10 s) says why. A batch
+        with nothing new (windows the edges send again while they wait for an ack) is not held."""
+        if windows or dancer_states or session_states or beats or kwargs.get("latency"):
+            self._unwritten.append(((windows, results, dancer_states, session_states, beats), kwargs))
         recovering = len(self._unwritten) > 1
         while self._unwritten:
             a, k = self._unwritten[0]
@@ -243,7 +249,12 @@ class CloudService:
     def on_windows(self, node_id: str, session: str, batch):
         from cloud.wire import feedback_to_pb, windows_from_pb
         windows, beats = windows_from_pb(node_id, session, batch, epoch=self.epochs.get(node_id, 0))
-        return [feedback_to_pb(f) for f in self.process(windows, beats)]
+        feedback = [feedback_to_pb(f) for f in self.process(windows, beats)]
+        with self.lock:
+            held = len(self._unwritten)
+        if held:       # answered, not durable: the ingest must not ack it (the edges resend)
+            raise RetryLater(f"the cloud store cannot write now ({held} batch(es) held in memory)", feedback)
+        return feedback
 
     def encoder_hashes(self) -> set[str]:
         h = self.gallery.encoder.get("hash")

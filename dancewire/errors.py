@@ -15,3 +15,13 @@ class ModelCacheError(DancewireError):
 
 class DeviceError(DancewireError):
     """A camera, microphone or accelerator is missing or cannot be opened."""
+
+
+class RetryLater(DancewireError):
+    """A link handler took a batch but cannot make it durable now (its store is down). The ingest
+    sends the feedback it carries and acks nothing of that poll's group, so the edges keep the
+    windows in their spools and send them again."""
+
+    def __init__(self, message: str, feedback=()):
+        super().__init__(message)
+        self.feedback = list(feedback)

@@ -157,3 +157,69 @@ def test_embeddings_round_trip_int8():
     assert [w.track_id for w in ws] == list(range(5)) and not beats
     cos = np.array([w.embedding @ e[i] for i, w in enumerate(ws)])
     assert np.all(cos > 0.99) and all(w.epoch == 3 and w.t1 == 2.0 for w in ws)
+
+
+def _batch(holdout, first_seq, n, session="class-3"):
+    s = holdout[0]
+    b = pb.WindowBatch(node_id="studio-c", session_id=session, dtype=pb.DTYPE_INT8)
+    for i in range(n):
+        (t0, t1), e = s["times"][first_seq - 1 + i], s["emb"][first_seq - 1 + i]
+        b.windows.append(codec.make_window(0, first_seq + i, t0, t1, e, {"beat_alignment": 0.7}, 0.9, "int8"))
+    return b
+
+
+def _serve(tmp_path, g):
+    svc = CloudService(CloudSettings(db_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", gallery_path=tmp_path / "g.npz"),
+                       gallery=g)
+    server = ingest.IngestServer(f"tcp://127.0.0.1:{free_port()}", svc, svc.encoder_hashes(),
+                                 state_path=tmp_path / "ingest.sqlite", insecure_dev=True).start()
+    return svc, server
+
+
+def test_windows_the_store_cannot_take_are_answered_not_acked_and_survive_a_cloud_restart(tmp_path, ballroom_gallery):
+    """Disk full: the rig still gets its feedback, but no ack, so the edge keeps the windows. The
+    cloud then dies with them held in memory; restarted, it takes the resent windows and stores
+    every one (they were acked while held, and a restart lost them)."""
+    g, holdout = ballroom_gallery
+    dim = holdout[0]["emb"].shape[1]
+    svc, server = _serve(tmp_path, g)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(server.endpoint)
+    hello = codec.encode(codec.make_hello("studio-c", g.encoder["hash"], dim, "int8", epoch=7, session_id="class-3"))
+    try:
+        sock.send(hello)
+        recv_until(sock, "ack")
+        sock.send(codec.encode(_batch(holdout, 1, 8)))
+        recv_until(sock, "feedback")
+        assert recv_until(sock, "ack")[0].seq == 8
+        db = svc.store.conn
+        db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")   # the disk is full
+        sock.send(codec.encode(_batch(holdout, 9, 8)))
+        fb, _ = recv_until(sock, "feedback")
+        assert fb.dancers and fb.dancers[0].seq == 16                      # answered
+        late = []
+        deadline = time.time() + 1.5
+        while time.time() < deadline:
+            if sock.poll(100):
+                late.append(codec.decode(sock.recv())[0])
+        assert "ack" not in late and server.stats()["deferred_groups"] >= 1   # not acked
+        assert svc.store.count("windows") == 8
+    finally:
+        sock.close(0)
+        server.stop()
+        svc.close()                                                         # the cloud dies, windows 9..16 held
+    svc, server = _serve(tmp_path, g)                                       # restarted, with room on the disk
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(server.endpoint)
+    try:
+        sock.send(hello)
+        assert recv_until(sock, "ack")[0].seq == 8                          # resume after the last stored window
+        sock.send(codec.encode(_batch(holdout, 9, 8)))                      # the edge's spool sends them again
+        assert recv_until(sock, "ack")[0].seq == 16
+        assert svc.store.count("windows") == 16 and svc.store.count("results") == 16
+    finally:
+        sock.close(0)
+        ctx.term()
+        server.stop()
+        svc.close()
