@@ -34,6 +34,14 @@ from cloud.scores import GaussianScoreHead, routine_match
 from cloud.settings import AggregateSettings
 
 DEFAULT_PHRASE_S = 4.0     # eight-count length assumed when a node sends no beats (8 beats at 120 BPM)
+
+
+def _eightcount_order(key: int) -> tuple[bool, int]:
+    """A dancer's eight-count keys in time order: the time buckets before any downbeat (-1 - b),
+    then the session's eight-counts."""
+    return (key >= 0, key if key >= 0 else -1 - key)
+
+
 MAX_SEEN = 4096
 
 
@@ -68,17 +76,60 @@ class DancerState:
 
 
 @dataclass
+class BeatGrid:
+    """One node's beats in a session, on that node's media clock (each rig's clock is its own)."""
+    beats: list = field(default_factory=list)           # sorted (t, count)
+    downbeats: list = field(default_factory=list)       # sorted downbeat (count 1) times
+    downbeats_before: int = 0                           # downbeats older than `downbeats` (not restored)
+
+    KEEP = 2000                                         # beats saved with the session's state
+
+    def add(self, t: float, count: int) -> None:
+        item = (float(t), int(count))
+        i = bisect.bisect_left(self.beats, item)
+        if i < len(self.beats) and abs(self.beats[i][0] - item[0]) < 1e-3:
+            return
+        self.beats.insert(i, item)
+        if count == 1:
+            bisect.insort(self.downbeats, float(t))
+        if len(self.beats) > 20000:
+            del self.beats[:10000]
+
+    def position(self, t: float) -> tuple[int, int]:
+        """(eight-count index, beat count 1..8) at media time t; (-1, 0) before the first beat."""
+        i = bisect.bisect_right(self.beats, (t, 99)) - 1
+        if i < 0:
+            return -1, 0
+        return self.downbeats_before + bisect.bisect_right(self.downbeats, t) - 1, self.beats[i][1]
+
+    def state(self) -> dict:
+        kept = self.beats[-self.KEEP:]
+        before = self.downbeats_before + (bisect.bisect_left(self.downbeats, kept[0][0]) if kept else len(self.downbeats))
+        return {"beats": kept, "downbeats_before": before}     # so eight-count numbers go on across a restart
+
+    @classmethod
+    def from_state(cls, st: dict) -> BeatGrid:
+        g = cls(beats=[(float(t), int(c)) for t, c in st.get("beats", [])])
+        g.downbeats = [t for t, c in g.beats if c == 1]
+        g.downbeats_before = int(st.get("downbeats_before", 0))
+        return g
+
+
+@dataclass
 class SessionState:
     session_id: str
     node_ids: set = field(default_factory=set)
-    downbeats: list = field(default_factory=list)       # sorted downbeat (count 1) times
-    beats: list = field(default_factory=list)           # sorted (t, count)
+    grids: dict = field(default_factory=dict)          # node_id -> BeatGrid
     bpm: float = 0.0
     routine: str = ""                                   # assigned routine ("" = the dancers' nearest)
     sum_probs: np.ndarray | None = None
     windows: int = 0
     first_arrival: float = 0.0
     last_arrival: float = 0.0
+
+    def recent_beats(self, n: int) -> list[tuple[float, int]]:
+        """The last `n` beats of every node, merged in time order (for the dashboard)."""
+        return sorted(b for g in self.grids.values() for b in g.beats[-n:])[-n:]
 
 
 class Aggregator:
@@ -117,29 +168,13 @@ class Aggregator:
     def add_beats(self, grid: BeatGridIn) -> None:
         ss = self.session(grid.session_id)
         ss.node_ids.add(grid.node_id)
+        beats = ss.grids.setdefault(grid.node_id, BeatGrid())
         for t, c in zip(grid.beats, grid.counts or [0] * len(grid.beats)):
-            item = (float(t), int(c))
-            i = bisect.bisect_left(ss.beats, item)
-            if i < len(ss.beats) and abs(ss.beats[i][0] - item[0]) < 1e-3:
-                continue
-            ss.beats.insert(i, item)
-            if c == 1:
-                bisect.insort(ss.downbeats, float(t))
-        if len(ss.beats) > 20000:
-            del ss.beats[:10000]
+            beats.add(t, c)
         if grid.bpm > 0:
             ss.bpm = float(grid.bpm)
         self.dirty.add("session:" + grid.session_id)
 
-    def _beat_position(self, ss: SessionState, t: float) -> tuple[int, int]:
-        """(session eight-count index, beat count 1..8) at media time t; (-1, 0) without beats."""
-        if not ss.beats:
-            return -1, 0
-        i = bisect.bisect_right(ss.beats, (t, 99)) - 1
-        if i < 0:
-            return -1, 0
-        count = ss.beats[i][1]
-        return bisect.bisect_right(ss.downbeats, t) - 1, count
 
     def update(self, w: WindowIn, cls: Classification | None) -> WindowResult | None:
         """Fold one classified window in. Returns None for a duplicate."""
@@ -166,7 +201,8 @@ class Aggregator:
         late = t < d.newest_t - self.s.horizon_s
         C = len(self.styles)
         res = WindowResult(window=w, cls=cls, late=late)
-        res.phrase, res.count = self._beat_position(ss, t)
+        grid = ss.grids.get(w.node_id)            # the beats its own rig heard, on its own clock
+        res.phrase, res.count = grid.position(t) if grid is not None else (-1, 0)
 
         if cls is not None and C:
             p = np.array([cls.probs.get(s, 0.0) for s in self.styles])
@@ -246,13 +282,15 @@ class Aggregator:
         if table is not None:
             p, c, sc = routine_match(table, emb, d.last_routine_phrase)
             d.last_routine_phrase = p
-            key = res.phrase if res.phrase >= 0 else int(t // DEFAULT_PHRASE_S)
+            # a session eight-count index (>= 0), or, before any downbeat, a 4 s time bucket b kept as
+            # -1 - b so the two kinds never share a key
+            key = res.phrase if res.phrase >= 0 else -1 - int(t // DEFAULT_PHRASE_S)
             acc = d.eightcounts.setdefault(key, [0.0, 0, p])
             acc[0] += sc
             acc[1] += 1
             acc[2] = p
             if len(d.eightcounts) > 512:
-                for k in sorted(d.eightcounts)[:256]:
+                for k in sorted(d.eightcounts, key=_eightcount_order)[:256]:
                     del d.eightcounts[k]
             scores.update(routine_similarity=sc, routine_cosine=c, routine_phrase=float(p),
                           eightcount_similarity=acc[0] / acc[1])
@@ -310,8 +348,9 @@ class Aggregator:
             "active": (now - d.last_arrival) <= self.s.dancer_timeout_s, "last_arrival": d.last_arrival,
             "last_seq": d.last_seq, "t": d.newest_t if math.isfinite(d.newest_t) else None,
             "routine": d.latest.get("routine", ""),
-            "eightcounts": [{"phrase": k, "score": v[0] / v[1], "windows": v[1], "routine_phrase": v[2]}
-                            for k, v in sorted(d.eightcounts.items())][-32:],
+            "eightcounts": [{"phrase": k if k >= 0 else None, "t0": None if k >= 0 else (-1 - k) * DEFAULT_PHRASE_S,
+                             "score": v[0] / v[1], "windows": v[1], "routine_phrase": v[2]}
+                            for k, v in sorted(d.eightcounts.items(), key=lambda kv: _eightcount_order(kv[0]))][-32:],
             "mean_scores": {k: v[0] / v[1] for k, v in d.score_sums.items() if v[1]},
             "latest": d.latest,
         }
@@ -375,7 +414,8 @@ class Aggregator:
 
     def session_state(self, session_id: str) -> dict:
         ss = self.sessions[session_id]
-        return {"session_id": ss.session_id, "node_ids": sorted(ss.node_ids), "beats": ss.beats[-2000:],
+        return {"session_id": ss.session_id, "node_ids": sorted(ss.node_ids),
+                "grids": {node: g.state() for node, g in ss.grids.items()},
                 "bpm": ss.bpm, "routine": ss.routine,
                 "sum_probs": dict(zip(self.styles, ss.sum_probs.tolist())) if ss.sum_probs is not None else None,
                 "windows": ss.windows, "first_arrival": ss.first_arrival, "last_arrival": ss.last_arrival}
@@ -404,8 +444,9 @@ class Aggregator:
 
     def restore_session(self, st: dict) -> None:
         ss = SessionState(st["session_id"], set(st.get("node_ids", [])))
-        ss.beats = [(float(t), int(c)) for t, c in st.get("beats", [])]
-        ss.downbeats = [t for t, c in ss.beats if c == 1]
+        ss.grids = {node: BeatGrid.from_state(g) for node, g in st.get("grids", {}).items()}
+        if "beats" in st and not ss.grids:        # saved before beats were kept per node
+            ss.grids = {node: BeatGrid.from_state(st) for node in ss.node_ids}
         ss.bpm = float(st.get("bpm", 0.0))
         ss.routine = st.get("routine", "")
         ss.sum_probs = self._vec(st.get("sum_probs"))

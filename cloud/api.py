@@ -213,7 +213,7 @@ def create_app(service, token: str) -> FastAPI:
         with service.lock:
             dancers = [agg.dancer_summary(k) for k, d in agg.dancers.items() if session in (None, d.session_id)]
             sessions = [agg.session_summary(sid) for sid in agg.sessions if session in (None, sid)]
-            beats = {sid: list(ss.beats[-400:]) for sid, ss in agg.sessions.items() if session in (None, sid)}
+            beats = {sid: ss.recent_beats(400) for sid, ss in agg.sessions.items() if session in (None, sid)}
         recent = service.store.results(session, None, time.time() - 120, 2000)
         return {"dancers": dancers, "sessions": sessions, "results": recent, "beats": beats, "styles": list(service.gallery.styles),
                 "nodes": [n.model_dump() for n in nodes()], "latency": service.latency.summary(), "server_time": time.time()}

@@ -168,7 +168,7 @@
       const ec = (d.summary && d.summary.eightcounts) || []; if (!ec.length) continue;
       const row = el("div", "row"); row.append(el("span", null, "#" + d.key.split("/").pop() + " vs routine"));
       const cells = el("div", "ecells");
-      ec.slice(-16).forEach((e) => { const s = el("span"); s.title = `8-count ${e.phrase}: ${e.score.toFixed(0)}/100`;
+      ec.slice(-16).forEach((e) => { const s = el("span"); s.title = `${e.phrase != null ? "8-count " + e.phrase : "before the first downbeat, " + e.t0 + " s"}: ${e.score.toFixed(0)}/100`;
         s.style.background = `hsl(${Math.round(1.2 * e.score)}, 70%, 45%)`; cells.append(s); });
       row.append(cells); rows.push(row);
     }

@@ -118,6 +118,60 @@ def test_beats_give_eight_count_positions():
     assert r.count == 5 and r.phrase == 1
 
 
+def test_each_rig_keeps_its_own_beats():
+    """Two rigs in one session hear the music on clocks of their own: a dancer on rig A keeps A's
+    eight-count and count when rig B's beats arrive (they were merged into one list)."""
+    agg = Aggregator(gallery3())
+    agg.add_beats(BeatGridIn("A", "s", 1, 0, 20, 120, 0.9, [0.5 * k for k in range(40)], [k % 8 + 1 for k in range(40)]))
+    before = agg.update(WindowIn("A", "s", 0, 1, 9.0, 11.0, np.ones(8, np.float32)), cls([0.4, 0.3, 0.3]))
+    agg.add_beats(BeatGridIn("B", "s", 1, 0, 20, 120, 0.9, [0.25 + 0.5 * k for k in range(40)],
+                             [(k + 4) % 8 + 1 for k in range(40)]))
+    after = agg.update(WindowIn("A", "s", 1, 1, 9.0, 11.0, np.ones(8, np.float32)), cls([0.4, 0.3, 0.3]))
+    assert (before.phrase, before.count) == (after.phrase, after.count) == (2, 5)
+    on_b = agg.update(WindowIn("B", "s", 0, 1, 9.0, 11.0, np.ones(8, np.float32)), cls([0.4, 0.3, 0.3]))
+    assert (on_b.phrase, on_b.count) == (1, 8)                      # its own: downbeats at 2.25, 6.25 s
+    assert len(agg.sessions["s"].recent_beats(400)) == 80          # the dashboard still gets all of them
+
+
+def test_eight_count_numbers_go_on_across_a_restart():
+    """Only the last 2000 beats are saved; the downbeats before them are counted, so a window 18
+    minutes into a session keeps its eight-count number after a restart (it dropped by 50)."""
+    a = Aggregator(gallery3())
+    beats = [0.5 * k for k in range(2400)]                           # 20 minutes at 120 BPM
+    a.add_beats(BeatGridIn("n", "s", 1, 0, 1200, 120, 0.9, beats, [k % 8 + 1 for k in range(2400)]))
+    r = a.update(window(1, 1102.0), cls([0.4, 0.3, 0.3]))
+    _, sessions = a.take_dirty()
+    b = Aggregator(gallery3())
+    b.restore_session(json.loads(json.dumps(sessions[0])))
+    r2 = b.update(window(2, 1102.0, track=1), cls([0.4, 0.3, 0.3]))
+    assert (r2.phrase, r2.count) == (r.phrase, r.count) == (275, 3)
+
+
+def test_windows_before_the_first_downbeat_keep_eight_count_scores_of_their_own():
+    """An intro window (beats, no count 1 yet) is scored in a time bucket that never shares a key
+    with a session eight-count: the time bucket 2 (8-12 s) and eight-count 2 were one entry."""
+    def unit(i):
+        v = np.zeros(8, np.float32)
+        v[i] = 1
+        return v
+    refs, embs = [], []
+    for p in range(4):                                              # one routine, four eight-counts
+        e = unit(0) + 0.05 * unit(2 + p)
+        refs.append(Reference(f"r{p}", "a", routine="r", video="v", phrase=p))
+        embs.append(e / np.linalg.norm(e))
+    agg = Aggregator(Gallery(np.array(embs), refs, {"hash": "h", "dim": 8}, {}))
+    beats = [0.5 * k for k in range(200)]                          # counting starts at 20 s
+    agg.add_beats(BeatGridIn("n", "s", 1, 0, 100, 120, 0.9, beats,
+                             [0 if t < 20 else int((t - 20) / 0.5) % 8 + 1 for t in beats]))
+    agg.session("s").routine = "r"
+    intro = agg.update(WindowIn("n", "s", 0, 1, 8.0, 10.0, embs[0]), None)
+    later = agg.update(WindowIn("n", "s", 0, 2, 30.0, 32.0, -embs[0]), None)
+    assert intro.phrase == -1 and later.phrase == 2
+    assert later.scores["eightcount_similarity"] == later.scores["routine_similarity"]   # not averaged with the intro
+    ec = agg.dancer_summary("n/s/0")["eightcounts"]
+    assert [(e["phrase"], e["t0"]) for e in ec] == [(None, 8.0), (2, None)]
+
+
 def test_state_round_trip_through_json():
     rng = np.random.default_rng(3)
     a = Aggregator(gallery3())
