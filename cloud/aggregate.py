@@ -5,7 +5,9 @@ whose middle lies within ``horizon_s`` (media time) of the dancer's newest windo
 exp(-(t_newest - t) / tau_s). It is recomputed from the buffered windows each time, so the
 result does not depend on the order in which windows arrive; a window older than the horizon
 when it arrives is "late": it still counts per session, but no longer moves the live label.
-Duplicates (same node, epoch and seq) are ignored.
+Duplicates (same node, epoch and seq) are ignored. A newer window (higher seq) whose media time
+lies more than ``horizon_s`` before the dancer's newest means its rig restarted into the session
+(a rig's clock starts at 0): the live buffer starts afresh instead of taking every window as late.
 
 Hysteresis: the stable label changes to a new style only when that style's smoothed
 probability reaches ``enter_threshold`` and beats the current label's by ``switch_margin`` on
@@ -21,6 +23,7 @@ each stable label was held, window/dancer counts and mean scores.
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 import time
 from collections import deque
@@ -43,6 +46,7 @@ def _eightcount_order(key: int) -> tuple[bool, int]:
 
 
 MAX_SEEN = 4096
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -81,8 +85,23 @@ class BeatGrid:
     beats: list = field(default_factory=list)           # sorted (t, count)
     downbeats: list = field(default_factory=list)       # sorted downbeat (count 1) times
     downbeats_before: int = 0                           # downbeats older than `downbeats` (not restored)
+    last_seq: int = 0                                   # the newest grid's seq
 
     KEEP = 2000                                         # beats saved with the session's state
+    RESTART_S = 10.0                                    # a newer grid this far before the last beat: clock restarted
+
+    def take(self, grid: BeatGridIn) -> bool:
+        """Add a grid's beats. A grid newer than the last (higher seq) that lies well before the
+        beats so far means the rig's clock started again (an edge restarted into the session):
+        the old beats go, and the eight-count numbers go on from the old count. True then."""
+        restarted = bool(self.beats) and grid.seq > self.last_seq and grid.t1 < self.beats[-1][0] - self.RESTART_S
+        if restarted:
+            self.downbeats_before += len(self.downbeats)
+            self.beats, self.downbeats = [], []
+        self.last_seq = max(self.last_seq, int(grid.seq))
+        for t, c in zip(grid.beats, grid.counts or [0] * len(grid.beats)):
+            self.add(t, c)
+        return restarted
 
     def add(self, t: float, count: int) -> None:
         item = (float(t), int(count))
@@ -105,13 +124,15 @@ class BeatGrid:
     def state(self) -> dict:
         kept = self.beats[-self.KEEP:]
         before = self.downbeats_before + (bisect.bisect_left(self.downbeats, kept[0][0]) if kept else len(self.downbeats))
-        return {"beats": kept, "downbeats_before": before}     # so eight-count numbers go on across a restart
+        return {"beats": kept, "downbeats_before": before,     # so eight-count numbers go on across a restart
+                "last_seq": self.last_seq}
 
     @classmethod
     def from_state(cls, st: dict) -> BeatGrid:
         g = cls(beats=[(float(t), int(c)) for t, c in st.get("beats", [])])
         g.downbeats = [t for t, c in g.beats if c == 1]
         g.downbeats_before = int(st.get("downbeats_before", 0))
+        g.last_seq = int(st.get("last_seq", 0))
         return g
 
 
@@ -168,9 +189,9 @@ class Aggregator:
     def add_beats(self, grid: BeatGridIn) -> None:
         ss = self.session(grid.session_id)
         ss.node_ids.add(grid.node_id)
-        beats = ss.grids.setdefault(grid.node_id, BeatGrid())
-        for t, c in zip(grid.beats, grid.counts or [0] * len(grid.beats)):
-            beats.add(t, c)
+        if ss.grids.setdefault(grid.node_id, BeatGrid()).take(grid):
+            log.info("session %s: %s's clock started again (an edge restart): its beats start afresh",
+                     grid.session_id, grid.node_id)
         if grid.bpm > 0:
             ss.bpm = float(grid.bpm)
         self.dirty.add("session:" + grid.session_id)
@@ -196,8 +217,10 @@ class Aggregator:
         ss.last_arrival = max(ss.last_arrival, w.arrival)
         d.windows += 1
         d.last_arrival = max(d.last_arrival, w.arrival)
-        d.last_seq = max(d.last_seq, int(w.seq))
         t = w.t_mid
+        if d.last_seq >= 0 and int(w.seq) > d.last_seq and t < d.newest_t - self.s.horizon_s:
+            self._new_run(d)          # newer window, much earlier time: the rig's clock started again
+        d.last_seq = max(d.last_seq, int(w.seq))
         late = t < d.newest_t - self.s.horizon_s
         C = len(self.styles)
         res = WindowResult(window=w, cls=cls, late=late)
@@ -234,6 +257,17 @@ class Aggregator:
         self.dirty.add(d.key)
         self.dirty.add("session:" + w.session_id)
         return res
+
+    def _new_run(self, d: DancerState) -> None:
+        """The dancer's rig restarted into the session (its media clock is back near 0): the live
+        buffer starts afresh, so new windows move the label again instead of all counting as late.
+        The label stays until the new windows change it; the dancer's totals are kept."""
+        log.info("dancer %s: the rig's clock started again (an edge restart); live smoothing starts afresh", d.key)
+        d.buffer.clear()
+        d.newest_t = -math.inf
+        d.last_label_t = None
+        d.candidate, d.candidate_count = "", 0
+        d.last_routine_phrase = None
 
     def _advance_label_time(self, d: DancerState, t: float) -> None:
         if d.stable and d.last_label_t is not None and t > d.last_label_t:

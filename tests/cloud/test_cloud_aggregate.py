@@ -85,14 +85,14 @@ def test_out_of_order_windows_give_the_same_result():
 def test_late_and_duplicate_windows():
     agg = Aggregator(gallery3(), AggregateSettings(horizon_s=8.0))
     for k in range(40):
-        agg.update(window(k, 2 + 0.5 * k), cls([0.1, 0.8, 0.1]))
+        agg.update(window(100 + k, 2 + 0.5 * k), cls([0.1, 0.8, 0.1]))
     before = agg.dancers["n/s/0"].smoothed.copy()
-    late = agg.update(window(1000, 3.0), cls([0.9, 0.05, 0.05]))      # 18 s behind the newest
+    late = agg.update(window(50, 3.0), cls([0.9, 0.05, 0.05]))        # sent earlier, 18 s behind the newest
     assert late.late
     np.testing.assert_allclose(agg.dancers["n/s/0"].smoothed, before)  # the live label ignores it...
     s = agg.dancer_summary("n/s/0")
     assert s["late"] == 1 and s["windows"] == 41                       # ...the session counts it
-    assert agg.update(window(5, 4.5), cls([0.1, 0.8, 0.1])) is None    # duplicate seq
+    assert agg.update(window(105, 4.5), cls([0.1, 0.8, 0.1])) is None  # duplicate seq
 
 
 def test_group_and_session_aggregates():
@@ -170,6 +170,22 @@ def test_windows_before_the_first_downbeat_keep_eight_count_scores_of_their_own(
     assert later.scores["eightcount_similarity"] == later.scores["routine_similarity"]   # not averaged with the intro
     ec = agg.dancer_summary("n/s/0")["eightcounts"]
     assert [(e["phrase"], e["t0"]) for e in ec] == [(None, 8.0), (2, None)]
+
+
+def test_an_edge_restarted_into_the_session_moves_the_label_again():
+    """The edge restarts with the same session, node, epoch and track ids, its media clock back at
+    0: the new windows (higher seqs, early times) were all late, so the label froze on the old
+    style; its beats start afresh, their eight-count numbers going on from the old ones."""
+    agg = Aggregator(gallery3())
+    beats = [0.5 * k for k in range(1200)]
+    agg.add_beats(BeatGridIn("n", "s", 1, 0, 600, 120, 0.9, beats, [k % 8 + 1 for k in range(1200)]))
+    for k in range(300):                                             # 10 minutes of style a
+        agg.update(window(k + 1, 2.0 + 2.0 * k), cls([0.9, 0.05, 0.05]))
+    assert agg.dancer_summary("n/s/0")["style"] == "a"
+    agg.add_beats(BeatGridIn("n", "s", 2, 0, 20, 120, 0.9, beats[:40], [k % 8 + 1 for k in range(40)]))
+    res = [agg.update(window(301 + k, 2.0 + 2.0 * k), cls([0.05, 0.9, 0.05])) for k in range(10)]
+    assert agg.dancer_summary("n/s/0")["style"] == "b" and not any(r.late for r in res)
+    assert (res[4].phrase, res[4].count) == (150 + 2, 3)           # middle 9 s: 150 old eight-counts + the 3rd new one
 
 
 def test_state_round_trip_through_json():
