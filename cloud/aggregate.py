@@ -196,7 +196,6 @@ class Aggregator:
             ss.bpm = float(grid.bpm)
         self.dirty.add("session:" + grid.session_id)
 
-
     def update(self, w: WindowIn, cls: Classification | None) -> WindowResult | None:
         """Fold one classified window in. Returns None for a duplicate."""
         d = self.dancers.get(w.dancer)
