@@ -216,7 +216,7 @@ def analyze(settings: EdgeSettings, video: str | Path, out, *, audio: str | Path
     }
     if summary["audio"] is not None and audio_src.info.sample_rate != settings.audio.sample_rate:
         summary["audio"]["resampled_from"] = audio_src.info.sample_rate   # the file source resampled it
-    if heard is not None and summary["music_coverage"] < 0.5:
+    if summary["music_coverage"] is not None and summary["music_coverage"] < 0.5:
         log.warning("music heard under only %.0f%% of the video (music at %s with --audio-offset %+.2f, video 0 to "
                     "%.2f s): windows without music have no rhythm metrics", 100 * summary["music_coverage"],
                     heard.describe(), audio_offset, video_end)
@@ -237,9 +237,11 @@ class _Span:
             self.end = b.t + len(b.samples) / b.sample_rate
             yield b
 
-    def coverage(self, video_end: float) -> float:
-        """Share of the video's time [0, video_end] with music under it."""
-        if self.start is None or video_end <= 0:
+    def coverage(self, video_end: float) -> float | None:
+        """Share of the video's time [0, video_end] with music under it (None for a single frame)."""
+        if video_end <= 0:
+            return None
+        if self.start is None:
             return 0.0
         return round(max(0.0, min(self.end, video_end) - max(self.start, 0.0)) / video_end, 4)
 
