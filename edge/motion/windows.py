@@ -156,10 +156,11 @@ class WindowCutter:
             if tr.next_t0 is None:
                 tr.next_t0 = t
         out: list[Window] = []
-        last = (samples_per_window(self.fps, self.s.window_s, self.s.max_frames) - 1) * sample_step(self.fps) / self.fps
+        fps = self.fps
+        last = (samples_per_window(fps, self.s.window_s, self.s.max_frames) - 1) * sample_step(fps) / fps
         for tid in list(self.tracks):
             tr = self.tracks[tid]
-            while tr.next_t0 is not None and t >= tr.next_t0 + last - 0.5 / self.fps:
+            while tr.next_t0 is not None and t >= tr.next_t0 + last - 0.5 / fps:
                 w = self._cut(tid, tr, tr.next_t0)
                 tr.next_t0 += self.s.hop_s
                 if w is not None:
