@@ -3,7 +3,8 @@
 Decoded with libavcodec, converted by `av.AudioResampler` to float32 at the analysis rate,
 averaged over channels to mono, and cut into blocks of `block_size` samples. A block's `t` is the media time of its
 first sample: the decoded frame's pts relative to the container's start (the same origin
-as the video frames of edge/sources/video.py), continued by sample counting inside a frame.
+as the video frames of edge/sources/video.py), continued by sample counting while the frames
+follow on; where the file's timeline has a hole, the next block starts at its frame's pts.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from dancewire.errors import BadInputError
 from edge.records import AudioBlock, stamp
 
 log = logging.getLogger(__name__)
+GAP_S = 0.005   # a frame this far off the sample count starts a new block at its own time
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,9 @@ class AudioFileSource:
                     buf_t += n / self.sample_rate
 
             def take(frames):
+                """Buffer resampled frames; a frame whose pts is off the sample count by more than
+                GAP_S (a hole in the file's timeline, skipped packets) ends the block before it,
+                and the next block starts at its own time, as video frames do."""
                 nonlocal buf, buf_t, produced
                 for f in frames:
                     planes = f.to_ndarray()                      # (channels, n) planar
@@ -109,10 +114,13 @@ class AudioFileSource:
                     x = np.ascontiguousarray(x, dtype=np.float32)
                     if x.size == 0:
                         continue
+                    # the frame's pts (in 1/rate) relative to the container start
+                    t = float(f.pts * f.time_base) - start if f.pts is not None and f.time_base else None
                     if buf_t is None:
-                        # the first resampled frame: its pts (in 1/rate) relative to the container start
-                        t0 = float(f.pts * f.time_base) - start if f.pts is not None and f.time_base else 0.0
-                        buf_t = max(t0, 0.0)
+                        buf_t = max(t, 0.0) if t is not None else 0.0
+                    elif t is not None and abs(t - (buf_t + buf.size / self.sample_rate)) > GAP_S:
+                        yield from emit(True)
+                        buf, buf_t = np.zeros(0, np.float32), max(t, 0.0)
                     buf = np.concatenate([buf, x]) if buf.size else x
                     produced += x.size
 
@@ -124,9 +132,9 @@ class AudioFileSource:
                     log.warning("%s: skipping corrupt audio packet (%s)", self.path.name, exc)
                     continue
                 for frame in frames:
-                    take(resampler.resample(frame))
+                    yield from take(resampler.resample(frame))
                 yield from emit(False)
-            take(resampler.resample(None))
+            yield from take(resampler.resample(None))
             yield from emit(True)
             if produced == 0:
                 raise BadInputError(f"{self.path}: no decodable audio")

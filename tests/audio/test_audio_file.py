@@ -34,6 +34,43 @@ def test_blocks_are_contiguous_on_the_media_clock(wav):
     assert np.max(np.abs(y - np.clip(x, -1, 1))) < 1e-3        # 16-bit round trip
 
 
+def test_a_hole_in_the_file_timeline_keeps_later_audio_on_time(tmp_path, wav):
+    """A recording whose audio timestamps skip 1 s at 4 s (dropped packets in a phone recording):
+    the blocks after the hole start at their own pts, as video frames do, and the analyzer's clock
+    follows. Counting samples from the first packet put every later onset 1 s early."""
+    import fractions
+
+    import av
+
+    from edge.audio.analyzer import AudioAnalyzer
+    from edge.records import Onset
+
+    _, x, _, onsets = wav
+    path = tmp_path / "hole.mka"
+    pcm = (np.clip(x, -1, 1) * 32767).astype(np.int16)
+    with av.open(str(path), "w") as out:
+        st = out.add_stream("pcm_s16le", rate=SR, layout="mono")
+        st.time_base = fractions.Fraction(1, 1000)
+        for i in range(0, len(pcm) - 1024, 1024):
+            fr = av.AudioFrame.from_ndarray(pcm[i:i + 1024].reshape(1, -1), format="s16", layout="mono")
+            fr.sample_rate = SR
+            fr.pts, fr.time_base = i + (SR if i >= 4 * SR else 0), fractions.Fraction(1, SR)
+            for p in st.encode(fr):
+                p.pts = p.dts = round(fr.pts * 1000 / SR)
+                p.time_base = fractions.Fraction(1, 1000)
+                out.mux(p)
+        for p in st.encode(None):
+            out.mux(p)
+    blocks = list(AudioFileSource(path, SR, block_size=1024).blocks())
+    ends = [b.t + len(b.samples) / SR for b in blocks]
+    jumps = [b.t - e for b, e in zip(blocks[1:], ends) if abs(b.t - e) > 0.005]
+    assert len(jumps) == 1 and jumps[0] == pytest.approx(1.0, abs=0.003)
+    an = AudioAnalyzer()
+    found = np.array([e.t for b in blocks for e in an.process(b) if isinstance(e, Onset)])
+    truth = onsets[(onsets > 4.3) & (onsets < 7.5)] + 1.0
+    assert match(truth, found, 0.02) >= len(truth) - 1
+
+
 def test_resampled_and_stereo_file(tmp_path, wav):
     _, x, _, _ = wav
     from edge.audio.analyzer import StreamResampler
