@@ -40,6 +40,7 @@ from edge.records import AudioBlock, Beat, Onset, stamp
 log = logging.getLogger(__name__)
 
 _REANCHOR_S = 0.02
+_FILL_MAX_S = 5.0     # holes up to this long are filled with silence; longer ones (a seek) only re-anchor
 
 
 def to_mono_float(samples: np.ndarray) -> np.ndarray:
@@ -165,20 +166,31 @@ class AudioAnalyzer:
             log.info("resampling audio %d -> %d Hz", rate, self.sample_rate)
         # clock: where does this block's first sample sit on the analysis sample axis?
         expected = self.time_of(self._n_in)
+        events: list[Onset | Beat] = []
         if not self._anchors:
             self._anchors.append((self._n_in, float(block.t)))
         elif abs(float(block.t) - expected) > _REANCHOR_S:
-            self._anchors.append((self._n_in, float(block.t)))
+            gap = float(block.t) - expected
             self._stats["reanchors"] += 1
             log.debug("audio clock re-anchored: block t=%.4f, expected %.4f", block.t, expected)
-        self._n_in += x.size * (self.sample_rate / rate)
+            if 0 < gap <= _FILL_MAX_S:
+                # a hole (dropped blocks, a gap in the file): silence in its place keeps the sample
+                # axis, and with it the beat tracker's frame grid, on time (re-anchoring alone put
+                # the beats predicted before a 150 ms hole 150 ms late after it)
+                events += self._take(np.zeros(int(round(gap * rate)), np.float32), rate)
+            self._anchors.append((self._n_in, float(block.t)))
         self._stats["blocks"] += 1
         self._stats["samples"] += int(x.size)
-        if self._resampler is not None:
-            x = self._resampler(x)
-        events = self._consume(x)
+        events += self._take(x, rate)
         stamp(block.stamps, "audio")
         return events
+
+    def _take(self, x: np.ndarray, rate: int) -> list[Onset | Beat]:
+        """Samples at the block rate onto the analysis sample axis, resampled, then analysed."""
+        self._n_in += x.size * (self.sample_rate / rate)
+        if self._resampler is not None:
+            x = self._resampler(x)
+        return self._consume(x)
 
     def flush(self) -> list[Onset | Beat]:
         """End of stream: push out what a resampler still holds (no padding, nothing invented)."""
