@@ -8,7 +8,9 @@ otherwise:
   beat position in the bar (mod 4) whose low-band accent (kick energy at the beat) is the
   strongest becomes the bar start, and the phrase starts on a bar start. The guess may move
   during the first `downbeat_guess_beats` beats after the tracker locks, then it is frozen
-  so counts never jump under a dancer's feet. Telling 1 from 5 (mod 8) needs phrase-level
+  so counts never jump under a dancer's feet. A tempo change of more than 10% re-opens it
+  for as many beats, on the new tempo's accents (while the tracker catches up with a new tempo
+  it can add or drop a beat, which would leave count 1 off the bar start for the rest of the song). Telling 1 from 5 (mod 8) needs phrase-level
   structure that a causal tracker does not have: the first bar start after lock is "1".
 * `reset(t)` ("this is 1"): the beat nearest media time `t` becomes count 1 and stays the
   anchor (no more guessing) until the beat tracker loses the music (silence) and restarts.
@@ -21,6 +23,8 @@ import numpy as np
 
 
 class EightCounter:
+    RETEMPO = 0.10                      # a tempo change this large re-opens the bar-start guess
+
     def __init__(self, auto: bool = True, guess_beats: int = 16):
         self.auto = auto
         self.guess_beats = max(0, int(guess_beats))
@@ -32,6 +36,10 @@ class EightCounter:
         self.last_t: float | None = None
         self.offset = 0                 # beat index k with (k - offset) % 8 == 0 is count 1
         self.accents: dict[int, float] = {}
+        self._guess_from = 0            # beat index where the current guessing window opened
+        self._period: float | None = None   # the tempo that window opened at
+        self._new: float | None = None      # a different tempo the tracker is settling on
+        self._settling = 0                  # beats it has held that tempo
         self._changed_at = -4
         self.manual = False
         self.pending_reset: float | None = None
@@ -57,10 +65,20 @@ class EightCounter:
             step = max(1, int(round((t - self.last_t) / period)))
         self.k += step
         self.last_t = t
+        if self._period is None:
+            self._period = period if period > 0 else None
+        elif period > 0 and abs(period / self._period - 1.0) > self.RETEMPO:
+            # a new tempo: once the tracker has held it for a bar, guess the bar start afresh
+            self._settling = self._settling + 1 if self._new and abs(period / self._new - 1.0) < 0.03 else 0
+            self._new = period
+            if self._settling >= 4:
+                self._guess_from, self.accents, self._period, self._settling = self.k, {}, period, 0
+        else:
+            self._settling = 0
         if self.pending_reset is not None and t >= self.pending_reset - period / 2.0:
             self.offset = self.k
             self.pending_reset = None
-        elif self.auto and not self.manual and self.k < self.guess_beats:
+        elif self.auto and not self.manual and self.k - self._guess_from < self.guess_beats:
             guess = self._guess()
             # move to a new guess only where it starts a bar, so the count restarts at 1
             # instead of jumping into the middle of a phrase
@@ -76,7 +94,7 @@ class EightCounter:
 
     def add_accent(self, k: int, accent: float) -> None:
         """Kick-band accent measured around beat `k` (known a few frames after the beat)."""
-        if 0 <= k < max(self.guess_beats, 1) * 2:
+        if 0 <= k - self._guess_from < max(self.guess_beats, 1) * 2:
             self.accents[k] = float(accent)
 
     def _guess(self) -> int | None:

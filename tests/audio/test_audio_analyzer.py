@@ -74,6 +74,21 @@ def test_tempo_change_is_followed():
     assert match(ref, _times(be), 0.07) >= len(ref) - 1
 
 
+@pytest.mark.parametrize("new_bpm", [96.0, 150.0])
+def test_count_one_finds_the_bar_start_again_after_a_tempo_change(new_bpm):
+    """While the tracker catches up with a new tempo it adds or drops a beat; the bar-start guess,
+    frozen after the first 16 beats, left count 1 a beat off the accented bar start for the rest
+    of the song. A settled new tempo re-opens the guess."""
+    x, beats, _ = drum_track([(0.0, 120.0), (10.0, new_bpm)], seconds=30.0)
+    _, be = feed(AudioAnalyzer(), x)
+    bar_start = {round(float(t), 3) for t in beats[::4]}             # the accented beats
+    starts = [b for b in be if b.count in (1, 5) and b.t > 22.0]       # counts 1 and 5 open a bar
+    assert len(starts) >= 2
+    for b in starts:
+        j = int(np.argmin(np.abs(beats - b.t)))
+        assert abs(beats[j] - b.t) < 0.05 and round(float(beats[j]), 3) in bar_start, b
+
+
 def test_block_size_does_not_change_results(track120):
     x, _, _ = track120
     x = x[: 6 * SR]
