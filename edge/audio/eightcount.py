@@ -8,10 +8,11 @@ otherwise:
   beat position in the bar (mod 4) whose low-band accent (kick energy at the beat) is the
   strongest becomes the bar start, and the phrase starts on a bar start. The guess may move
   during the first `downbeat_guess_beats` beats after the tracker locks, then it is frozen
-  so counts never jump under a dancer's feet. A tempo change of more than 10% re-opens it
-  for as many beats, on the new tempo's accents (while the tracker catches up with a new tempo
-  it can add or drop a beat, which would leave count 1 off the bar start for the rest of the song). Telling 1 from 5 (mod 8) needs phrase-level
-  structure that a causal tracker does not have: the first bar start after lock is "1".
+  so counts never jump under a dancer's feet. A tempo change of more than 10%, once the
+  tracker has held the new tempo for 4 beats, re-opens it for as many beats on the new tempo's
+  accents (catching up with a new tempo the tracker can add or drop a beat, which would leave
+  count 1 off the bar start for the rest of the song). Telling 1 from 5 (mod 8) needs
+  phrase-level structure that a causal tracker does not have: the first bar start after lock is "1".
 * `reset(t)` ("this is 1"): the beat nearest media time `t` becomes count 1 and stays the
   anchor (no more guessing) until the beat tracker loses the music (silence) and restarts.
 
