@@ -160,6 +160,8 @@ def create_app(service, token: str) -> FastAPI:
 
     @app.get("/api/sessions/{session_id}/dancers", response_model=list[Dancer], dependencies=api, tags=["dancers"])
     def session_dancers(session_id: str):
+        if service.store.session(session_id) is None:    # as /api/sessions/{id}: an unknown session is 404
+            raise HTTPException(404, "no such session")
         return [Dancer(**r, live=live_dancer(r["dancer"])) for r in service.store.dancers(session_id)]
 
     @app.get("/api/dancers", response_model=list[Dancer], dependencies=api, tags=["dancers"])

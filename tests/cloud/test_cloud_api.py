@@ -82,9 +82,10 @@ def test_rest_endpoints(served, ballroom_gallery):
     assert "routine_similarity" in get(base + "/api/scores", token=None)
     snap = get(base + "/api/live/snapshot")
     assert len(snap["dancers"]) == 3 and snap["beats"]["class-1"]
-    with pytest.raises(urllib.error.HTTPError) as e:
-        get(base + "/api/sessions/nope")
-    assert e.value.code == 404
+    for path in ("/api/sessions/nope", "/api/sessions/nope/dancers"):    # the dancers of no session: 404 too
+        with pytest.raises(urllib.error.HTTPError) as e:
+            get(base + path)
+        assert e.value.code == 404
     spec = get(base + "/openapi.json", token=None)
     assert {"/api/nodes", "/api/sessions", "/api/results", "/api/latency"} <= set(spec["paths"])
 
