@@ -173,11 +173,16 @@ def _untrained(root: Path, enc) -> dict:
             **untrained_reference(root, model_config=config)}
 
 
+def _profile(enc) -> dict | None:
+    """The motion profile's record in the encoder's ONNX metadata (None: no profile)."""
+    return json.loads(enc.metadata.get("config", "{}")).get("profile") or None
+
+
 def _part_embedders(enc) -> dict:
     """A profiled encoder's two parts as embedders of their own: the learned embedding and the
     computed motion profile, each the output's slice re-normalised (what each contributes to the
     cosine). Empty for an encoder without a profile."""
-    prof = json.loads(enc.metadata.get("config", "{}")).get("profile")
+    prof = _profile(enc)
     if not prof:
         return {}
     d = int(prof["encoder_emb_dim"])
@@ -194,10 +199,9 @@ def _parts(root: Path, enc, hop: float) -> dict:
     """The figures of each part of a profiled encoder alone (see _part_embedders)."""
     from edge.motion.evaluate import evaluate_all
 
-    parts = _part_embedders(enc)
+    prof, parts = _profile(enc), _part_embedders(enc)
     if not parts:
         return {"skipped": "this encoder has no motion profile"}
-    prof = json.loads(enc.metadata["config"])["profile"]
     d = int(prof["encoder_emb_dim"])
     out = {"weight": prof["weight"], "learned_dims": d, "profile_dims": enc.dim - d}
     for name, embed in parts.items():

@@ -21,7 +21,7 @@ import numpy as np
 
 from edge.motion import rhythm
 from edge.motion.settings import MotionSettings
-from edge.motion.windows import WindowCutter, sample_step
+from edge.motion.windows import WindowCutter
 from edge.records import Beat, Onset, PoseFrame, Window, WindowResult, stamp
 
 
@@ -58,7 +58,7 @@ class MotionStage:
 
     def push(self, frame: PoseFrame) -> list[WindowResult]:
         windows = self.cutter.push(frame)
-        step = sample_step(self.cutter.fps)
+        step = self.cutter.step
         for pose in frame.poses:
             kp = np.asarray(pose.kp17)
             valid = kp.shape[1] < 3 or float(np.mean(kp[:, 2])) >= self.s.min_joint_conf

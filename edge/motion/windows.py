@@ -115,6 +115,7 @@ class WindowCutter:
         self._run = 0                         # consecutive beats counted in it (1..8)
         self._last_beat: Beat | None = None
         self._phrases: deque = deque()       # (t_start, t_end) waiting for poses
+        self.step = 1                         # Tong's step at the last frame pushed
         self.primitives: list[Window] = []   # eight-beat primitives cut so far (drained by the caller)
 
     @property
@@ -157,7 +158,8 @@ class WindowCutter:
                 tr.next_t0 = t
         out: list[Window] = []
         fps = self.fps
-        last = (samples_per_window(fps, self.s.window_s, self.s.max_frames) - 1) * sample_step(fps) / fps
+        self.step = sample_step(fps)          # Tong's step at this frame (the session rhythm uses it too)
+        last = (samples_per_window(fps, self.s.window_s, self.s.max_frames) - 1) * self.step / fps
         for tid in list(self.tracks):
             tr = self.tracks[tid]
             while tr.next_t0 is not None and t >= tr.next_t0 + last - 0.5 / fps:
