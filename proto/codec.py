@@ -126,6 +126,11 @@ def decode(frame: bytes, limits: Limits = LIMITS) -> tuple[str, Any]:
     return kind, body
 
 
+def validate(body: Message, limits: Limits = LIMITS) -> None:
+    """Check a body message as `decode` would on the other side. Raises WireError."""
+    _VALIDATORS[_BODY_FIELD[type(body)]](body, limits)
+
+
 def _varint(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -172,6 +177,9 @@ def _check_id(value: str, name: str, limits: Limits, required: bool = False) -> 
         raise WireError("schema", f"{name} holds control characters")   # NUL: PostgreSQL text refuses it
 
 
+MAX_SEQ = 2**63 - 1   # seq / floor_seq are uint64 on the wire; the stores keep signed 64-bit integers
+
+
 def _finite(x: float) -> bool:
     return x == x and x not in (math.inf, -math.inf)
 
@@ -210,10 +218,11 @@ def _validate_batch(m: pb.WindowBatch, limits: Limits) -> None:
     _check(n + g > 0, "batch carries no windows and no beat grids")
     _check(n <= limits.max_windows_per_batch, f"{n} windows over the limit of {limits.max_windows_per_batch}", "too_large")
     _check(g <= limits.max_beat_grids_per_batch, f"{g} beat grids over the limit", "too_large")
+    _check(m.floor_seq <= MAX_SEQ, f"floor_seq over {MAX_SEQ}")
     max_bytes = limits.max_embedding_dim * itemsize
     int8 = m.dtype == pb.DTYPE_INT8
     for w in m.windows:
-        _check(w.seq > 0, "window seq must be > 0")
+        _check(0 < w.seq <= MAX_SEQ, f"window seq must be in 1..{MAX_SEQ}")
         _check(w.t1_ms >= w.t0_ms, "window t1 before t0")
         size = len(w.embedding)
         _check(0 < size <= max_bytes and size % itemsize == 0, f"embedding of {size} bytes is not a valid vector")
@@ -224,11 +233,13 @@ def _validate_batch(m: pb.WindowBatch, limits: Limits) -> None:
         if w.HasField("rhythm"):
             _validate_rhythm(w.rhythm, limits)
     for b in m.beats:
-        _check(b.seq > 0, "beat grid seq must be > 0")
+        _check(0 < b.seq <= MAX_SEQ, f"beat grid seq must be in 1..{MAX_SEQ}")
         _check(b.t1_ms >= b.t0_ms, "beat grid t1 before t0")
         _check(len(b.beat_ms) <= limits.max_events_per_grid and len(b.onset_ms) <= limits.max_events_per_grid,
                "too many beats or onsets in one grid", "too_large")
         _check(len(b.beat_count) in (0, len(b.beat_ms)), "beat_count must be empty or parallel to beat_ms")
+        _check(_finite(b.bpm) and b.bpm >= 0.0, "beat grid bpm is not a finite tempo")   # JSON has no NaN
+        _check(_finite(b.confidence), "beat grid confidence is not a finite number")
     if n:
         sizes = {len(w.embedding) for w in m.windows}
         _check(len(sizes) == 1, "embeddings in one batch differ in length")

@@ -12,6 +12,7 @@ A rig generates ``edge-NAME`` and the cloud ``cloud``; the edge gets a copy of
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from dancewire.errors import DancewireError
 from dancewire.paths import state_dir
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ALLOWED = "allowed"
@@ -99,6 +102,10 @@ def load_keypair(path: str | os.PathLike) -> tuple[bytes, bytes]:
         raise KeysError(f"cannot read keypair from {path}: {exc}") from None
     if not secret:
         raise KeysError(f"{path} holds no secret key (pass the .key_secret file)")
+    mode = os.stat(path).st_mode
+    if mode & 0o077:
+        log.warning("secret key %s can be read by other users (mode %o); make it private: chmod 600 %s",
+                    path, mode & 0o777, path)
     return _valid(public, path), _valid(secret, path)
 
 
@@ -108,7 +115,7 @@ def _valid(key: bytes, path) -> bytes:
     try:
         if len(key) != 40 or len(z85.decode(key)) != 32:
             raise ValueError
-    except ValueError:
+    except Exception:   # z85.decode raises KeyError / struct.error for characters outside its alphabet
         raise KeysError(f"{path}: not a 40-character z85 CURVE key") from None
     return key
 

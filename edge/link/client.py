@@ -8,6 +8,8 @@ Delivery is at-least-once, made exactly-once by the cloud's deduplication:
 2. On every connection the link first sends ``Hello`` (node, encoder hash, dim, dtype, spool
    epoch). The cloud answers with an ``Ack`` holding its cumulative sequence number for this
    node and epoch; the link drops what the cloud already has and (re)sends the rest in order.
+   If the cloud has seqs this spool never numbered (the spool was rolled back or restored), the
+   link goes on under a fresh epoch rather than reuse them.
 3. The cloud acks cumulatively after it has committed a batch; the link then deletes the
    acked batches from the spool. No ack progress for ``ack_timeout_s`` -> resend from the ack.
 4. Heartbeats: the link sends one whenever it has sent nothing for ``heartbeat_s``; the cloud
@@ -17,6 +19,9 @@ Delivery is at-least-once, made exactly-once by the cloud's deduplication:
 5. The socket uses ``ZMQ_IMMEDIATE`` and non-blocking sends under a send high-water mark, and
    at most ``max_inflight`` unacked batches are on the wire: a slow or absent cloud only makes
    the spool grow; the camera loop never waits.
+6. A batch is checked as the cloud will check it before it is spooled: one the cloud would refuse
+   is counted (``submit_invalid``) and never sent, so its seqs are a gap the floor skips, not a
+   batch resent forever. An unexpected error in the I/O loop costs the connection, not the thread.
 
 Security: CURVE with the node's keypair (``client_key``: a ``.key_secret`` file or a key name)
 and the cloud's public key (``server_key``: a ``.key`` file or name); by default ``edge`` and
@@ -118,7 +123,8 @@ class EdgeLink:
         self._submit_lock = threading.Lock()
         self._queue: collections.deque = collections.deque()
         self._queue_max = int(submit_queue)
-        self._seq_next = self.spool.next_seq
+        self._seq_next = self._opened_next_seq = self.spool.next_seq
+        self._hello_acked = False      # until the first Hello-Ack, which may show the spool rolled back
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._wake_pending = False
 
@@ -165,8 +171,7 @@ class EdgeLink:
         if self._stopping:
             raise LinkError("link is closed")
         session = self.session_id if session_id is None else session_id
-        cap = self.limits.max_windows_per_batch
-        chunks = [items[i:i + cap] for i in range(0, len(items), cap)]
+        chunks = self._chunks(items)
         first_seq = None
         with self._submit_lock:
             if len(self._queue) + len(chunks) > self._queue_max:
@@ -184,6 +189,21 @@ class EdgeLink:
         if wake:
             os.eventfd_write(self._wake_fd, 1)
         return first_seq
+
+    def _chunks(self, items: list) -> list[list]:
+        """Split into batches within the wire's per-batch limits on windows and on beat grids."""
+        chunks: list[list] = []
+        n_win = n_grid = 0
+        for item in items:
+            grid = isinstance(item, pb.BeatGrid)
+            if not chunks or (n_grid if grid else n_win) >= (self.limits.max_beat_grids_per_batch if grid
+                                                               else self.limits.max_windows_per_batch):
+                chunks.append([])
+                n_win = n_grid = 0
+            chunks[-1].append(item)
+            n_grid += grid
+            n_win += not grid
+        return chunks
 
     def feedback(self, timeout: float | None = 0.0) -> pb.Feedback | None:
         """The oldest unread Feedback, waiting up to `timeout` s (None: forever)."""
@@ -271,6 +291,7 @@ class EdgeLink:
         sock.sndhwm = self.sndhwm
         sock.rcvhwm = self.sndhwm
         sock.immediate = 1
+        sock.maxmsgsize = self.limits.max_frame_bytes   # libzmq drops the peer rather than buffer more
         sock.reconnect_ivl = int(self.reconnect_min_s * 1000)
         sock.reconnect_ivl_max = int(self.reconnect_max_s * 1000)
         # no ZMTP heartbeats: the link's own Heartbeat/echo (sent only when idle) watches the peer
@@ -323,35 +344,44 @@ class EdgeLink:
         self._poller = zmq.Poller()
         self._next_connect = time.monotonic()
         try:
-            while True:
-                now = time.monotonic()
-                if self._sock is None and now >= self._next_connect and not (self._stopping and self._flushed()):
-                    self._open_socket()
-                events = dict(self._poller.poll(self._poll_timeout_ms()))
-                if self._wake_fd in events:
-                    try:
-                        os.eventfd_read(self._wake_fd)
-                    except BlockingIOError:
-                        pass
-                self._drain_submits()
-                if self._sock is not None and self._sock in events:
-                    self._recv_all()
-                if self._monitor is not None and self._monitor in events:
-                    self._monitor_events()
-                if self._sock is not None:
-                    self._timers()
-                    self._pump()
-                if self._stopping and (self._flushed() or time.monotonic() >= self._flush_deadline):
-                    break
-        except Exception:  # pragma: no cover - last resort: never die silently
-            log.exception("edge link I/O thread failed")
-            self.last_error = "I/O thread failed (see log)"
+            while not self._step():
+                pass
         finally:
             self._drain_submits()
             self._close_socket()
             self.spool.close()
             self._ctx.term()
             self._set_state("closed")
+
+    def _step(self) -> bool:
+        """One turn of the I/O loop; True when the link is done. An unexpected error costs the
+        connection (a new one after the backoff), never the thread: what is spooled stays."""
+        try:
+            now = time.monotonic()
+            if self._sock is None and now >= self._next_connect and not (self._stopping and self._flushed()):
+                self._open_socket()
+            events = dict(self._poller.poll(self._poll_timeout_ms()))
+            if self._wake_fd in events:
+                try:
+                    os.eventfd_read(self._wake_fd)
+                except BlockingIOError:
+                    pass
+            self._drain_submits()
+            if self._sock is not None and self._sock in events:
+                self._recv_all()
+            if self._monitor is not None and self._monitor in events:
+                self._monitor_events()
+            if self._sock is not None:
+                self._timers()
+                self._pump()
+        except Exception as exc:
+            self._counters["io_errors"] += 1
+            self.last_error = f"I/O error: {exc.__class__.__name__}: {exc}"
+            if self._counters["io_errors"] in (1, 10, 100) or self._counters["io_errors"] % 1000 == 0:
+                log.exception("link %s: I/O error (%d so far); reconnecting in %.1f s", self.node_id,
+                              self._counters["io_errors"], self._backoff)
+            self._reconnect_later()
+        return self._stopping and (self._flushed() or time.monotonic() >= self._flush_deadline)
 
     def _flushed(self) -> bool:
         with self._submit_lock:
@@ -404,8 +434,9 @@ class EdgeLink:
         for w in batch.windows:
             if len(w.embedding) != self.embedding_dim * codec.ITEMSIZE[self.dtype]:
                 raise ValueError(f"embedding of {len(w.embedding)} bytes, expected dim {self.embedding_dim}")
+        codec.validate(batch, self.limits)   # what the cloud would refuse is refused here, not spooled
         payload = batch.SerializeToString()
-        codec.frame_batch(payload, 1, self.limits)  # raises if over the frame limit
+        codec.frame_batch(payload, codec.MAX_SEQ, self.limits)  # over the frame limit with any floor: raises
         return first, seq - 1, len(items), payload
 
     def _send(self, body_frame: bytes) -> bool:
@@ -503,6 +534,10 @@ class EdgeLink:
             return
         if self.state in ("connecting", "hello_sent", "rejected"):
             # the Ack to a Hello: accepted (also after a refusal, once the cloud changed its mind)
+            if not self._hello_acked and ack.seq >= self._opened_next_seq:
+                self._fresh_epoch(ack.seq)
+                return
+            self._hello_acked = True
             with self._state_cond:
                 self._fatal = None
             self._backoff = self.reconnect_min_s
@@ -512,6 +547,23 @@ class EdgeLink:
             log.info("link %s: connected to %s, cloud has seq <= %d", self.node_id, self.endpoint, ack.seq)
             return
         self._apply_ack(ack.seq)
+
+    def _fresh_epoch(self, cloud_seq: int) -> None:
+        """The cloud has taken seqs this spool never numbered before this process: the spool's counter
+        fell back (a power cut before the WAL's fsync, a restored image or copy). The seqs given since
+        would be taken as duplicates and lost, so everything spooled goes on under a fresh epoch."""
+        old_epoch = self.epoch
+        self.spool.ack(self._opened_next_seq - 1)   # older rows: the cloud's cumulative ack covers them
+        self.epoch = self.spool.new_epoch()
+        self._counters["fresh_epochs"] += 1
+        log.warning("link %s: the cloud already has seq <= %d of epoch %d, but this spool only numbered up to %d "
+                    "before this start (spool rolled back or restored); resending under a fresh epoch %d",
+                    self.node_id, cloud_seq, old_epoch, self._opened_next_seq - 1, self.epoch)
+        with self._state_cond:
+            self._acked = 0
+        self._set_state("connecting")
+        self._hello_due = time.monotonic()      # Hello with the new epoch, then send from its ack
+        self._reset_flow()
 
     def _apply_ack(self, seq: int) -> None:
         if seq > self._acked:

@@ -31,11 +31,18 @@ Bounds and the policy when full (``max_bytes`` of payload, ``max_batches`` rows)
   A full disk (SQLite's "database or disk is full") caps ``max_bytes`` a little below what the
   spool holds then (``DISK_FULL_SLACK``), logs one clear error, and applies the same policy:
   drop_oldest deletes the oldest batches (SQLite reuses their pages, so the file need not grow)
-  to store the new ones; drop_newest refuses them. The link keeps running; under drop_newest
-  everything spooled is kept.
+  to store the new ones, where the disk still has room for the deletion's own journal pages;
+  otherwise, and under drop_newest, new batches are refused. The cap is lifted again after
+  ``DISK_FULL_RETRY_S`` (if the disk is still full the next append caps it again). An ack whose
+  deletion the full disk refuses is kept and retried with the next ack or append. The link keeps
+  running; under drop_newest everything spooled is kept.
+
+One process at a time: the spool takes an exclusive lock (``PATH.lock``); a second opener gets
+``SpoolBusyError`` (two links on one spool would give the same sequence numbers to different windows).
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import secrets
@@ -45,6 +52,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dancewire.errors import DancewireError
 from proto.walsync import WalSyncer
 
 log = logging.getLogger(__name__)
@@ -68,6 +76,11 @@ class SpoolStats:
 
 
 DISK_FULL_SLACK = 256 * 1024   # bytes the spool gives up when the disk is full
+DISK_FULL_RETRY_S = 30.0       # then the configured max_bytes is tried again
+
+
+class SpoolBusyError(DancewireError):
+    """Another process (or link) has this spool open."""
 
 
 def _disk_full(exc: sqlite3.OperationalError) -> bool:
@@ -88,9 +101,20 @@ class Spool:
             raise ValueError(f"fsync must be one of {FSYNC_POLICIES}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = self._take_lock()
         self.max_bytes, self.max_batches = int(max_bytes), int(max_batches)
+        self._max_bytes_configured = self.max_bytes
+        self._disk_cap_until = 0.0     # while a full disk caps max_bytes: when to try the configured one
+        self._ack_pending = 0          # an ack the full disk would not let us delete yet
         self.on_full, self.fsync, self.fsync_interval = on_full, fsync, float(fsync_interval)
         self._lock = threading.Lock()
+        try:
+            self._open(fsync, fsync_interval)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    def _open(self, fsync: str, fsync_interval: float) -> None:
         self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=" + {"interval": "NORMAL", "always": "FULL", "never": "OFF"}[fsync])
@@ -120,10 +144,31 @@ class Spool:
             self._syncer = WalSyncer(self.path, fsync_interval)
         self._last_warn = -1e9
 
+    def _take_lock(self) -> int:
+        fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise SpoolBusyError(f"the spool {self.path} is in use by another edge process or link; "
+                                 f"stop it first, or give this one its own spool (node id or spool path)") from None
+        return fd
+
     # ------------------------------------------------------------------ sequence numbers
     @property
     def next_seq(self) -> int:
         return self._next_seq
+
+    def new_epoch(self) -> int:
+        """Start a fresh sequence space (same rows, same seqs): for a spool whose counter fell behind
+        what the cloud has already taken (a restored image, a power cut before the fsync)."""
+        with self._lock:
+            epoch = secrets.randbits(63) or 1
+            self._db.execute("UPDATE meta SET value=? WHERE key='epoch'", (epoch,))
+            self.epoch = epoch
+        if self._syncer is not None:
+            self._syncer.mark_dirty()
+        return epoch
 
     # ------------------------------------------------------------------ writing
     def append(self, rows: list[tuple[int, int, int, bytes]]) -> list[bool]:
@@ -135,6 +180,11 @@ class Spool:
         if not rows:
             return []
         with self._lock:
+            if self._disk_cap_until and time.monotonic() >= self._disk_cap_until:
+                self.max_bytes, self._disk_cap_until = self._max_bytes_configured, 0.0
+                log.info("edge spool %s: trying the configured size again after a full disk", self.path)
+            if self._ack_pending:
+                self._delete_acked(self._ack_pending)
             try:
                 stored = self._append(rows)
             except sqlite3.OperationalError as exc:
@@ -143,6 +193,7 @@ class Spool:
                 # room for this append plus slack: freed rows only help once whole pages come free
                 need = sum(len(r[3]) for r in rows) + DISK_FULL_SLACK
                 self.max_bytes = max(0, min(self.max_bytes, self._stats.bytes - need))
+                self._disk_cap_until = time.monotonic() + DISK_FULL_RETRY_S
                 log.error("edge spool %s: the disk is full; the spool is capped at %d bytes (%d batches) and "
                           "%s from now on - free space on the rig", self.path, self.max_bytes, self._stats.batches,
                           "drops its oldest batches" if self.on_full == "drop_oldest" else "refuses new batches")
@@ -239,15 +290,30 @@ class Spool:
     def ack(self, seq: int) -> int:
         """Delete every row whose last_seq <= seq (the cloud has them). Returns rows deleted."""
         with self._lock:
-            # seqs grow with first_seq, so bounding first_seq too keeps this a primary-key range scan
-            row = self._db.execute(ACKED_STATS_SQL, (seq, seq)).fetchone()
-            if not row[0]:
-                return 0
-            self._db.execute(ACKED_DELETE_SQL, (seq, seq))
-            self._stats.batches -= row[0]
-            self._stats.bytes -= row[1]
-        if self._syncer is not None:
+            deleted = self._delete_acked(max(seq, self._ack_pending))
+        if deleted and self._syncer is not None:
             self._syncer.mark_dirty()
+        return deleted
+
+    def _delete_acked(self, seq: int) -> int:
+        """Under the lock. A full disk can refuse even a DELETE (its WAL pages): the ack is kept and
+        retried with the next ack or append; the rows stay until then (resending them is harmless)."""
+        # seqs grow with first_seq, so bounding first_seq too keeps this a primary-key range scan
+        try:
+            row = self._db.execute(ACKED_STATS_SQL, (seq, seq)).fetchone()
+            if row[0]:
+                self._db.execute(ACKED_DELETE_SQL, (seq, seq))
+        except sqlite3.OperationalError as exc:
+            if not _disk_full(exc):
+                raise
+            if not self._ack_pending:
+                log.error("edge spool %s: the disk is full; acked batches stay in the spool until it has room "
+                          "- free space on the rig", self.path)
+            self._ack_pending = seq
+            return 0
+        self._ack_pending = 0
+        self._stats.batches -= row[0]
+        self._stats.bytes -= row[1]
         return int(row[0])
 
     def floor(self) -> int:
@@ -290,3 +356,4 @@ class Spool:
                 self._syncer.close()
             self._db.close()
             self._db = None  # type: ignore[assignment]
+            os.close(self._lock_fd)   # releases the lock

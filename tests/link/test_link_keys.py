@@ -48,3 +48,26 @@ def test_allow_refuses_garbage_and_a_secret_never_gets_copied(tmp_path):
         keys.allow(pub, d, name="again")                  # same key twice
     with pytest.raises(keys.KeysError):
         keys.generate("../evil", d)
+
+
+def test_a_key_with_characters_outside_z85_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.key"
+    bad.write_text('curve\n    public-key = "' + "~" * 40 + '"\n')   # 40 characters, "~" is not z85
+    with pytest.raises(keys.KeysError, match="z85"):
+        keys.load_public(bad)
+    d = tmp_path / "keys"
+    keys.generate("cloud", d)
+    (keys.allowed_dir(d) / "broken.key").write_text(bad.read_text())
+    with pytest.raises(keys.KeysError):                 # what the cloud's allow-list reload catches
+        keys.list_keys(d)
+
+
+def test_a_secret_key_others_can_read_is_warned_about(tmp_path, caplog):
+    _, sec = keys.generate("e", tmp_path / "keys")
+    with caplog.at_level("WARNING"):
+        keys.load_keypair(sec)
+    assert "can be read by other users" not in caplog.text
+    sec.chmod(0o644)
+    with caplog.at_level("WARNING"):
+        keys.load_keypair(sec)
+    assert "can be read by other users" in caplog.text and "chmod 600" in caplog.text

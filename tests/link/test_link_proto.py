@@ -89,13 +89,21 @@ def test_size_limits():
     (lambda b: setattr(b, "dtype", 0), "schema"),
     (lambda b: setattr(b, "session_id", "class\x00-1"), "schema"),    # PostgreSQL text cannot hold NUL
     (lambda b: setattr(b, "node_id", "studio\nb"), "schema"),
+    (lambda b: setattr(b.windows[0], "seq", 2**63), "schema"),       # the stores keep signed 64-bit seqs
+    (lambda b: setattr(b, "floor_seq", 2**64 - 1), "schema"),
+    (lambda b: b.beats.add(seq=2**63), "schema"),
+    (lambda b: b.beats.add(seq=9, bpm=float("inf")), "schema"),      # would reach the dashboard as Infinity
+    (lambda b: b.beats.add(seq=9, bpm=120.0, confidence=float("nan")), "schema"),
 ])
 def test_schema_violations_are_rejected(mutate, reason):
     b = _batch()
+    codec.validate(b)                                   # the unmutated batch is fine
     mutate(b)
     with pytest.raises(codec.WireError) as exc:
         codec.decode(codec.encode(b))
     assert exc.value.reason == reason
+    with pytest.raises(codec.WireError):
+        codec.validate(b)                               # the edge's check before spooling says the same
 
 
 @pytest.mark.parametrize("dtype, tol", [("int8", 0.5 / 127), ("fp16", 1e-3)])

@@ -1,6 +1,8 @@
 """The durable spool: persistence, ack trimming, bounds and the policy when full, fsync policies."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from edge.link.spool import Spool
@@ -161,4 +163,19 @@ def test_full_disk_follows_the_full_spool_policy(tmp_path, policy, caplog):
     assert top == (455 if policy == "drop_oldest" else 405)             # refused seqs are never reused
     held = s.stats()["batches"]
     assert s.ack(top) == held and s.stats()["batches"] == 0
+    s.close()
+
+
+def test_the_full_disk_cap_is_lifted_once_the_disk_has_room(tmp_path):
+    s = Spool(tmp_path / "s.sqlite", on_full="drop_newest", fsync="never", max_bytes=10 * 2**20)
+    assert all(s.append(rows(1, 50, size=2000)))
+    assert s.ack(50) == 50                                   # the cloud took everything: nearly empty
+    _fill_the_disk(s)
+    s.append(rows(51, 400, size=2000))                       # the disk fills up meanwhile
+    assert s.stats()["max_bytes"] < 10 * 2**20
+    s._db.execute("PRAGMA max_page_count = 1000000")        # space freed on the rig
+    assert s._disk_cap_until > time.monotonic()             # tried again after DISK_FULL_RETRY_S ...
+    s._disk_cap_until = time.monotonic()                     # ... which has now passed
+    assert all(s.append(rows(451, 5, size=2000)))            # stored again, not refused until a restart
+    assert s.stats()["max_bytes"] == 10 * 2**20
     s.close()

@@ -1,0 +1,196 @@
+"""The link recovers from what would otherwise stall or end it: a batch the cloud would refuse, a spool
+rolled back behind the cloud, a full disk at ack time, a second link on one spool, a broken allow-list key."""
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+
+import numpy as np
+import pytest
+
+from cloud.ingest import IngestServer
+from edge.link import EdgeLink
+from edge.link.spool import Spool, SpoolBusyError
+from proto import codec, keys
+
+from link_helpers import wait_until
+
+
+class Got:
+    def __init__(self):
+        self.t0_ms: list[int] = []
+        self.grids = 0
+
+    def on_windows(self, node_id, session, batch):
+        self.t0_ms.extend(w.t0_ms for w in batch.windows)
+        self.grids += len(batch.beats)
+
+
+@pytest.fixture
+def server(tmp_path):
+    got = Got()
+    srv = IngestServer("tcp://127.0.0.1:*", got, {"enc"}, state_path=tmp_path / "ledger.sqlite",
+                       insecure_dev=True).start()
+    srv.got = got
+    yield srv
+    srv.stop()
+
+
+def _link(srv, spool, **kw) -> EdgeLink:
+    return EdgeLink(srv.endpoint, encoder_hash="enc", embedding_dim=8, node_id="n", spool_path=spool,
+                    insecure_dev=True, heartbeat_s=0.2, ack_timeout_s=0.5, **kw).start()
+
+
+def _window(t: float):
+    return codec.make_window(1, 0, t, t + 2, np.ones(8, np.float32))
+
+
+def test_what_the_cloud_would_refuse_never_stalls_the_stream(server, tmp_path):
+    link = _link(server, tmp_path / "e.sqlite")
+    link.submit(_window(0))
+    link.submit([codec.make_beat_grid(0, i, i + 1, bpm=120.0) for i in range(17)])  # over 16 grids: two batches
+    link.submit(_window(1), session_id="s" * 129)     # a session id the cloud refuses: refused here instead
+    for t in range(10, 15):
+        link.submit(_window(t))
+    assert link.wait_acked(5)                         # the refused batch's seqs are a gap the floor skips
+    assert sorted(server.got.t0_ms) == [0, 10_000, 11_000, 12_000, 13_000, 14_000] and server.got.grids == 17
+    assert link.stats()["submit_invalid"] == 1 and not server.stats()["rejects"]
+    link.close()
+
+
+def test_a_spool_rolled_back_behind_the_cloud_goes_on_under_a_fresh_epoch(server, tmp_path):
+    spool = tmp_path / "e.sqlite"
+    link = _link(server, spool)
+    for t in range(3):
+        link.submit(_window(t))
+    assert link.wait_acked(5)
+    link.close()
+    shutil.copy(spool, tmp_path / "snapshot.sqlite")      # what the disk held after seq 3 ...
+    link = _link(server, spool)
+    for t in range(3, 10):
+        link.submit(_window(t))                           # ... seq 4..10, taken by the cloud ...
+    assert link.wait_acked(5)
+    old_epoch = link.epoch
+    link.close()
+    shutil.copy(tmp_path / "snapshot.sqlite", spool)      # ... lost to a power cut before the fsync
+    link = _link(server, spool)
+    assert link.spool.next_seq == 4
+    for t in range(100, 105):
+        link.submit(_window(t))                           # numbered 4..8 again: seqs the cloud has
+    assert link.wait_acked(5)
+    assert [t for t in server.got.t0_ms if t >= 100_000] == [100_000, 101_000, 102_000, 103_000, 104_000]
+    assert link.epoch != old_epoch and link.stats()["fresh_epochs"] == 1
+    link.close()
+    assert Spool(spool, fsync="never").epoch == link.epoch    # the new epoch is the spool's from now on
+
+
+class _FullDiskOnDelete:
+    """A connection whose DELETEs fail as on a full disk (a DELETE needs WAL pages too)."""
+
+    def __init__(self, db):
+        self._db, self.full = db, True
+
+    def execute(self, sql, *args):
+        if self.full and sql.lstrip().upper().startswith("DELETE"):
+            exc = sqlite3.OperationalError("database or disk is full")
+            exc.sqlite_errorname = "SQLITE_FULL"
+            raise exc
+        return self._db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+
+def test_an_ack_the_full_disk_cannot_delete_is_kept_and_retried(tmp_path, caplog):
+    s = Spool(tmp_path / "s.sqlite", fsync="never")
+    s.append([(i, i, 1, b"x" * 100) for i in range(1, 11)])
+    s._db = _FullDiskOnDelete(s._db)
+    with caplog.at_level("ERROR"):
+        assert s.ack(5) == 0                               # no exception: the link's thread lives on
+    assert "disk is full" in caplog.text and len(s) == 10
+    s._db.full = False                                     # space freed on the rig
+    assert s.append([(11, 11, 1, b"y")]) == [True]         # the next append retries the ack first
+    assert len(s) == 6 and [r[0] for r in s.pending(0)] == [6, 7, 8, 9, 10, 11]
+    s.close()
+
+
+def test_the_link_delivers_everything_through_a_full_disk_at_ack_time(server, tmp_path):
+    link = _link(server, tmp_path / "e.sqlite")
+    link.spool._db = _FullDiskOnDelete(link.spool._db)
+    for t in range(20):
+        link.submit(_window(t))
+    assert link.wait_acked(5) and link.state == "ready"
+    link.spool._db.full = False
+    link.submit(_window(30))
+    assert link.wait_acked(5)
+    assert wait_until(lambda: len(link.spool) == 0, 5)
+    assert len(set(server.got.t0_ms)) == 21
+    link.close()
+
+
+def test_an_unexpected_io_error_costs_the_connection_not_the_thread(server, tmp_path, monkeypatch):
+    link = _link(server, tmp_path / "e.sqlite")
+    assert link.wait_ready(5)
+    real = link.spool.pending
+    calls = {"n": 0}
+
+    def flaky(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug somewhere below the link")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(link.spool, "pending", flaky)
+    for t in range(5):
+        link.submit(_window(t))
+    assert link.wait_acked(10) and link._thread.is_alive()
+    assert link.stats()["io_errors"] == 1 and "a bug somewhere" in link.last_error
+    link.close()
+
+
+def test_a_batch_near_the_frame_limit_is_checked_with_the_largest_floor(server, tmp_path):
+    link = _link(server, tmp_path / "e.sqlite")
+    payload = link._encode_batch(1, [_window(0)] * 5, "")[3]
+    link.close(flush_timeout=0)
+    tight = len(codec.frame_batch(payload, 1))           # fits with floor 1, not with a 10-byte floor varint
+    link = _link(server, tmp_path / "e2.sqlite", limits=codec.Limits(max_frame_bytes=tight))
+    with pytest.raises(codec.WireError, match="over"):
+        link._encode_batch(1, [_window(0)] * 5, "")        # refused at submit, never spooled to kill _pump
+    link.close(flush_timeout=0)
+    roomy = len(codec.frame_batch(payload, codec.MAX_SEQ))
+    link = _link(server, tmp_path / "e3.sqlite", limits=codec.Limits(max_frame_bytes=roomy))
+    link.submit([_window(0)] * 5)                       # the very batch measured above
+    assert link.wait_acked(5)
+    link.close()
+
+
+def test_a_second_link_on_the_same_spool_is_refused(server, tmp_path):
+    link = _link(server, tmp_path / "e.sqlite")
+    with pytest.raises(SpoolBusyError, match="in use"):
+        _link(server, tmp_path / "e.sqlite")
+    link.close()
+    _link(server, tmp_path / "e.sqlite").close()          # free again once the first one closed
+
+
+def test_a_broken_key_in_the_allow_list_leaves_the_cloud_running(tmp_path, caplog):
+    d = tmp_path / "keys"
+    keys.generate("cloud", d)
+    keys.generate("edge1", d)
+    keys.allow(d / "edge1.key", d)
+    srv = IngestServer("tcp://127.0.0.1:*", None, {"enc"}, state_path=tmp_path / "l.sqlite",
+                       server_key=d / "cloud.key_secret", allow_dir=d / "allowed").start()
+    try:
+        with caplog.at_level("ERROR"):
+            (d / "allowed" / "bad.key").write_text('curve\n    public-key = "' + "~" * 40 + '"\n')
+            assert wait_until(lambda: "not reloaded" in caplog.text, 5)
+        time.sleep(0.2)
+        assert srv._thread.is_alive()
+        link = EdgeLink(srv.endpoint, encoder_hash="enc", embedding_dim=8, node_id="n1",
+                        spool_path=tmp_path / "e.sqlite", client_key=d / "edge1.key_secret",
+                        server_key=d / "cloud.key").start()
+        link.submit(_window(0))
+        assert link.wait_acked(10)                         # the previous allow-list still admits edge1
+        link.close()
+    finally:
+        srv.stop()
