@@ -317,6 +317,7 @@ class IngestServer:
         sock.linger = 0
         sock.sndhwm, sock.rcvhwm = self.sndhwm, self.rcvhwm
         sock.router_mandatory = 0
+        sock.maxmsgsize = codec.socket_max_bytes(self.limits)   # a 200 MB frame is never buffered
         # ZMTP heartbeats only to reap dead TCP connections; liveness is the edge's Heartbeat/echo
         sock.heartbeat_ivl, sock.heartbeat_timeout = 10_000, 30_000
         if self._curve is not None:

@@ -49,6 +49,12 @@ class Limits:
 
 LIMITS = Limits()
 
+
+def socket_max_bytes(limits: Limits = LIMITS) -> int:
+    """ZMQ_MAXMSGSIZE for a socket: libzmq drops a peer sending more before it is buffered (a frame a
+    little over the limit still arrives and is refused with a clear error by `decode`)."""
+    return 2 * limits.max_frame_bytes
+
 # Body message type -> the Envelope oneof field that carries it.
 _BODY_FIELD = {pb.Hello: "hello", pb.WindowBatch: "batch", pb.Heartbeat: "heartbeat",
                pb.Ack: "ack", pb.Error: "error", pb.Feedback: "feedback"}

@@ -291,7 +291,7 @@ class EdgeLink:
         sock.sndhwm = self.sndhwm
         sock.rcvhwm = self.sndhwm
         sock.immediate = 1
-        sock.maxmsgsize = self.limits.max_frame_bytes   # libzmq drops the peer rather than buffer more
+        sock.maxmsgsize = codec.socket_max_bytes(self.limits)
         sock.reconnect_ivl = int(self.reconnect_min_s * 1000)
         sock.reconnect_ivl_max = int(self.reconnect_max_s * 1000)
         # no ZMTP heartbeats: the link's own Heartbeat/echo (sent only when idle) watches the peer

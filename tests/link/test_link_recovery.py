@@ -194,3 +194,20 @@ def test_a_broken_key_in_the_allow_list_leaves_the_cloud_running(tmp_path, caplo
         link.close()
     finally:
         srv.stop()
+
+
+def test_a_frame_far_over_the_limit_is_never_buffered_by_the_cloud(server, tmp_path):
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(server.endpoint)
+    sock.send(b"\x08\x01" + b"\x1a" + b"\xff" * (2 * codec.LIMITS.max_frame_bytes + 1))
+    time.sleep(0.5)
+    assert server.stats().get("frames", 0) == 0          # libzmq dropped the connection at the huge frame
+    sock.close(0)
+    ctx.term()
+    link = _link(server, tmp_path / "e.sqlite")
+    link.submit(_window(0))
+    assert link.wait_acked(5)                            # and it goes on serving
+    link.close()
