@@ -7,14 +7,15 @@ or torch (boxmot); `bytetracker` is unmaintained since 2023.
 Per frame:
 1. every track's box is predicted by a constant-velocity Kalman filter on
    (centre x, centre y, aspect w/h, height) (ByteTrack's / DeepSORT's model and noise);
-2. first association: tracked + lost tracks against high-score boxes, cost 1 - IoU x score,
-   Hungarian assignment (scipy.optimize.linear_sum_assignment);
+2. first association: confirmed tracks against high-score boxes, cost 1 - IoU x score,
+   Hungarian assignment (scipy.optimize.linear_sum_assignment): the tracked ones first, then
+   the lost ones against the boxes left (a cascade, as DeepSORT's);
 3. second association: the still-unmatched *tracked* tracks against low-score boxes, cost 1 - IoU;
 4. unconfirmed tracks (seen once) against the remaining high boxes; unmatched ones are removed;
 5. remaining high boxes above `new_thresh` start tracks (confirmed after `min_hits` frames,
    at once on the first frame); tracks lost longer than the buffer are removed.
 
-Deliberate differences from ByteTrack, both for dancers who stop or hide for a while:
+Deliberate differences from ByteTrack, all for dancers who stop or hide for a while:
 * its final "remove duplicate tracks" step (a lost track whose predicted box overlaps a
   tracked one by IoU > 0.85 is deleted) is left out: when dancers cross, the hidden dancer's
   lost track is predicted right through the visible one, and that step would delete it,
@@ -22,7 +23,12 @@ Deliberate differences from ByteTrack, both for dancers who stop or hide for a w
 * a lost track matches by the better of the IoU with its predicted box and with its last
   observed box (as OC-SORT's observation-centric recovery), and its motion model restarts
   from the box that brings it back: a dancer who stops while hidden is not lost to the
-  prediction drifting on at the old speed.
+  prediction drifting on at the old speed;
+* ByteTrack pools tracked and lost tracks in the first association. With the last-box match a
+  lost track could then take the box of a dancer still tracked there (dancer A stops where B
+  was last seen before leaving: B's last box fits A's box better than A's own prediction, which
+  overshoots as A stops; A's track is then lost on A too, and the two ids swap on every frame).
+  In the cascade a lost track only gets a box no tracked dancer took.
 
 `update()` returns (track_id, detection index) for the confirmed tracks matched this frame.
 Track ids start at 1 and are never reused.
@@ -172,17 +178,21 @@ class ByteTracker:
         confirmed = [t for t in self.tracks if t.confirmed]
         unconfirmed = [t for t in self.tracks if not t.confirmed]
 
-        # 1) confirmed tracks (tracked and lost) vs high boxes, IoU fused with the score
-        pool = confirmed
-        cost = self._cost(pool, boxes[high], scores[high])
-        m, u_trk, u_det = _assign(cost, self.match_cost)
-        for ti, di in m:
-            self._update(pool[ti], boxes[high[di]], scores[high[di]])
-            out[high[di]] = pool[ti].track_id
-        rest_high = high[u_det]
+        # 1) confirmed tracks vs high boxes, IoU fused with the score: tracked ones, then lost ones
+        rest_high = high
+        r_tracked: list[Track] = []
+        for state in (TRACKED, LOST):
+            pool = [t for t in confirmed if t.state == state]
+            cost = self._cost(pool, boxes[rest_high], scores[rest_high])
+            m, u_trk, u_det = _assign(cost, self.match_cost)
+            for ti, di in m:
+                self._update(pool[ti], boxes[rest_high[di]], scores[rest_high[di]])
+                out[rest_high[di]] = pool[ti].track_id
+            rest_high = rest_high[u_det]
+            if state == TRACKED:
+                r_tracked = [pool[i] for i in u_trk]
 
         # 2) still-unmatched tracked tracks vs low boxes, plain IoU
-        r_tracked = [pool[i] for i in u_trk if pool[i].state == TRACKED]
         cost = self._cost(r_tracked, boxes[low], None)
         m, u_trk2, _ = _assign(cost, self.low_cost)
         for ti, di in m:
