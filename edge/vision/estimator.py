@@ -3,7 +3,8 @@
 Per frame:
 1. every tracked person carries an ROI over from the previous frame's landmarks 33/34;
 2. the detector runs only every `detector_period` frames, when someone was lost in the
-   previous frame, or when nobody is tracked; a new detection whose hip and shoulder
+   previous frame, or when nobody is tracked (a loss restarts a sweep under way, with the
+   tiles that held the lost people first); a new detection whose hip and shoulder
    centres fall near a tracked person's (within `det_same_person` torso lengths) is that
    person and is ignored, the others start new ROIs (at most `max_people`);
    the BlazePose detector is single-person at heart (it reports the most salient person and
@@ -83,6 +84,7 @@ class MultiPoseEstimator:
         self._since_detect = 10 ** 9
         self._sweep: list[tuple[int, int, int, int]] = []   # detector regions still to run
         self._lost_last = False
+        self._lost_at: list[np.ndarray] = []    # centres of the people lost in the previous frame
         self.detector_runs = 0
 
     # -- detector bookkeeping --------------------------------------------------------------
@@ -174,9 +176,9 @@ class MultiPoseEstimator:
         rois: list[tuple[int, Roi, bool]] = [(slot, res.next_roi(s.roi_scale), False)
                                              for slot, res in self._tracked.items()]
         self._since_detect += 1
-        if not self._sweep and self._should_detect():
+        if self._lost_last or (not self._sweep and self._should_detect()):
             self._since_detect = 0
-            self._sweep = self.detector.regions(image.shape[1], image.shape[0])
+            self._sweep = self._lost_first(self.detector.regions(image.shape[1], image.shape[0]))
         if self._sweep:
             # nobody to follow yet: the whole sweep at once (no landmark work to delay)
             n = s.det_tiles_per_frame if s.det_tiles_per_frame > 0 and self._tracked else len(self._sweep)
@@ -204,8 +206,15 @@ class MultiPoseEstimator:
             estimates.append(PersonEstimate(res, slot, res.flag < s.pose_threshold, fresh))
         estimates = self._dedupe(estimates)
 
-        was = set(self._tracked)
+        was = self._tracked
         self._tracked = {e.slot: e.result for e in estimates if not e.lost}
         # someone tracked before is gone now (a fresh ROI that failed does not count)
-        self._lost_last = bool(was - set(self._tracked))
+        self._lost_at = [was[slot].points[:NUM_BODY].mean(0) for slot in set(was) - set(self._tracked)]
+        self._lost_last = bool(self._lost_at)
         return estimates
+
+    def _lost_first(self, regions: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+        """The sweep's tiles, those holding someone lost in the previous frame first."""
+        def holds_lost(r):
+            return any(r[0] <= c[0] < r[2] and r[1] <= c[1] < r[3] for c in self._lost_at)
+        return sorted(regions, key=lambda r: not holds_lost(r))

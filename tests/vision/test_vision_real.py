@@ -170,6 +170,28 @@ def test_a_dancer_walking_in_is_found_within_one_detector_period(shared_data, po
     assert found_at is not None and found_at - enter <= bound
 
 
+@pytest.mark.parametrize("when", ["ordinary", "sweep"])
+def test_a_dancer_lost_for_one_frame_is_back_on_the_next(shared_data, pose_stage, read_frames, when):
+    """Dancer 0 of the mosaic (5 detector tiles, 2 per frame while people are tracked) is blanked for
+    one frame, on an ordinary frame or on one where a periodic tile sweep starts. A loss restarts
+    the sweep with the lost dancer's tile first: back the next frame either way (a sweep under way
+    forgot the loss, and the dancer stayed missing 15 frames)."""
+    frames, edges = _mosaic_frames(shared_data, read_frames)
+    est, period = pose_stage.estimator, pose_stage.settings.detector_period
+    blank_at = back = None
+    for i, image in enumerate(frames[:60]):
+        starts_sweep = not est._sweep and est._tracked and est._since_detect + 1 >= period
+        if blank_at is None and i > 20 and (starts_sweep if when == "sweep" else i == 22):
+            blank_at = i
+            image = image.copy()
+            image[:, :edges[1]] = 0
+        pf = pose_stage(Frame(i, i / 25.0, image))
+        if blank_at is not None and i > blank_at and back is None:
+            if any((p.box[0] + p.box[2]) / 2 < edges[1] for p in pf.poses):
+                back = i
+    assert blank_at is not None and back == blank_at + 1
+
+
 def test_from_settings_opens_the_cached_models(pose_model_paths, shared_data, read_frames):
     from edge.vision.settings import VisionSettings
     from edge.vision.stage import PoseStage
