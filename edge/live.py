@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from dancewire.errors import DeviceError
-from edge.latency import WINDOW_STAGES, LatencyRecorder
+from edge.latency import KEEP, WINDOW_STAGES, LatencyRecorder
 from edge.pipeline import EdgeGraph
 from edge.queues import Closed, LeakyQueue
 from edge.records import Beat, PoseFrame, stamp
@@ -63,7 +63,8 @@ class LiveRunner:
         self.frames: LeakyQueue = LeakyQueue(settings.source.frame_queue, "frames")
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.latency = LatencyRecorder()
-        self.cloud_latency: list[float] = []
+        self.cloud_latency: deque[float] = deque(maxlen=KEEP)   # ms, the newest ones
+        self._cloud_n = 0
         self._window_capture: dict[tuple[int, int], float] = {}   # (track, seq) -> capture stamp
         self._lock = threading.Lock()
         self.counters = {"frames_in": 0, "frames_done": 0, "windows_sent": 0, "feedback": 0, "beats": 0}
@@ -125,6 +126,7 @@ class LiveRunner:
                 cap = self._window_capture.pop((d.track_id, d.seq), None)
                 if cap is not None:
                     self.cloud_latency.append((now - cap) * 1e3)
+                    self._cloud_n += 1
         if self.sink is not None:
             info = {}
             for d in fb.dancers:
@@ -239,7 +241,8 @@ class LiveRunner:
 
     def stats(self) -> dict:
         lat = self.latency.summary()
-        cloud = np.asarray(self.cloud_latency)
+        with self._lock:
+            cloud = np.asarray(self.cloud_latency)
         out = {
             "session": self.session,
             "counters": dict(self.counters),
@@ -247,7 +250,7 @@ class LiveRunner:
             "latency_ms": lat,
             "edge_feedback_ms": lat.get("total"),
             "cloud_feedback_ms": ({"p50": float(np.percentile(cloud, 50)), "p95": float(np.percentile(cloud, 95)),
-                                   "p99": float(np.percentile(cloud, 99)), "n": int(cloud.size)}
+                                   "p99": float(np.percentile(cloud, 99)), "n": self._cloud_n}
                                   if cloud.size else None),
         }
         if self.link is not None:

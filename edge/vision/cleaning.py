@@ -26,6 +26,8 @@ Two outputs, so that the live path never waits:
   start until it closes. `flush()` finalises the rest at the end of a stream.
 The longest gap that can be filled is min(max_gap, delay) frames; the spline uses the
 `context` accepted samples before a gap and those after it that have arrived when it closes.
+Gaps and ages are counted in the frames this cleaner is given, not in `Frame.index` (a rig slower
+than its camera drops frames, and the camera's counter then skips).
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ def _copy(pose: Pose) -> Pose:
 
 
 class _Sample(NamedTuple):
-    index: int
+    index: int                     # the cleaner's own frame count (see PoseCleaner.live)
     t: float
     kp: np.ndarray                 # (17, 3) as measured (before any fill)
     accepted: np.ndarray           # (17,) bool
@@ -69,6 +71,7 @@ class _LiveState:
 class _Entry:
     """One frame waiting to be finalised."""
     frame: PoseFrame               # skeleton: index, t, size, stamps (poses replaced on output)
+    seq: int                       # the cleaner's own frame count
     poses: dict[int, Pose]         # track id -> pose (copy of the live one, raw accepted values)
     accepted: dict[int, np.ndarray]  # track id -> (17,) bool
 
@@ -88,6 +91,8 @@ class PoseCleaner:
         self._live: dict[int, _LiveState] = {}
         self._buffer: deque[_Entry] = deque()
         self._hist: dict[int, deque[_Sample]] = {}     # finalised samples per track
+        self._held: dict[int, np.ndarray] = {}          # track id -> (17, 2) last accepted, finalised
+        self._seq = 0                                   # frames given to live() so far
         self.rejected_total = 0
         self.filled_total = 0
 
@@ -124,8 +129,11 @@ class PoseCleaner:
         """Clean the newest frame in place (jump rejection only) and buffer it for the spline."""
         accepted_by_id = {}
         raw = {}
+        seq, self._seq = self._seq, self._seq + 1
+        for tid in [tid for tid, st in self._live.items() if seq - st.last_index > self.reset_frames]:
+            del self._live[tid]           # would start afresh anyway: a long session does not pile them up
         for pose in posefr.poses:
-            acc = self._check(pose, posefr.index, posefr.t)
+            acc = self._check(pose, seq, posefr.t)
             accepted_by_id[pose.track_id] = acc
             raw[pose.track_id] = _copy(pose)
             if not acc.all():
@@ -139,7 +147,7 @@ class PoseCleaner:
                 filled[bad] = True
                 pose.filled = filled
         skeleton = PoseFrame(posefr.index, posefr.t, posefr.width, posefr.height, [], dict(posefr.stamps))
-        self._buffer.append(_Entry(skeleton, raw, accepted_by_id))
+        self._buffer.append(_Entry(skeleton, seq, raw, accepted_by_id))
         return posefr
 
     # -- delayed path -----------------------------------------------------------------------
@@ -159,7 +167,7 @@ class PoseCleaner:
                 if not any(tid in e.accepted and e.accepted[tid][j] for e in later):
                     return False
         for tid, hist in self._hist.items():
-            if (tid not in head.poses and head.frame.index - hist[-1].index <= self.max_gap
+            if (tid not in head.poses and head.seq - hist[-1].index <= self.max_gap
                     and not any(tid in e.poses for e in later)):
                 return False
         return True
@@ -171,7 +179,7 @@ class PoseCleaner:
         return out
 
     def _future(self, tid: int) -> list[_Sample]:
-        return [_Sample(e.frame.index, e.frame.t, np.asarray(e.poses[tid].kp17, np.float64), e.accepted[tid],
+        return [_Sample(e.seq, e.frame.t, np.asarray(e.poses[tid].kp17, np.float64), e.accepted[tid],
                         np.asarray(e.poses[tid].box)) for e in self._buffer if tid in e.poses]
 
     def _fill_joint(self, j: int, index: int, t: float, past: list[_Sample],
@@ -198,7 +206,7 @@ class PoseCleaner:
         return np.array([xy[0], xy[1], score])
 
     def _finalize(self, entry: _Entry) -> PoseFrame:
-        index, t = entry.frame.index, entry.frame.t
+        index, t = entry.seq, entry.frame.t
         poses: list[Pose] = []
         for tid in sorted(set(entry.poses) | set(self._hist)):
             past = list(self._hist.get(tid, ()))
@@ -216,9 +224,8 @@ class PoseCleaner:
                 for j in np.flatnonzero(~acc):
                     v = self._fill_joint(j, index, t, past, future)
                     if v is None:        # gap too long: hold the last accepted position, score 0
-                        held = [p.kp[j] for p in past if p.accepted[j]]
-                        if held:
-                            pose.kp17[j, :2] = held[-1][:2]
+                        if tid in self._held:
+                            pose.kp17[j, :2] = self._held[tid][j]
                         pose.kp17[j, 2] = 0.0
                     else:
                         pose.kp17[j] = v
@@ -226,12 +233,15 @@ class PoseCleaner:
                 self.filled_total += int(filled.sum())
             pose.filled = filled
             poses.append(pose)
+            held = self._held.setdefault(tid, np.array(entry.poses[tid].kp17[:, :2], np.float64))
+            held[acc] = entry.poses[tid].kp17[acc, :2]
             hist = self._hist.setdefault(tid, deque(maxlen=self.context + self.max_gap + 1))
             hist.append(_Sample(index, t, np.array(entry.poses[tid].kp17, np.float64), acc,
                                 np.asarray(pose.box, np.float64)))
         for tid in list(self._hist):     # forget tracks gone for good
             if index - self._hist[tid][-1].index > self.max_gap + self.delay + 1:
                 del self._hist[tid]
+                self._held.pop(tid, None)
         frame = entry.frame
         frame.poses = poses
         return frame

@@ -12,7 +12,7 @@ parameters keep their meaning whatever the frame size or the dancer's distance:
 
 object_scale is the person's size in pixels: 2 x |landmark 33 - landmark 34| (mediapipe's
 OBJECT_SCALE_ROI, i.e. the ROI side before the 1.25 margin); when it is unknown, the mean of
-the box width and height. Scores get mediapipe's visibility low-pass (alpha 0.1).
+the keypoints' width and height. Scores get mediapipe's visibility low-pass (alpha 0.1).
 """
 from __future__ import annotations
 

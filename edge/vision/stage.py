@@ -79,6 +79,7 @@ class PoseStage:
                                    s.clean_context)
         self.quality = QualityFilter(s.min_keypoint_conf, s.min_mean_conf)
         self._final: list[PoseFrame] = []
+        self._size: tuple[int, int] | None = None
         self.frames = 0
 
     def _learn_fps(self, frame: Frame) -> None:
@@ -98,9 +99,37 @@ class PoseStage:
                     else type(img).__name__)
             raise BadInputError(f"frame {frame.index}: need a BGR uint8 image (H, W, 3), got {what}")
 
+    def _new_size(self, frame: Frame) -> None:
+        """The frame size changed (a camera renegotiated its mode, a file switches resolution): every
+        ROI, box and filter is in the old frame's pixels. What is buffered is finalised, and the people
+        are found again, under new ids (ids are never reused); the frame-rate estimate stays."""
+        h, w = frame.image.shape[:2]
+        log.warning("pose stage: frame size changed from %dx%d to %dx%d at frame %d; dancers are found again "
+                    "under new ids", self._size[1], self._size[0], w, h, frame.index)
+        self._finish_cleaning()
+        runs = self.estimator.detector_runs
+        self.estimator.reset()
+        self.estimator.detector_runs = runs
+        next_id, buffer = self.tracker.next_id, self.tracker.buffer
+        self.tracker.reset()
+        self.tracker.next_id, self.tracker.buffer = next_id, buffer
+        self.smoother.forget(())
+        rejected, filled = self.cleaner.rejected_total, self.cleaner.filled_total
+        self.cleaner.reset()
+        self.cleaner.rejected_total, self.cleaner.filled_total = rejected, filled
+
+    def _finish_cleaning(self) -> None:
+        for f in self.cleaner.flush():
+            stamp(f.stamps, "clean")
+            self._final.append(self.quality(f))
+
     def __call__(self, frame: Frame) -> PoseFrame:
         s = self.settings
         self._validate(frame)
+        size = frame.image.shape[:2]
+        if self._size is not None and size != self._size:
+            self._new_size(frame)
+        self._size = size
         self._learn_fps(frame)
         self.frames += 1
         estimates = self.estimator(frame.image, frame.stamps)           # stamps detect, landmarks
@@ -143,17 +172,15 @@ class PoseStage:
 
     def flush(self) -> list[PoseFrame]:
         """End of stream: every frame still waiting for cleaning, finalised."""
+        self._finish_cleaning()
         out = self.cleaned()
-        for f in self.cleaner.flush():
-            stamp(f.stamps, "clean")
-            out.append(self.quality(f))
         log.info("pose stage: %s", self.stats())
         return out
 
     def stats(self) -> dict[str, int]:
         """Counters since the last reset (for logs and summaries)."""
         return {"frames": self.frames, "detector_frames": self.estimator.detector_runs,
-                "tracks": self.tracker.next_id - 1, "joints_rejected": self.cleaner.rejected_total,
+                "tracks": self.tracker.next_id - 1,   # ids given, tentative ones included "joints_rejected": self.cleaner.rejected_total,
                 "joints_filled": self.cleaner.filled_total, "poses_dropped_quality": self.quality.dropped,
                 "weak_keypoints": self.quality.weak_keypoints}
 

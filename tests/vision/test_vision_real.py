@@ -192,6 +192,24 @@ def test_a_dancer_lost_for_one_frame_is_back_on_the_next(shared_data, pose_stage
     assert blank_at is not None and back == blank_at + 1
 
 
+def test_a_change_of_frame_size_finds_the_dancer_again_inside_the_new_frame(shared_data, pose_stage, read_frames):
+    """A camera renegotiating its mode: 514x496, then the same dancer at half size. Before, the old
+    frame's ROIs and tracks gave poses outside the new frame for 4 frames, then none for 6."""
+    frames, fps = read_frames(shared_data / "video" / "qengineering_Dance.mp4", limit=40)
+    final, ids = [], []
+    for i, image in enumerate(frames):
+        small = i >= 20
+        pf = pose_stage(Frame(i, i / fps, cv2.resize(image, (257, 248)) if small else image))
+        final.extend(pose_stage.cleaned())
+        if small:
+            assert len(pf.poses) == 1, f"frame {i}: the dancer is missing"
+            assert (pf.poses[0].box[2:] <= (257 + 5, 248 + 5)).all(), f"frame {i}: a pose outside the frame"
+            ids.append(pf.poses[0].track_id)
+    final.extend(pose_stage.flush())
+    assert len(set(ids)) == 1 and ids[0] > 1                     # one new id, never an old one reused
+    assert [f.index for f in final] == list(range(40))           # nothing buffered was lost
+
+
 def test_from_settings_opens_the_cached_models(pose_model_paths, shared_data, read_frames):
     from edge.vision.settings import VisionSettings
     from edge.vision.stage import PoseStage

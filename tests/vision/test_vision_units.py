@@ -417,6 +417,48 @@ def test_cleaning_accepts_a_real_move_after_two_rejections():
     assert flags[4] and flags[5] and not any(flags[6:])
 
 
+@pytest.mark.parametrize("step", [2, 3])
+def test_cleaning_counts_the_frames_it_gets_not_the_cameras_index(step):
+    """A rig slower than its camera: the leaky queue drops frames, so Frame.index skips `step` at a
+    time. A dancer missed in one or two processed frames is re-inserted all the same."""
+    for miss in ({10}, {10, 11}):
+        cleaner = PoseCleaner(max_gap=4, delay=5)
+        final = []
+        for k in range(30):
+            i = k * step
+            pf = PoseFrame(i, i / 30, 640, 480, [] if k in miss else [_pose(1, i / 30, 100 + 2 * k)])
+            cleaner.live(pf)
+            final.extend(cleaner.pop_final())
+        final.extend(cleaner.flush())
+        by_index = {f.index: f for f in final}
+        assert all(len(by_index[k * step].poses) == 1 and by_index[k * step].poses[0].filled.all() for k in miss)
+
+
+def test_cleaning_holds_the_last_accepted_joint_through_a_long_run_of_rejections():
+    """A wrist flipping between two far places for 20 frames: the final stream holds the last accepted
+    position with score 0, as the live one does (the 9-sample history ran out and the raw jump leaked)."""
+    cleaner = PoseCleaner()
+    frames = []
+    for i in range(40):
+        p = _pose(1, i / 25, 100)
+        if 10 <= i < 30:
+            p.kp17[9, :2] = (600, 100) if i % 2 else (100, 450)
+        frames.append([p])
+    live, final = _run_cleaner(cleaner, frames)
+    want = _pose(1, 0, 100).kp17[9, :2]
+    for f in final[10:30]:
+        assert f.poses[0].kp17[9, :2] == pytest.approx(want) and f.poses[0].kp17[9, 2] == 0.0
+    assert all(f.poses[0].kp17[9, :2] == pytest.approx(want) for f in live[10:30])
+
+
+def test_cleaning_forgets_tracks_that_are_gone():
+    cleaner = PoseCleaner()
+    for i in range(600):                                   # a new track every 10 frames, 60 of them
+        cleaner.live(PoseFrame(i, i / 30, 640, 480, [_pose(1 + i // 10, i / 30, 100)]))
+        cleaner.pop_final()
+    assert len(cleaner._live) <= 2 and len(cleaner._hist) <= 2 and len(cleaner._held) <= 2
+
+
 # ---------------------------------------------------------------------------- quality
 
 def test_quality_filter_drops_weak_poses():
