@@ -87,8 +87,9 @@ class AudioFileSource:
             stream = container.streams.audio[0]
             start = container.start_time / 1e6 if container.start_time is not None else 0.0
             # keep the channel layout and average the channels ourselves: libswresample's
-            # downmix scales the sum by 1/sqrt(2), which can clip and differs from the mic's mean
-            resampler = av.AudioResampler(format="fltp", layout=None, rate=self.sample_rate)
+            # downmix scales the sum by 1/sqrt(2), which can clip and differs from the mic's mean.
+            # Packed, not planar: PyAV's to_ndarray crashes the process on 8+ planar channels (7.1)
+            resampler = av.AudioResampler(format="flt", layout=None, rate=self.sample_rate)
             buf = np.zeros(0, np.float32)
             buf_t: float | None = None       # media time of buf[0]
             produced = 0
@@ -109,8 +110,9 @@ class AudioFileSource:
                 and the next block starts at its own time, as video frames do."""
                 nonlocal buf, buf_t, produced
                 for f in frames:
-                    planes = f.to_ndarray()                      # (channels, n) planar
-                    x = planes[0] if planes.shape[0] == 1 else planes.mean(axis=0)
+                    channels = len(f.layout.channels)
+                    packed = f.to_ndarray().reshape(-1, channels)  # (n, channels) interleaved
+                    x = packed[:, 0] if channels == 1 else packed.mean(axis=1)
                     x = np.ascontiguousarray(x, dtype=np.float32)
                     if x.size == 0:
                         continue

@@ -193,3 +193,23 @@ def test_cli_settings_override_and_errors(tmp_path, wav, capsys):
     assert "not found" in capsys.readouterr().err
     assert main(["audio", "analyze", str(path), "--out", str(out), "--set", "onset_method=bogus"]) == 2
     assert main(["audio", "analyze", str(path), "--out", str(out), "--set", "no_such_field=1"]) == 2
+
+
+@pytest.mark.parametrize("channels", [2, 8])
+def test_many_channels_are_averaged_and_never_crash(tmp_path, channels):
+    """7.1 (8 channels) and more: PyAV's planar to_ndarray crashed the process (SIGSEGV), so the
+    read runs in a child process here, to fail as a test rather than take pytest down."""
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    path = tmp_path / f"{channels}ch.wav"
+    x = np.tile(np.arange(channels, dtype=np.float32) / (2 * channels), (SR, 1))   # channel k: k / 2n
+    sf.write(path, x, SR, subtype="FLOAT")
+    code = ("import sys, numpy as np; from edge.sources.audio_file import read_audio; "
+            f"y, t0 = read_audio({str(path)!r}, {SR}); print(y.size, float(np.median(y)))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, f"rc {r.returncode}: {r.stderr[-500:]}"
+    n, median = r.stdout.split()
+    assert int(n) == SR and float(median) == pytest.approx((channels - 1) / (4 * channels), abs=1e-6)
