@@ -54,6 +54,16 @@ class _Producer(threading.Thread):
             log.debug("%s stopped", self.name, exc_info=True)
 
 
+def overlay_info(d) -> dict:
+    """What the rig draws for one pb.DancerFeedback: the stable label with its own probability, or,
+    before there is one, the likeliest style; the nearest reference's similarity."""
+    near = d.nearest[0].score if d.nearest else None
+    if d.style:
+        return {"style": d.style, "prob": d.confidence, "similarity": near}
+    best = max(d.styles, key=lambda s: s.p, default=None)
+    return {"style": best.label if best else "", "prob": best.p if best else None, "similarity": near}
+
+
 class LiveRunner:
     def __init__(self, settings: EdgeSettings, graph: EdgeGraph, *, link=None, sink=None,
                  clock: RigClock | None = None, session: str = ""):
@@ -128,13 +138,7 @@ class LiveRunner:
                     self.cloud_latency.append((now - cap) * 1e3)
                     self._cloud_n += 1
         if self.sink is not None:
-            info = {}
-            for d in fb.dancers:
-                best = max(d.styles, key=lambda s: s.p, default=None)
-                near = d.nearest[0].score if d.nearest else None
-                info[d.track_id] = {"style": d.style or (best.label if best else ""),
-                                    "prob": best.p if best else None, "similarity": near}
-            self.sink.on_feedback(info)
+            self.sink.on_feedback({d.track_id: overlay_info(d) for d in fb.dancers})
 
     # ---------------------------------------------------------------- main loop
     def run(self, duration: float | None = None) -> None:

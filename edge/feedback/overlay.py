@@ -118,9 +118,19 @@ def _label(img, lines: list[str], anchor: tuple[int, int], scale: float, color, 
         _text(img, s, (x0 + pad, y0 + line_h * (i + 1) - int(4 * scale)), scale, WHITE, thick)
 
 
+def _drawable(kp: np.ndarray, min_score: float, shape: tuple[int, ...]) -> np.ndarray:
+    """(17,) bool: joints confident enough, finite and not absurdly far outside the frame (OpenCV
+    takes 32-bit coordinates; a wild estimate is not drawn rather than crash the overlay)."""
+    reach = 4.0 * max(shape[0], shape[1], 1)
+    xy = kp[:, :2]
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(xy).all(1) & (np.abs(xy) <= reach).all(1) & (kp[:, 2] >= min_score)
+
+
 def draw_skeleton(img: np.ndarray, pose: Pose, color, thickness: int, min_score: float) -> None:
     kp = np.asarray(pose.kp17, dtype=np.float64)
-    ok = np.isfinite(kp[:, :2]).all(1) & (kp[:, 2] >= min_score)
+    ok = _drawable(kp, min_score, img.shape)
+    kp = np.where(ok[:, None], kp, 0.0)
     pts = np.round(kp[:, :2]).astype(np.int64)
     for a, b in COCO17_EDGES:
         if ok[a] and ok[b]:
@@ -198,9 +208,12 @@ def draw_overlay(image: np.ndarray, poses: PoseFrame | None, beat: Beat | None =
                  t: float | None = None, style: OverlayStyle | None = None, copy: bool = True) -> np.ndarray:
     """The annotated frame (a copy unless ``copy=False``). ``t`` defaults to the PoseFrame's time."""
     style = style or OverlayStyle()
-    img = image.copy() if copy else image
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+    img = np.ascontiguousarray(image).copy() if copy else image
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or min(img.shape[:2]) == 0:
         raise ValueError(f"expected a BGR uint8 image (H, W, 3), got {img.shape} {img.dtype}")
+    if not img.flags.c_contiguous:
+        raise ValueError("draw_overlay(copy=False) draws in place and needs a C-contiguous image "
+                         "(a slice such as image[:, ::2] is not); pass copy=True")
     H, W = img.shape[:2]
     # one size knob from the frame: 1.2 on 1280x720, ~0.6 on a 288x512 portrait clip
     scale = style.scale or float(np.clip(min(H / 720.0, W / 560.0) * 1.2, 0.5, 3.0))
@@ -216,15 +229,19 @@ def draw_overlay(image: np.ndarray, poses: PoseFrame | None, beat: Beat | None =
         color = track_color(pose.track_id)
         draw_skeleton(img, pose, color, thick, style.min_score)
         kp = np.asarray(pose.kp17, dtype=np.float64)
-        ok = np.isfinite(kp[:, :2]).all(1) & (kp[:, 2] >= style.min_score)
-        if style.show_boxes:
-            x0, y0, x1, y1 = (int(round(v)) for v in pose.box)
+        ok = _drawable(kp, style.min_score, img.shape)
+        box = np.asarray(pose.box, np.float64)
+        box_ok = bool(np.isfinite(box).all() and (np.abs(box) <= 4.0 * max(H, W)).all())
+        if style.show_boxes and box_ok:
+            x0, y0, x1, y1 = (int(round(v)) for v in box)
             cv2.rectangle(img, (x0, y0), (x1, y1), color, 1)
         if ok.any():
             top = kp[ok][:, 1].min()
             left = kp[ok][:, 0].min()
+        elif box_ok:
+            left, top = float(box[0]), float(box[1])
         else:
-            left, top = float(pose.box[0]), float(pose.box[1])
+            continue                      # nothing to place the label by
         info = feedback.get(pose.track_id, feedback.get(str(pose.track_id)))
         _label(img, _dancer_lines(pose.track_id, info), (int(left), int(top - 8 * scale)),
                font, color, text_thick, taken)
@@ -257,9 +274,10 @@ class Overlay:
         with self._lock:
             self.feedback[int(track_id)] = {**self.feedback.get(int(track_id), {}), **fields}
 
-    def draw(self, image: np.ndarray, poses: PoseFrame | None, latency_ms: float | None = None) -> np.ndarray:
+    def draw(self, image: np.ndarray, poses: PoseFrame | None, latency_ms: float | None = None,
+             t: float | None = None) -> np.ndarray:
         if latency_ms is not None:
             self.latency_ms = latency_ms
         with self._lock:
             feedback = dict(self.feedback)      # values are replaced, never changed in place
-        return draw_overlay(image, poses, self.beat, feedback, self.latency_ms, style=self.style)
+        return draw_overlay(image, poses, self.beat, feedback, self.latency_ms, t=t, style=self.style)

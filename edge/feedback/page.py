@@ -119,12 +119,12 @@ class OverlayPage:
                 seq, last_sent = 0, 0.0
                 try:
                     while not page._stopping:
+                        wait = page.min_interval - (time.monotonic() - last_sent)
+                        if wait > 0:
+                            time.sleep(wait)       # first the rate limit, then the newest frame
                         seq, jpeg = page._wait_frame(seq, timeout=1.0)
                         if jpeg is None:
                             continue
-                        wait = page.min_interval - (time.monotonic() - last_sent)
-                        if wait > 0:
-                            time.sleep(wait)
                         self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                                          f"Content-Length: {len(jpeg)}\r\n\r\n".encode())
                         self.wfile.write(jpeg)

@@ -52,9 +52,11 @@ class FeedbackSink:
         """Draw and send one frame; returns the annotated frame (None when no output is active)."""
         if not self.active:
             return None
-        out = self.overlay.draw(image, poses, latency_ms)
+        if t is None and poses is not None:
+            t = poses.t
+        out = self.overlay.draw(image, poses, latency_ms, t=t)
         if self.recorder is not None:
-            self.recorder.write(out, t if t is not None else (poses.t if poses is not None else None))
+            self.recorder.write(out, t)
         if self.window is not None and not self.window.show(out):
             self.wants_stop = True          # the user closed the window
         if self.page is not None:
@@ -62,12 +64,19 @@ class FeedbackSink:
         return out
 
     def close(self) -> None:
-        for part in (self.recorder, self.window):
-            if part is not None:
-                part.close()
+        """Close every output, each even if another one fails (the first error is raised after)."""
+        parts = [p.close for p in (self.recorder, self.window) if p is not None]
         if self.page is not None:
-            self.page.stop()
+            parts.append(self.page.stop)
         self.recorder = self.window = self.page = None
+        error = None
+        for close in parts:
+            try:
+                close()
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
 
     def __enter__(self) -> "FeedbackSink":
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 from edge.live import LiveRunner
 from edge.pipeline import EdgeGraph
@@ -56,3 +57,16 @@ def test_a_dead_microphone_ends_the_run_with_its_error_while_frames_keep_coming(
     with pytest.raises(DeviceError, match="USB mic"):
         runner.run(duration=8.0)
     assert time.monotonic() - t0 < 3.0 and runner.counters["frames_done"] < 100
+
+
+def test_the_overlay_shows_the_stable_style_with_its_own_probability():
+    """While the smoothed distribution already leans to tango, the stable label is still salsa: the rig
+    showed 'salsa 52%' (tango's probability) instead of salsa's 48%."""
+    from edge.live import overlay_info
+    from proto import codec
+
+    fb = codec.make_dancer_feedback(1, 7, {"salsa": 0.48, "tango": 0.52}, style="salsa", confidence=0.48,
+                                    nearest=[("ref-1", "salsa", 0.9)])
+    assert overlay_info(fb) == {"style": "salsa", "prob": pytest.approx(0.48), "similarity": pytest.approx(0.9)}
+    early = codec.make_dancer_feedback(1, 2, {"salsa": 0.3, "tango": 0.7})     # no stable label yet
+    assert overlay_info(early) == {"style": "tango", "prob": pytest.approx(0.7), "similarity": None}

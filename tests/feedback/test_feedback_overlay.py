@@ -182,3 +182,80 @@ def test_labels_of_dancers_close_together_do_not_overlap(shared_data):
     assert not any(_overlaps(a, b) for k, a in enumerate(taken) for b in taken[k + 1:])
     H, W = img.shape[:2]
     assert all(0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H for x0, y0, x1, y1 in taken)
+
+
+def test_the_stream_sends_the_newest_frame_after_its_rate_limit():
+    """At 10 fps against a 200 fps overlay, each sent frame was taken before the 100 ms wait: about 20
+    frames old. Now the wait comes first and the newest frame is sent."""
+    import threading
+    import time
+
+    page = OverlayPage(port=0, max_fps=10).start()
+    cur, stop = {"i": 0}, threading.Event()
+
+    def producer():
+        while not stop.is_set():
+            cur["i"] += 1
+            page.publish(np.full((16, 16, 3), cur["i"] % 250, np.uint8))
+            time.sleep(0.005)
+
+    threading.Thread(target=producer, daemon=True).start()
+    lags, buf = [], b""
+    try:
+        with urllib.request.urlopen(page.url + "stream.mjpg", timeout=5) as r:
+            while len(lags) < 12:
+                buf += r.read1(65536)
+                while (a := buf.find(b"\xff\xd8")) >= 0 and (b := buf.find(b"\xff\xd9", a + 2)) >= 0:
+                    jpg, buf = buf[a:b + 2], buf[b + 2:]
+                    shown = int(cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_GRAYSCALE).mean() + 0.5)
+                    lags.append((cur["i"] - shown) % 250)
+    finally:
+        stop.set()
+        page.stop()
+    assert np.median(lags[2:]) < 8, lags
+
+
+def test_the_sink_draws_at_the_time_it_is_given():
+    """write(image, None, t=9) 8 s after a beat: the beat disc is dark, as draw_overlay at t=9 draws it
+    (the sink ignored t and drew every frame at the beat's own time, fully lit)."""
+    img = np.zeros((360, 640, 3), np.uint8)
+    beat = Beat(t=1.0, known_at=1.0, count=3, bpm=120.0)
+    with FeedbackSink(page_port=0) as sink:
+        sink.on_beat(beat)
+        out = sink.write(img, None, None, t=9.0)
+    assert np.array_equal(out, draw_overlay(img, None, beat, t=9.0))
+    assert not np.array_equal(out, draw_overlay(img, None, beat, t=1.0))
+
+
+def test_closing_the_sink_stops_the_page_even_when_the_recorder_fails(tmp_path):
+    sink = FeedbackSink(record=tmp_path / "r.mp4", page_port=0)
+    url = sink.page.url
+
+    def broken():
+        raise OSError("disk gone")
+
+    sink.recorder.close = broken
+    with pytest.raises(OSError, match="disk gone"):
+        sink.close()
+    with pytest.raises(OSError):                       # the page is down too
+        urllib.request.urlopen(url + "healthz", timeout=2)
+
+
+@pytest.mark.parametrize("case", ["huge", "nan box", "non-contiguous"])
+def test_the_overlay_survives_wild_estimates(case):
+    kp = np.zeros((17, 3))
+    kp[:, 0], kp[:, 1], kp[:, 2] = np.linspace(20, 60, 17), np.linspace(20, 100, 17), 1.0
+    box = np.array([10, 10, 50, 80], float)
+    if case == "huge":
+        kp[0, :2] = 1e12                               # over OpenCV's 32-bit coordinates
+    if case == "nan box":
+        kp[:, 2], box[:] = 0.0, np.nan                 # no confident joint, no box either
+    pf = PoseFrame(0, 1.0, 640, 480, [Pose(1, 1.0, kp, box, 0.9)])
+    img = np.zeros((480, 1280, 3), np.uint8)[:, ::2] if case == "non-contiguous" else np.zeros((480, 640, 3), np.uint8)
+    out = draw_overlay(img, pf, feedback={1: {"style": "salsa", "prob": 0.7}})
+    assert out.shape == (480, 640, 3)
+    if case == "huge":
+        assert out[:, :, :].any()                      # the other joints are still drawn
+    if case == "non-contiguous":
+        with pytest.raises(ValueError, match="contiguous"):
+            draw_overlay(img, pf, copy=False)
