@@ -86,6 +86,7 @@ class BeatGrid:
     downbeats: list = field(default_factory=list)       # sorted downbeat (count 1) times
     downbeats_before: int = 0                           # downbeats older than `downbeats` (not restored)
     last_seq: int = 0                                   # the newest grid's seq
+    bpm: float = 0.0                                    # the newest grid's tempo (not saved)
 
     KEEP = 2000                                         # beats saved with the session's state
     RESTART_S = 10.0                                    # a newer grid this far before the last beat: clock restarted
@@ -98,6 +99,8 @@ class BeatGrid:
         if restarted:
             self.downbeats_before += len(self.downbeats)
             self.beats, self.downbeats = [], []
+        if grid.seq >= self.last_seq and grid.bpm > 0:
+            self.bpm = float(grid.bpm)
         self.last_seq = max(self.last_seq, int(grid.seq))
         for t, c in zip(grid.beats, grid.counts or [0] * len(grid.beats)):
             self.add(t, c)
@@ -147,10 +150,6 @@ class SessionState:
     windows: int = 0
     first_arrival: float = 0.0
     last_arrival: float = 0.0
-
-    def recent_beats(self, n: int) -> list[tuple[float, int]]:
-        """The last `n` beats of every node, merged in time order (for the dashboard)."""
-        return sorted(b for g in self.grids.values() for b in g.beats[-n:])[-n:]
 
 
 class Aggregator:

@@ -102,7 +102,7 @@ def create_app(service, token: str) -> FastAPI:
     def check(given: str | None) -> bool:
         return bool(given) and hmac.compare_digest(given.encode(), token.encode())
 
-    def token_of(request: Request) -> str | None:
+    def token_of(request: Request | WebSocket) -> str | None:
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
             return auth[7:].strip()
@@ -215,14 +215,17 @@ def create_app(service, token: str) -> FastAPI:
         with service.lock:
             dancers = [agg.dancer_summary(k) for k, d in agg.dancers.items() if session in (None, d.session_id)]
             sessions = [agg.session_summary(sid) for sid in agg.sessions if session in (None, sid)]
-            beats = {sid: ss.recent_beats(400) for sid, ss in agg.sessions.items() if session in (None, sid)}
+            # per rig: each node's beats are on its own media clock
+            grids = [{"session": sid, "node": node, "bpm": g.bpm, "beats": g.beats[-400:]}
+                     for sid, ss in agg.sessions.items() if session in (None, sid) for node, g in ss.grids.items()]
         recent = service.store.results(session, None, time.time() - 120, 2000)
-        return {"dancers": dancers, "sessions": sessions, "results": recent, "beats": beats, "styles": list(service.gallery.styles),
+        return {"dancers": dancers, "sessions": sessions, "results": recent, "beat_grids": grids,
+                "styles": list(service.gallery.styles),
                 "nodes": [n.model_dump() for n in nodes()], "latency": service.latency.summary(), "server_time": time.time()}
 
     @app.websocket("/api/live")
     async def live(ws: WebSocket):
-        if not check(ws.query_params.get("token")):
+        if not check(token_of(ws)):            # as REST: header or ?token= (the browser can only use the query)
             await ws.accept()                      # so that the page sees the code and asks for a token
             await ws.close(code=4401, reason="missing or wrong token")
             return

@@ -90,6 +90,7 @@ class CloudService:
         with self.lock:
             self.gallery, self.classifier = g, c
             self.aggregator.set_gallery(g)
+        self.hub.publish({"type": "styles", "styles": list(g.styles)})   # open dashboards redraw their bars
         if old and g.encoder.get("hash") != old:
             log.warning("gallery reloaded with encoder %s (was %s): edges running the old encoder are refused",
                         g.encoder.get("hash"), old)

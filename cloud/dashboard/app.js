@@ -4,20 +4,28 @@
 (() => {
   const PALETTE = ["#5ac8fa", "#ff9f0a", "#bf5af2", "#34c759", "#ff375f", "#ffd60a", "#64d2ff", "#ac8e68",
                    "#30d158", "#ff6482", "#0a84ff", "#e5e5ea"];
-  const HISTORY_S = 60, TIMELINE_S = 20;
+  const HISTORY_S = 60, TIMELINE_S = 20, RESTART_S = 10;
   const $ = (id) => document.getElementById(id);
   const state = {
     token: null, styles: [], colors: {}, dancers: new Map(), windows: 0, ws: null,
-    beats: new Map(),        // session -> [[t, count], ...] sorted
-    spans: [],               // recent windows for the timeline: {session, dancer, t0, t1, ba}
+    beats: new Map(),        // rig (session + node) -> [[t, count], ...] sorted, on that rig's media clock
+    bpm: new Map(),          // rig -> tempo
+    spans: [],               // recent windows for the timeline: {session, node, dancer, t0, t1, ba}
     latest: null,            // latest window message (for the media clock)
-    pending: [], drawQueued: false, latency: [], lastSession: null, bpm: 0,
+    pending: [], drawQueued: false, latency: [], lastRig: null,
+    offset: 0,               // cloud clock - this browser's clock, s (arrival times are the cloud's)
+    started: false, retry: 0,
   };
+  const rig = (session, node) => `${session}\u0001${node}`;
+  const serverNow = () => Date.now() / 1000 + state.offset;
 
   // ---------- token ----------
   function getToken() {
     const m = location.hash.match(/token=([^&]+)/);
-    if (m) { localStorage.setItem("dancewire-token", decodeURIComponent(m[1])); return decodeURIComponent(m[1]); }
+    if (m) {   // taken once: a stale link's token must not beat the one typed into the form later
+      localStorage.setItem("dancewire-token", decodeURIComponent(m[1]));
+      history.replaceState(null, "", location.pathname + location.search);
+    }
     return localStorage.getItem("dancewire-token");
   }
   function askToken() {
@@ -37,6 +45,10 @@
     return state.colors[style];
   }
   function setStyles(styles) { state.styles = styles || []; state.styles.forEach(color); }
+  function restyle(styles) {   // the cloud reloaded its gallery: bars and history lines for the new styles
+    setStyles(styles);
+    for (const d of state.dancers.values()) { d.bars.replaceChildren(); d.barEls = {}; d.dirty = true; }
+  }
   const pct = (v) => (v == null ? "–" : (100 * v).toFixed(0) + "%");
   const fmt = (v, d = 1) => (v == null || isNaN(v) ? "–" : Number(v).toFixed(d));
   function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; }
@@ -79,8 +91,9 @@
     }
   }
   function renderDancer(d) {
-    const w = d.last; if (!w) return;
-    const sum = d.summary || {};
+    const w = d.last, sum = d.summary || {};
+    d.card.classList.toggle("idle", sum.active === false);
+    if (!w) return;
     d.label.textContent = w.stable_style || (w.style ? w.style + "?" : "–");
     d.label.style.color = w.stable_style ? color(w.stable_style) : "var(--dim)";
     d.conf.textContent = w.stable_style ? pct(w.stable_confidence) : "settling…";
@@ -94,7 +107,6 @@
     if (sc.beat_alignment != null) lines.push(["on the beat", pct(sc.beat_alignment)]);
     lines.push(["windows", `${sum.windows ?? "–"}${sum.late ? " (" + sum.late + " late)" : ""} · t=${fmt(w.t1, 1)} s`]);
     d.meta.replaceChildren(...lines.map(([k, v]) => { const r = el("div"); r.append(el("span", null, k + ": "), el("b", null, v)); return r; }));
-    d.card.classList.toggle("idle", sum.active === false);
     drawHistory(d);
   }
   function drawHistory(d) {
@@ -102,7 +114,7 @@
     g.clearRect(0, 0, W, H);
     g.strokeStyle = "#2a3140"; g.lineWidth = 1;
     for (const y of [0, 0.5, 1]) { g.beginPath(); g.moveTo(0, H - y * (H - 4) - 2); g.lineTo(W, H - y * (H - 4) - 2); g.stroke(); }
-    const now = Date.now() / 1000, hist = d.history.filter((h) => now - h.at <= HISTORY_S);
+    const now = serverNow(), hist = d.history.filter((h) => now - h.at <= HISTORY_S);
     if (hist.length < 1) return;
     const x = (at) => W - ((now - at) / HISTORY_S) * W, y = (p) => H - p * (H - 4) - 2;
     for (const s of state.styles) {
@@ -113,31 +125,35 @@
   }
 
   // ---------- beats / timeline / eight-count ----------
-  function addBeats(session, beats) {
-    const arr = state.beats.get(session) || [];
-    for (const b of beats) if (!arr.length || b[0] > arr[arr.length - 1][0] + 1e-3) arr.push(b);
-    arr.sort((a, b) => a[0] - b[0]); if (arr.length > 2000) arr.splice(0, arr.length - 2000);
-    state.beats.set(session, arr);
+  function addBeats(key, beats) {
+    let arr = state.beats.get(key) || [];
+    if (!beats.length) return;
+    // a grid well before the beats held: the rig's clock started again (an edge restarted)
+    if (arr.length && beats[beats.length - 1][0] < arr[arr.length - 1][0] - RESTART_S) arr = [];
+    const merged = [...arr, ...beats].sort((a, b) => a[0] - b[0]);
+    arr = merged.filter((b, i) => i === 0 || b[0] > merged[i - 1][0] + 1e-3);
+    if (arr.length > 2000) arr.splice(0, arr.length - 2000);
+    state.beats.set(key, arr);
   }
   function mediaNow() {
     const w = state.latest; if (!w) return null;
-    return w.t1 + (Date.now() / 1000 - w.arrival);
+    return w.t1 + (serverNow() - w.arrival);
   }
   function drawTimeline() {
     const c = $("beat-canvas"); const [g, W, H] = fitCanvas(c); g.clearRect(0, 0, W, H);
-    const sess = state.lastSession; const tn = mediaNow(); if (tn == null) return;
+    const key = state.lastRig; const tn = mediaNow(); if (tn == null) return;
     const t1 = tn, t0 = t1 - TIMELINE_S, x = (t) => ((t - t0) / TIMELINE_S) * W;
-    const beats = state.beats.get(sess) || [];
+    const beats = state.beats.get(key) || [];
     for (const [t, count] of beats) {
       if (t < t0 || t > t1) continue;
       g.strokeStyle = count === 1 ? "#ffd60a" : "#4a5568"; g.lineWidth = count === 1 ? 2 : 1;
       g.beginPath(); g.moveTo(x(t), count === 1 ? 0 : 10); g.lineTo(x(t), H); g.stroke();
       if (count === 1) { g.fillStyle = "#ffd60a"; g.font = "10px sans-serif"; g.fillText("1", x(t) + 2, 10); }
     }
-    const dancers = [...new Set(state.spans.filter((s) => s.session === sess).map((s) => s.dancer))].sort();
+    const dancers = [...new Set(state.spans.filter((s) => rig(s.session, s.node) === key).map((s) => s.dancer))].sort();
     const rowH = Math.max(8, Math.min(22, (H - 20) / Math.max(dancers.length, 1)));
     state.spans.forEach((s) => {
-      if (s.session !== sess || s.t1 < t0) return;
+      if (rig(s.session, s.node) !== key || s.t1 < t0) return;
       const row = dancers.indexOf(s.dancer), y = 16 + row * rowH;
       g.fillStyle = s.ba == null ? "rgba(85,102,102,.5)" : `hsla(${Math.round(120 * s.ba)}, 75%, 48%, .85)`;
       const a = Math.max(s.t0, s.t1 - 0.5);   // each window's newest hop, so windows tile instead of overlapping
@@ -148,20 +164,20 @@
     g.fillText(`${t0.toFixed(0)} s`, 2, H - 2); g.fillText(`${t1.toFixed(0)} s`, W - 36, H - 2);
   }
   function currentCount() {
-    const tn = mediaNow(), beats = state.beats.get(state.lastSession) || [];
+    const tn = mediaNow(), beats = state.beats.get(state.lastRig) || [], bpm = state.bpm.get(state.lastRig) || 0;
     if (tn == null || !beats.length) return 0;
     let i = beats.length - 1; while (i > 0 && beats[i][0] > tn) i--;
     const [tb, cb] = beats[i]; if (tb > tn) return 0;
-    const period = state.bpm > 0 ? 60 / state.bpm : (i > 0 ? beats[i][0] - beats[i - 1][0] : 0.5);
+    const period = bpm > 0 ? 60 / bpm : (i > 0 ? beats[i][0] - beats[i - 1][0] : 0.5);
     const k = Math.floor((tn - tb) / Math.max(period, 0.1));
     return ((cb - 1 + k) % 8 + 8) % 8 + 1;
   }
   function drawEight() {
     const box = $("eight");
     if (!box.children.length) for (let i = 1; i <= 8; i++) { const c = el("div", i === 1 ? "one" : "", String(i)); box.append(c); }
-    const n = currentCount();
+    const n = currentCount(), bpm = state.bpm.get(state.lastRig) || 0;
     [...box.children].forEach((c, i) => c.classList.toggle("on", i + 1 === n));
-    $("eight-info").textContent = n ? `count ${n}${state.bpm ? " · " + state.bpm.toFixed(0) + " BPM" : ""}` : "no beats yet";
+    $("eight-info").textContent = n ? `count ${n}${bpm ? " · " + bpm.toFixed(0) + " BPM" : ""}` : "no beats yet";
     $("eight").dataset.count = String(n);
     const rows = [];
     for (const d of state.dancers.values()) {
@@ -222,7 +238,8 @@
   // ---------- live stream ----------
   function onMessage(m) {
     if (m.type === "hello") { setStyles(m.styles); return; }
-    if (m.type === "beats") { addBeats(m.session, m.beats); if (m.bpm) state.bpm = m.bpm; return; }
+    if (m.type === "styles") { restyle(m.styles); return; }
+    if (m.type === "beats") { addBeats(rig(m.session, m.node), m.beats); if (m.bpm) state.bpm.set(rig(m.session, m.node), m.bpm); return; }
     if (m.type === "dancer") { const d = dancerEntry(m.dancer); d.summary = m; d.dirty = true; return; }
     if (m.type === "group") return;
     if (m.type !== "window") return;
@@ -231,10 +248,10 @@
     d.last = m; d.dirty = true;
     d.history.push({ at: m.arrival, probs: Object.keys(m.smoothed || {}).length ? m.smoothed : m.probs });
     if (d.history.length > 600) d.history.splice(0, d.history.length - 600);
-    state.spans.push({ session: m.session, dancer: m.dancer, t0: m.t0, t1: m.t1, ba: (m.rhythm || {}).beat_alignment });
+    state.spans.push({ session: m.session, node: m.node, dancer: m.dancer, t0: m.t0, t1: m.t1, ba: (m.rhythm || {}).beat_alignment });
     if (state.spans.length > 4000) state.spans.splice(0, state.spans.length - 4000);
-    if (!state.latest || m.arrival >= state.latest.arrival) { state.latest = m; state.lastSession = m.session; }
-    if (m.rhythm && m.rhythm.tempo_bpm) state.bpm = m.rhythm.tempo_bpm;
+    if (!state.latest || m.arrival >= state.latest.arrival) { state.latest = m; state.lastRig = rig(m.session, m.node); }
+    if (m.rhythm && m.rhythm.tempo_bpm) state.bpm.set(rig(m.session, m.node), m.rhythm.tempo_bpm);
   }
   function queueDraw() {
     if (state.drawQueued) return; state.drawQueued = true;
@@ -246,7 +263,7 @@
     $("windows-count").textContent = String(state.windows);
     drawTimeline(); drawEight();
     if (state.pending.length) {
-      const shown = Date.now() / 1000, arrivals = state.pending.splice(0);
+      const shown = serverNow(), arrivals = state.pending.splice(0);
       for (const a of arrivals) state.latency.push(1000 * (shown - a));
       if (state.latency.length > 1000) state.latency.splice(0, state.latency.length - 1000);
       drawLatency();
@@ -269,9 +286,16 @@
     state.token = getToken();
     if (!state.token) { askToken(); return; }
     try {
+      const sent = Date.now() / 1000;
       const snap = await api("/api/live/snapshot");
+      // the cloud's clock against ours, NTP-style: no correction while its time lies within the
+      // request's round trip (the clocks agree as far as we can tell), else from the midpoint
+      const got = Date.now() / 1000;
+      if (typeof snap.server_time === "number" && (snap.server_time < sent - 0.005 || snap.server_time > got + 0.005))
+        state.offset = snap.server_time - (sent + got) / 2;
       setStyles(snap.styles);
-      for (const [sid, beats] of Object.entries(snap.beats || {})) addBeats(sid, beats);
+      for (const g of snap.beat_grids || []) { addBeats(rig(g.session, g.node), g.beats); if (g.bpm) state.bpm.set(rig(g.session, g.node), g.bpm); }
+      const recent = new Set((snap.results || []).map((r) => r.dancer));
       for (const r of snap.results || []) {
         onMessage({ type: "window", node: r.node_id, session: r.session_id, dancer: r.dancer, t0: r.t0, t1: r.t1,
                     arrival: r.arrival, style: r.style, probs: r.probs, smoothed: null, stable_style: r.stable_style,
@@ -279,10 +303,23 @@
                     scores: r.scores, rhythm: { beat_alignment: (r.scores || {}).beat_alignment } });
       }
       state.pending = []; state.windows = 0;
-      for (const s of snap.dancers || []) { const d = dancerEntry(s.dancer); d.summary = s; d.dirty = true; }
+      for (const s of snap.dancers || []) {   // dancers of hours ago stay off the page until they dance again
+        if (s.active === false && !recent.has(s.dancer)) continue;
+        const d = dancerEntry(s.dancer); d.summary = s; d.dirty = true;
+      }
       renderNodes(snap.nodes, []); renderLatency(snap.latency); draw();
-    } catch (e) { return; }
-    connect(); poll(); setInterval(poll, 2000);
+    } catch (e) {
+      if (e.message === "unauthorised") return;          // the token form is up
+      $("status").textContent = "offline"; $("status").className = "pill off";
+      state.retry = Math.min(10000, Math.max(500, 2 * state.retry));
+      setTimeout(start, state.retry);                   // the cloud may be starting: try again
+      return;
+    }
+    state.retry = 0;
+    if (!state.ws || state.ws.readyState === WebSocket.CLOSED) connect();   // again after a new token
+    if (state.started) return;
+    state.started = true;
+    poll(); setInterval(poll, 2000);
     setInterval(() => { drawEight(); drawTimeline(); }, 100);
   }
   window.addEventListener("resize", () => { for (const d of state.dancers.values()) drawHistory(d); drawTimeline(); drawLatency(); });

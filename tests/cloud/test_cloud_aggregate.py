@@ -130,7 +130,7 @@ def test_each_rig_keeps_its_own_beats():
     assert (before.phrase, before.count) == (after.phrase, after.count) == (2, 5)
     on_b = agg.update(WindowIn("B", "s", 0, 1, 9.0, 11.0, np.ones(8, np.float32)), cls([0.4, 0.3, 0.3]))
     assert (on_b.phrase, on_b.count) == (1, 8)                      # its own: downbeats at 2.25, 6.25 s
-    assert len(agg.sessions["s"].recent_beats(400)) == 80          # the dashboard still gets all of them
+    assert [len(g.beats) for g in agg.sessions["s"].grids.values()] == [40, 40]   # kept apart
 
 
 def test_eight_count_numbers_go_on_across_a_restart():

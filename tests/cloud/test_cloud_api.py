@@ -81,7 +81,9 @@ def test_rest_endpoints(served, ballroom_gallery):
     assert get(base + "/api/gallery")["styles"].keys() == {"cha-cha", "rumba", "waltz"}
     assert "routine_similarity" in get(base + "/api/scores", token=None)
     snap = get(base + "/api/live/snapshot")
-    assert len(snap["dancers"]) == 3 and snap["beats"]["class-1"]
+    assert len(snap["dancers"]) == 3
+    (grid,) = snap["beat_grids"]                       # one rig: its beats, on its own clock, and its tempo
+    assert grid["session"] == "class-1" and grid["node"] and grid["beats"] and grid["bpm"] > 0
     for path in ("/api/sessions/nope", "/api/sessions/nope/dancers"):    # the dancers of no session: 404 too
         with pytest.raises(urllib.error.HTTPError) as e:
             get(base + path)
@@ -109,6 +111,10 @@ def test_websocket_live_stream(served, ballroom_gallery):
     opcode, frame = bad.recv_data_frame(True)      # closed at once with code 4401, no data
     assert opcode == websocket.ABNF.OPCODE_CLOSE and int.from_bytes(frame.data[:2], "big") == 4401
     bad.close()
+    for header in (f"Authorization: Bearer {TOKEN}", f"X-Dancewire-Token: {TOKEN}"):   # as REST takes it
+        other = websocket.create_connection(ws_url, header=[header], timeout=5)
+        assert json.loads(other.recv())["type"] == "hello"
+        other.close()
     ws = websocket.create_connection(ws_url + f"?token={TOKEN}", timeout=10)
     hello = json.loads(ws.recv())
     assert hello["type"] == "hello" and set(hello["styles"]) == {"cha-cha", "rumba", "waltz"}
