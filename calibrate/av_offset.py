@@ -232,7 +232,8 @@ def match_claps(video: np.ndarray, audio: np.ndarray, max_offset: float = 0.5,
     """Pairs (t_video, t_audio) of one clap each, see the module docstring.
 
     The common offset is the centre of the densest ``2 * search`` window of audio-minus-video
-    differences; each clap is then paired with the nearest onset within ``tolerance`` of it."""
+    differences (of windows that tie, the one nearest zero: a rig's lag is rarely large); each clap
+    is then paired with the nearest onset within ``tolerance`` of it."""
     video, audio = np.sort(np.asarray(video, np.float64)), np.sort(np.asarray(audio, np.float64))
     if not len(video) or not len(audio):
         return []
@@ -243,7 +244,8 @@ def match_claps(video: np.ndarray, audio: np.ndarray, max_offset: float = 0.5,
     s = np.sort(diffs)
     counts = np.searchsorted(s, s + search, side="right") - np.searchsorted(s, s - search, side="left")
     best = s[counts == counts.max()]
-    guess = float(np.median(diffs[np.abs(diffs - np.median(best)) <= search]))
+    centre = float(best[np.argmin(np.abs(best))])     # one window: two tied ones' median lies between them
+    guess = float(np.median(diffs[np.abs(diffs - centre) <= search]))
     pairs, used = [], set()
     for tv in video:
         j = int(np.argmin(np.abs(audio - (tv + guess))))
@@ -316,36 +318,21 @@ def estimate_offset(times: np.ndarray, left: np.ndarray, right: np.ndarray, samp
 # ----------------------------------------------------------------------------- media decoding
 
 def decode_audio(path: str | Path) -> tuple[np.ndarray, int, float]:
-    """Mono float32 samples, sample rate, and the media time of the first sample (the same
-    origin as `edge.sources.video.VideoFileSource`: pts minus the container's start)."""
-    import av
+    """Mono float32 samples at the stream's own rate, on the media clock (a hole in the file's
+    timeline is silence, so every later clap keeps its time), the rate, and the media time of
+    the first sample (the same origin as `edge.sources.video.VideoFileSource`: pts minus the
+    container's start). Corrupt packets are skipped, as the live reader skips them."""
+    from edge.sources.audio_file import AudioFileSource, has_audio, on_timeline
 
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as exc:
-        raise BadInputError(f"cannot read {path}: {exc}") from None
-    try:
-        if not container.streams.audio:
-            raise BadInputError(f"{path} has no audio track: the clap test needs sound")
-        stream = container.streams.audio[0]
-        start = container.start_time / 1e6 if container.start_time is not None else 0.0
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=stream.rate or stream.codec_context.sample_rate)
-        chunks, t0 = [], None
-        for frame in container.decode(stream):
-            if t0 is None and frame.pts is not None:
-                t0 = float(frame.pts * frame.time_base) - start
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1))
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().reshape(-1))
-        rate = int(resampler.rate or stream.rate)
-    except av.error.FFmpegError as exc:
-        raise BadInputError(f"cannot decode the audio of {path}: {exc}") from None
-    finally:
-        container.close()
-    if not chunks:
-        raise BadInputError(f"{path}: the audio track is empty")
-    return np.concatenate(chunks).astype(np.float32), rate, float(t0 or 0.0)
+    if Path(path).exists() and not has_audio(path):
+        raise BadInputError(f"{path} has no audio track: the clap test needs sound")
+    source = AudioFileSource(path)
+    rate = source.info.sample_rate or 44100
+    source = AudioFileSource(path, sample_rate=rate, block_size=1 << 16)
+    samples, t0 = on_timeline(list(source.blocks()))
+    if source.corrupt_packets:
+        log.warning("%s: %d corrupt audio packets skipped (silence there)", path, source.corrupt_packets)
+    return samples, rate, t0
 
 
 WristTrack = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]   # times, left, right, scores
@@ -426,6 +413,7 @@ def record_live(seconds: float, settings=None):
 
     from edge.records import Frame
     from edge.settings import EdgeSettings
+    from edge.sources.audio_file import on_timeline
     from edge.sources.camera import CameraSource
     from edge.sources.clock import RigClock
     from edge.sources.mic import MicSource
@@ -474,7 +462,8 @@ def record_live(seconds: float, settings=None):
             for index, t, jpeg in taken:
                 yield Frame(index, t, cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR))
 
-    return _Frames(), np.concatenate([blk.samples for blk in blocks]), mic.sample_rate, float(blocks[0].t)
+    samples, t0 = on_timeline(blocks)          # a dropped mic block is silence, not a shift of what follows
+    return _Frames(), samples, mic.sample_rate, t0
 
 
 def analyze_live(seconds: float = 12.0, settings=None, estimate: Callable | None = None,

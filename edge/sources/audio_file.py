@@ -146,7 +146,29 @@ class AudioFileSource:
             container.close()
 
 
+def on_timeline(blocks: list[AudioBlock]) -> tuple[np.ndarray, float]:
+    """Blocks as one array on the media clock, from the first block's time: where a block starts
+    more than GAP_S after the previous one ends (a hole in a file, a dropped mic block) the hole
+    is silence, and where it starts that much before, the overlap is cut; every later sample
+    stays at its own time."""
+    if not blocks:
+        raise BadInputError("no audio")
+    t0, rate = blocks[0].t, blocks[0].sample_rate
+    slack = GAP_S * rate
+    parts, end = [], 0                      # samples placed so far
+    for b in blocks:
+        start = round((b.t - t0) * rate)
+        x = b.samples
+        if start > end + slack:
+            parts.append(np.zeros(start - end, np.float32))
+            end = start
+        elif start < end - slack:
+            x = x[end - start:]
+        parts.append(x)
+        end += len(x)
+    return np.concatenate(parts).astype(np.float32, copy=False), float(t0)
+
+
 def read_audio(path: str | Path, sample_rate: int = 44100) -> tuple[np.ndarray, float]:
-    """Whole track as one mono float32 array and the media time of its first sample."""
-    blocks = list(AudioFileSource(path, sample_rate, block_size=1 << 16).blocks())
-    return np.concatenate([b.samples for b in blocks]), blocks[0].t
+    """Whole track as one mono float32 array on the media clock and the media time of its first sample."""
+    return on_timeline(list(AudioFileSource(path, sample_rate, block_size=1 << 16).blocks()))

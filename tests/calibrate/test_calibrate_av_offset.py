@@ -154,8 +154,9 @@ def test_store_and_load_per_rig(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- a real file
 
-def _write_clap_clip(path, claps, lag, fps=30, size=(320, 240), sr=48000):
-    """H.264 + AAC clip: two white dots (the wrists) meeting at `claps`, claps heard `lag` later."""
+def _write_clap_clip(path, claps, lag, fps=30, size=(320, 240), sr=48000, hole=None, codec="aac"):
+    """H.264 + AAC clip: two white dots (the wrists) meeting at `claps`, claps heard `lag` later.
+    `hole` (t0, t1): audio never written there (lost packets: a hole in the file's timeline)."""
     t, left, right, _ = clap_keypoints(claps, fps=fps, noise_px=0.0, centre=(size[0] / 2, size[1] / 2),
                                        apart=200.0, floor=24.0, v_in=420.0, v_out=240.0)
     samples, _ = clap_audio(claps, lag, sr=sr, duration=t[-1] + 1.0 / fps)
@@ -164,7 +165,7 @@ def _write_clap_clip(path, claps, lag, fps=30, size=(320, 240), sr=48000):
         vs = c.add_stream("libx264", rate=Fraction(fps))
         vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
         vs.options = {"crf": "10"}
-        aus = c.add_stream("aac", rate=sr)
+        aus = c.add_stream(codec, rate=sr)
         aus.layout = "mono"
         for i in range(len(t)):
             img = np.zeros((size[1], size[0], 3), np.uint8)
@@ -177,8 +178,14 @@ def _write_clap_clip(path, claps, lag, fps=30, size=(320, 240), sr=48000):
             c.mux(pkt)
         step = 1024
         for k in range(0, len(samples), step):
+            if hole is not None and hole[0] * sr <= k < hole[1] * sr:
+                continue
             chunk = samples[k:k + step]
-            af = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="flt", layout="mono")
+            if codec == "aac":
+                af = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="flt", layout="mono")
+            else:
+                af = av.AudioFrame.from_ndarray((chunk * 32767).astype(np.int16).reshape(1, -1), format="s16",
+                                                layout="mono")
             af.sample_rate, af.pts = sr, k
             for pkt in aus.encode(af):
                 c.mux(pkt)
@@ -218,6 +225,16 @@ def test_video_file_end_to_end_keeps_audio_and_video_on_one_clock(tmp_path):
     res = avo.analyze_video(path, estimate=_dot_wrists)
     assert res.n_claps == len(claps)
     assert abs(res.audio_lag_s - lag) < 0.008
+
+
+def test_a_hole_in_the_audio_track_keeps_later_claps_on_time(tmp_path):
+    """0.3 s of audio packets missing at 3 s: the claps after the hole were timed 0.3 s early, and the
+    six of them agreed with each other, so a lag of -233 ms was taken (true +66 ms)."""
+    claps = _claps(8)
+    path = tmp_path / "hole.mkv"
+    _write_clap_clip(path, claps, 0.066, hole=(3.0, 3.3), codec="pcm_s16le")
+    res = avo.analyze_video(path, estimate=_dot_wrists)
+    assert res.n_claps == len(claps) and abs(res.audio_lag_s - 0.066) < 0.008
 
 
 def test_video_without_audio_is_a_clear_error(tmp_path):
@@ -263,7 +280,8 @@ def test_live_clap_test_records_through_the_rigs_configured_camera_and_microphon
         def blocks(self):
             k = 0
             while not self._stop:
-                yield AudioBlock(t=0.25 + k * 0.01, samples=np.full(441, k, np.float32), sample_rate=44100)
+                if k != 5:                              # block 5 is dropped (a full input queue)
+                    yield AudioBlock(t=0.25 + k * 0.01, samples=np.full(441, k, np.float32), sample_rate=44100)
                 k += 1
                 time.sleep(0.001)
 
@@ -282,4 +300,15 @@ def test_live_clap_test_records_through_the_rigs_configured_camera_and_microphon
     assert opened == {"camera": "/dev/video2", "mic": ("USB", 44100, 0.25)}
     assert len(frames) == 21 and rate == 44100 and t0 == 0.25
     assert len(samples) >= 3 * 441 and len(samples) % 441 == 0
-    assert np.array_equal(samples[:441 * 3:441], [0, 1, 2])   # the blocks in order, none dropped
+    assert np.array_equal(samples[:441 * 3:441], [0, 1, 2])   # the blocks in order
+    # the dropped block is silence and the next keeps its time (it was placed 10 ms early)
+    assert not samples[441 * 5:441 * 6].any() and np.all(samples[441 * 6:441 * 7] == 6)
+
+
+def test_a_stray_sound_that_ties_with_the_claps_does_not_hide_them():
+    """10 claps 0.5 s apart heard 60 ms later, and a cough at 0.046 s: the densest windows tie at
+    -0.45 s and +0.06 s, and their median (-0.19 s) matched nothing."""
+    video = 0.5 + 0.5 * np.arange(10)
+    audio = np.sort(np.r_[video + 0.06, 0.046])
+    pairs = avo.match_claps(video, audio)
+    assert len(pairs) == 10 and all(abs(a - v - 0.06) < 1e-9 for v, a in pairs)
