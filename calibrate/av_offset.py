@@ -49,6 +49,7 @@ log = logging.getLogger("dancewire.calibrate.av_offset")
 
 LEFT_WRIST, RIGHT_WRIST = 9, 10          # COCO-17 indices (edge.records.COCO17)
 MIN_CLAPS = 3
+MIN_CLAP_INTERVAL_S = 0.38   # claps faster than this are refused: below it their timing is off by 20-40 ms
 
 
 # ----------------------------------------------------------------------------- video side
@@ -149,7 +150,17 @@ def hand_meetings(times: np.ndarray, left: np.ndarray, right: np.ndarray,
     filled = np.interp(np.arange(len(d)), np.flatnonzero(valid), d[valid])   # for peak finding only
     dt = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
     peaks, _ = find_peaks(-filled, prominence=prominence * span, distance=max(1, int(round(min_gap_s / dt))))
-    out = [contact_time(times, d, int(p)) for p in peaks if valid[p] and d[p] <= lo + 0.5 * span]
+    out = []
+    for k, p in enumerate(peaks):
+        if not (valid[p] and d[p] <= lo + 0.5 * span):
+            continue
+        # fit within this dip's own basin, up to the widest points towards the neighbouring dips:
+        # claps 0.4 s apart would put their neighbours' low parts into the fit (off by up to 98 ms)
+        a = int(np.argmax(filled[peaks[k - 1]:p + 1])) + peaks[k - 1] if k > 0 else 0
+        b = int(np.argmax(filled[p:peaks[k + 1] + 1])) + p if k + 1 < len(peaks) else len(d) - 1
+        own = np.full_like(d, np.nan)
+        own[a:b + 1] = d[a:b + 1]
+        out.append(contact_time(times, own, int(p)))
     return np.asarray(out, np.float64)
 
 
@@ -276,6 +287,10 @@ def offset_from_events(video_claps: np.ndarray, audio_onsets: np.ndarray, *, aud
     could be chance: music or noise with onsets everywhere matches anything."""
     advice = (f"clap clearly {max(min_claps, 8)} times, about a second apart, facing the camera "
               "with both hands in view, in a quiet room (no music)")
+    gaps = np.diff(np.sort(np.asarray(video_claps, np.float64)))
+    if len(gaps) >= 2 and np.median(gaps) < MIN_CLAP_INTERVAL_S:
+        raise BadInputError(f"the claps come every {np.median(gaps):.2f} s: too fast to time each one (their dips "
+                            f"run into each other); {advice}")
     pairs = match_claps(video_claps, audio_onsets, max_offset, tolerance=tolerance)
     if len(pairs) < min_claps:
         raise BadInputError(f"found {len(pairs)} matching claps (seen {len(video_claps)}, heard "
