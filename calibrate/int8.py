@@ -4,7 +4,8 @@
 
 1. FP16 engines of the detector and the landmark model are opened (built and cached on
    first use); with them the vision area's own loop (`MultiPoseEstimator`) runs over the
-   recorded frames, so the landmark crops are exactly the ROIs the live pipeline would cut;
+   recorded frames, so the landmark crops are the ROIs of the people the live pipeline keeps
+   (a crop it runs and then drops, a lost or duplicate estimate, is not among them);
 2. an ``IInt8EntropyCalibrator2`` per model is fed the model inputs made by the models'
    own preprocessing — `BlazePoseDetector.regions`/`.letterbox`/`.preprocess` (224
    letterbox, [-1, 1]) and `BlazePoseLandmarks.preprocess` (rotated 256 crops, [0, 1]) — never a copy
@@ -105,7 +106,8 @@ def detector_inputs(frames: Iterable[np.ndarray], detector) -> Iterator[np.ndarr
 
 
 def live_rois(frames: Iterable[np.ndarray], estimator) -> list[list]:
-    """The ROIs the live loop (`MultiPoseEstimator`) cuts on each frame, in frame order."""
+    """The ROIs of the estimates the live loop (`MultiPoseEstimator`) keeps on each frame, in frame
+    order (not the crops it ran and dropped: 2-7% fewer on two shared clips)."""
     return [[e.result.roi for e in estimator(image)] for image in frames]
 
 

@@ -97,7 +97,7 @@ def test_calibration_inputs_are_the_models_own_preprocessing(pose_models, clip):
     assert sum(map(len, rois)) >= 6                   # one dancer, found in every frame
     live = np.concatenate(lm_rec.seen)
     crops = np.stack(list(int8.landmark_inputs(frames, rois, lm)))
-    np.testing.assert_array_equal(crops, live)        # the crops the live loop cut, exactly
+    np.testing.assert_array_equal(crops, live)        # the crops the live loop cut (none dropped on this clip)
     assert crops.shape[1:] == (3, 256, 256) and 0.0 <= crops.min() and crops.max() <= 1.0
     batches = list(int8.batched(iter(crops), 4))
     assert [b.shape[0] for b in batches] == [4] * (len(crops) // 4)
