@@ -135,15 +135,23 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def opt_batch_of(max_batch: int, opt_batch: int | None) -> int:
+    """The optimization profile's `opt` batch: as asked, else 4 (never above max_batch)."""
+    return max(1, min(int(max_batch), opt_batch or min(4, int(max_batch))))
+
+
 def engine_key_fields(onnx_sha256: str, gpu_name: str, compute_capability: tuple[int, int],
                       trt_version: str, precision: str, max_batch: int,
-                      int8_calibration_sha256: str | None = None) -> dict:
-    """Everything a serialized plan depends on; a change in any field means a rebuild.
+                      int8_calibration_sha256: str | None = None, opt_batch: int | None = None,
+                      workspace_mib: int = DEFAULT_WORKSPACE_MIB) -> dict:
+    """Everything a serialized plan depends on; a change in any field means a rebuild (the opt batch
+    and the workspace shape the kernels TensorRT picks).
 
     INT8 plans also depend on the calibration (the per-tensor scales): its cache's sha256."""
     fields = {"onnx_sha256": onnx_sha256, "gpu": gpu_name,
               "compute_capability": f"{compute_capability[0]}.{compute_capability[1]}",
-              "tensorrt": str(trt_version), "precision": precision, "max_batch": int(max_batch)}
+              "tensorrt": str(trt_version), "precision": precision, "max_batch": int(max_batch),
+              "opt_batch": opt_batch_of(max_batch, opt_batch), "workspace_mib": int(workspace_mib)}
     if precision == "int8":
         fields["int8_calibration_sha256"] = int8_calibration_sha256 or "none"
     return fields
@@ -286,6 +294,8 @@ def build_serialized_engine(trt, logger, onnx_path: Path, precision: str, max_ba
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)   # on by default: Ampere+ would round inputs to 10-bit mantissas
     if precision in ("fp16", "int8"):
         if not getattr(builder, "platform_has_fast_fp16", True):
             log.warning("this GPU has no fast FP16; building FP16 anyway")
@@ -307,7 +317,7 @@ def build_serialized_engine(trt, logger, onnx_path: Path, precision: str, max_ba
         if shape and shape[0] < 0:
             dynamic.append((tensor.name, shape[1:]))
     if dynamic:
-        opt = max(1, min(max_batch, opt_batch or min(4, max_batch)))
+        opt = opt_batch_of(max_batch, opt_batch)
         profile = builder.create_optimization_profile()
         for name, rest in dynamic:
             profile.set_shape(name, (1, *rest), (opt, *rest), (max_batch, *rest))
@@ -408,7 +418,7 @@ class TrtEngine(Engine):
         def key_now() -> None:
             calib_sha = file_sha256(calib_file) if calib_file is not None and calib_file.is_file() else None
             self.key_fields = engine_key_fields(onnx_sha, gpu.name, gpu.compute_capability, trt.__version__,
-                                                precision, int(max_batch), calib_sha)
+                                                precision, int(max_batch), calib_sha, opt_batch, workspace_mib)
             self.key = engine_key(self.key_fields)
             self.cache_path = engine_cache_path(self.path, self.key_fields, root)
 

@@ -301,12 +301,7 @@ def verify_models(directory: Path, *, build_python: Path | None, work: Path,
     det_out = det_run(inputs.detector)
     lm_out = lm_run(inputs.landmarks)
     full_out = full_run(inputs.landmarks)
-    batch_x = inputs.landmarks[:4]
-    if len(batch_x) < 4:
-        batch_x = np.concatenate([batch_x] * 4)[:4]
-    det_batch_x = inputs.detector[:4]
-    if len(det_batch_x) < 4:
-        det_batch_x = np.concatenate([det_batch_x] * 4)[:4]
+    batch_x, det_batch_x = V.distinct_batch(inputs.landmarks), V.distinct_batch(inputs.detector)
     report = {
         "inputs": {"kind": inputs.kind,
                    "note": ("real images: COCO val people and dance video frames from the shared data"

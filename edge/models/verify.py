@@ -12,6 +12,7 @@ Units: detector boxes are in 224-px input pixels, landmark x/y in 256-px crop pi
 from __future__ import annotations
 
 import json
+import math
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,9 @@ LIMITS = {
     "detector_box_px": 0.5,          # box and keypoints of anchors scoring >= 0.5, 224-px pixels
     "detector_score": 1e-3,          # sigmoid score, any anchor
     "batch_vs_single": 1e-3,         # batch-4 run vs four batch-1 runs, any output element
+    "landmark_z_px": 0.5,            # depth, same pixels
+    "landmark_prob": 1e-3,           # visibility and presence (after the sigmoid), pose flag
+    "world_m": 1e-3,                 # world landmarks, metres
 }
 
 # TFLite output tensor name -> ONNX output name.
@@ -220,11 +224,27 @@ def compare_landmarks(onnx_out: dict[str, np.ndarray], ref: dict[str, np.ndarray
 
 
 def batch_consistency(run: Callable[[np.ndarray], dict[str, np.ndarray]], x: np.ndarray) -> dict:
-    """Max difference between one batch run of ``x`` and ``len(x)`` single runs."""
+    """Max difference between one batch run of ``x`` and ``len(x)`` single runs (inf when the batch
+    run's output has another shape: a model whose batch is stuck at 1 would broadcast)."""
     batched = run(x)
     singles = [run(x[i:i + 1]) for i in range(len(x))]
-    diffs = {k: float(np.abs(batched[k] - np.concatenate([s[k] for s in singles])).max()) for k in batched}
+    diffs = {}
+    for k in batched:
+        one = np.concatenate([s[k] for s in singles])
+        diffs[k] = float(np.abs(batched[k] - one).max()) if batched[k].shape == one.shape else math.inf
     return {"batch": int(len(x)), "max_abs_diff": diffs, "overall": max(diffs.values())}
+
+
+def distinct_batch(x: np.ndarray, n: int = 4) -> np.ndarray:
+    """`n` inputs for the batch check, all different (copies of one input would hide a batch that
+    returns the same row for every item): too few are padded with mirrored copies."""
+    out = list(x[:n])
+    k = 0
+    while len(out) < n:
+        flip = [lambda a: a[:, ::-1], lambda a: a[::-1], lambda a: a[::-1, ::-1]][k // max(len(x), 1) % 3]
+        out.append(np.ascontiguousarray(flip(x[k % len(x)])))
+        k += 1
+    return np.stack(out)
 
 
 def nchw(x: np.ndarray) -> np.ndarray:
@@ -248,22 +268,36 @@ def ort_runner(onnx_path: Path, threads: int = 2) -> Callable[[np.ndarray], dict
     return run
 
 
+def _over(value: float, limit: float) -> bool:
+    """Outside the limit, or not a number at all (NaN compares False with everything)."""
+    return not math.isfinite(value) or value > limit
+
+
+# landmark report field -> (limit name, what it is)
+_LANDMARK_CHECKS = {"xy_max_abs_diff_px": ("landmark_xy_px", "landmarks x/y"),
+                    "z_max_abs_diff_px": ("landmark_z_px", "landmark depth"),
+                    "visibility_max_abs_diff": ("landmark_prob", "visibility"),
+                    "presence_max_abs_diff": ("landmark_prob", "presence"),
+                    "pose_flag_max_abs_diff": ("landmark_prob", "pose flag"),
+                    "world_max_abs_diff_m": ("world_m", "world landmarks")}
+
+
 def check_limits(report: dict) -> list[str]:
     """Human-readable failures of a verification report (empty: all within limits)."""
     failures = []
     for key, result in report.get("landmarks", {}).items():
-        if result["xy_max_abs_diff_px"] > LIMITS["landmark_xy_px"]:
-            failures.append(f"{key}: landmarks differ by {result['xy_max_abs_diff_px']:.3f} px "
-                            f"(limit {LIMITS['landmark_xy_px']})")
+        for field, (limit, what) in _LANDMARK_CHECKS.items():
+            if field in result and _over(result[field], LIMITS[limit]):
+                failures.append(f"{key}: {what} differ by {result[field]:.3g} (limit {LIMITS[limit]})")
     det = report.get("detector")
     if det:
-        if det["box_max_abs_diff_px_confident"] > LIMITS["detector_box_px"]:
+        if _over(det["box_max_abs_diff_px_confident"], LIMITS["detector_box_px"]):
             failures.append(f"detector boxes differ by {det['box_max_abs_diff_px_confident']:.3f} px")
-        if det["score_max_abs_diff"] > LIMITS["detector_score"]:
+        if _over(det["score_max_abs_diff"], LIMITS["detector_score"]):
             failures.append(f"detector scores differ by {det['score_max_abs_diff']:.2e}")
         if det["decision_mismatches"]:
             failures.append(f"detector: {det['decision_mismatches']} anchors cross the 0.5 threshold")
     for key, result in report.get("batch", {}).items():
-        if result["overall"] > LIMITS["batch_vs_single"]:
+        if _over(result["overall"], LIMITS["batch_vs_single"]):
             failures.append(f"{key}: batch run differs from single runs by {result['overall']:.2e}")
     return failures

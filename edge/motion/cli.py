@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -138,28 +139,36 @@ def _train(args) -> int:
 
 
 def _export_and_check(ckpt: Path, onnx_path: Path, root: Path | None) -> float:
+    """Export, check parity with PyTorch (1e-4), then put the file in place. It is written beside
+    the target and moved over it only once parity holds: the runtime file (the default target)
+    is never left unchecked, nor half written without its metadata."""
     import numpy as np
 
     from edge.motion.export import export_onnx, parity
 
     _say(f"exporting {onnx_path}")
-    export_onnx(ckpt, onnx_path)
-    feats, mask = None, None
-    if root is not None:
-        from edge.motion import datasets as ds
-        from edge.motion.evaluate import window_set
-        seqs = [q for f in ds.aist_files(root)[:2] for q in ds.load_path(f)][:3]
-        ws = window_set(seqs)
-        feats, mask = ws.feats[:256], ws.mask[:256]
-    if feats is None or len(feats) == 0:
-        rng = np.random.default_rng(0)
-        feats = rng.normal(0, 0.3, (64, 60, 34)).astype(np.float32)
-        mask = rng.random((64, 60)) > 0.2
-    diff = parity(ckpt, onnx_path, feats, mask)
-    _say(f"ONNX parity: max |torch - onnxruntime| = {diff:.2e} over {len(feats)} windows")
-    if diff > 1e-4:
-        from dancewire.errors import DancewireError
-        raise DancewireError(f"ONNX parity {diff:.2e} exceeds 1e-4")
+    partial = onnx_path.parent / f".{onnx_path.stem}.partial.onnx"
+    try:
+        export_onnx(ckpt, partial)
+        feats, mask = None, None
+        if root is not None:
+            from edge.motion import datasets as ds
+            from edge.motion.evaluate import window_set
+            seqs = [q for f in ds.aist_files(root)[:2] for q in ds.load_path(f)][:3]
+            ws = window_set(seqs)
+            feats, mask = ws.feats[:256], ws.mask[:256]
+        if feats is None or len(feats) == 0:
+            rng = np.random.default_rng(0)
+            feats = rng.normal(0, 0.3, (64, 60, 34)).astype(np.float32)
+            mask = rng.random((64, 60)) > 0.2
+        diff = parity(ckpt, partial, feats, mask)
+        _say(f"ONNX parity: max |torch - onnxruntime| = {diff:.2e} over {len(feats)} windows")
+        if diff > 1e-4:
+            from dancewire.errors import DancewireError
+            raise DancewireError(f"ONNX parity {diff:.2e} exceeds 1e-4; {onnx_path} left as it was")
+        os.replace(partial, onnx_path)
+    finally:
+        partial.unlink(missing_ok=True)
     return diff
 
 

@@ -142,7 +142,7 @@ class FakeTensorRT(types.ModuleType):
         self.calibration_batches: list[np.ndarray] = []   # what the builder read from the calibrator
         self.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0})
         self.MemoryPoolType = enum.IntEnum("MemoryPoolType", {"WORKSPACE": 0})
-        self.BuilderFlag = enum.IntEnum("BuilderFlag", {"FP16": 0, "INT8": 1})
+        self.BuilderFlag = enum.IntEnum("BuilderFlag", {"FP16": 0, "INT8": 1, "TF32": 2})
         self.TensorIOMode = enum.IntEnum("TensorIOMode", {"NONE": 0, "INPUT": 1, "OUTPUT": 2})
         self.nptype = lambda dt: dt
 
@@ -200,7 +200,7 @@ class FakeTensorRT(types.ModuleType):
 
         class Config:
             def __init__(self):
-                self.flags, self.profiles, self.pool = set(), [], {}
+                self.flags, self.profiles, self.pool = {trt.BuilderFlag.TF32}, [], {}   # TF32: on by default
                 self.int8_calibrator = None
                 self.progress_monitor = None
                 self.calibration_profile = None
@@ -210,6 +210,9 @@ class FakeTensorRT(types.ModuleType):
 
             def set_flag(self, flag):
                 self.flags.add(flag)
+
+            def clear_flag(self, flag):
+                self.flags.discard(flag)
 
             def add_optimization_profile(self, profile):
                 self.profiles.append(profile)

@@ -73,7 +73,8 @@ def test_cache_key_changes_with_every_field():
     key = trt_mod.engine_key(trt_mod.engine_key_fields(**base))
     assert key == trt_mod.engine_key(trt_mod.engine_key_fields(**base))
     for field, other in [("onnx_sha256", "b" * 64), ("gpu_name", "RTX 4090"), ("compute_capability", (8, 9)),
-                         ("trt_version", "10.4.0"), ("precision", "int8"), ("max_batch", 4)]:
+                         ("trt_version", "10.4.0"), ("precision", "int8"), ("max_batch", 4),
+                         ("opt_batch", 8), ("workspace_mib", 256)]:
         assert trt_mod.engine_key(trt_mod.engine_key_fields(**{**base, field: other})) != key, field
     path = trt_mod.engine_cache_path("/m/pose_landmark.onnx", trt_mod.engine_key_fields(**base), Path("/c"))
     assert path.parent == Path("/c/engines") and path.name.startswith("pose_landmark-fp16-b8-")
@@ -333,3 +334,16 @@ def test_trt_motion_encoder_matches_onnxruntime(tmp_path, monkeypatch):
         enc.close()
     cos = np.sum(got * want, axis=1)
     assert cos.min() > 0.999, f"TensorRT FP16 embeddings drift from ONNX Runtime: min cosine {cos.min():.5f}"
+
+
+def test_fp32_engines_are_full_fp32_and_the_opt_batch_is_part_of_the_key(tmp_path, monkeypatch):
+    """TensorRT allows TF32 by default (inputs rounded to 10-bit mantissas on Ampere and later): an
+    "fp32" engine clears the flag. An engine with another opt batch is another plan, not a cache hit."""
+    fake_trt, _ = fakes.install(monkeypatch)
+    model = affine_model(tmp_path / "dyn.onnx")
+    trt_mod.TrtEngine(model, precision="fp32", max_batch=8, cache_root=tmp_path)
+    assert fake_trt.BuilderFlag.TF32 not in fake_trt.configs[-1].flags
+    trt_mod.TrtEngine(model, precision="fp16", max_batch=8, cache_root=tmp_path)
+    assert fake_trt.BuilderFlag.TF32 in fake_trt.configs[-1].flags          # left as TensorRT has it
+    again = trt_mod.TrtEngine(model, precision="fp16", max_batch=8, opt_batch=8, cache_root=tmp_path)
+    assert not again.cache_hit and fake_trt.configs[-1].profiles[0].shapes["x"][1] == (8, 3)

@@ -163,3 +163,25 @@ def test_profiled_encoder_exports_to_onnx_with_parity(tmp_path):
     zp /= np.linalg.norm(zp, axis=1, keepdims=True)
     assert np.allclose(parts["learned_only"](q, qm), zl, atol=1e-4)
     assert np.allclose(parts["profile_only"](q, qm), zp, atol=1e-4)
+
+
+def test_a_failed_parity_check_leaves_the_runtime_file_as_it_was(tmp_path, monkeypatch):
+    """`encoder export` wrote the target (by default the runtime encoder.onnx) and only then checked
+    parity: a failed check left the unchecked file in place."""
+    from edge.motion import cli, export
+    from edge.motion.encoder import MotionEncoder
+
+    torch.manual_seed(1)
+    model = _trained_bn(STGCNEncoder())
+    ckpt = tmp_path / "stgcn.pt"
+    torch.save({"state_dict": model.state_dict(), "config": model.config, "normalization": "ban"}, ckpt)
+    target = tmp_path / "encoder.onnx"
+    target.write_bytes(b"the encoder in use")
+    monkeypatch.setattr(export, "parity", lambda *a: 1e-2)
+    with pytest.raises(Exception, match="left as it was"):
+        cli._export_and_check(ckpt, target, None)
+    assert target.read_bytes() == b"the encoder in use" and list(tmp_path.glob("*.onnx")) == [target]
+    monkeypatch.undo()
+    assert cli._export_and_check(ckpt, target, None) < 1e-4
+    assert json.loads(MotionEncoder(target).metadata["config"])["arch"] == model.config["arch"]   # with its metadata
+    assert not list(tmp_path.glob(".*partial*"))
