@@ -72,6 +72,7 @@ class DancerState:
     last_arrival: float = 0.0
     first_arrival: float = 0.0
     last_seq: int = -1
+    last_epoch: int | None = None                       # the spool epoch last_seq counts in
     routine_votes: dict = field(default_factory=dict)   # routine -> summed neighbour cosine
     last_routine_phrase: int | None = None
     eightcounts: dict = field(default_factory=dict)     # session phrase -> [sum score, n, routine phrase]
@@ -216,8 +217,14 @@ class Aggregator:
         d.windows += 1
         d.last_arrival = max(d.last_arrival, w.arrival)
         t = w.t_mid
-        if d.last_seq >= 0 and int(w.seq) > d.last_seq and t < d.newest_t - self.s.horizon_s:
+        if d.last_epoch is not None and int(w.epoch) != d.last_epoch:
+            # another spool (a fresh one numbers from 1 again): its windows come after the old ones
+            if t < d.newest_t - self.s.horizon_s:
+                self._new_run(d)      # and much earlier in time: the rig's clock started again
+            d.last_seq = int(w.seq)
+        elif d.last_seq >= 0 and int(w.seq) > d.last_seq and t < d.newest_t - self.s.horizon_s:
             self._new_run(d)          # newer window, much earlier time: the rig's clock started again
+        d.last_epoch = int(w.epoch)
         d.last_seq = max(d.last_seq, int(w.seq))
         late = t < d.newest_t - self.s.horizon_s
         C = len(self.styles)
@@ -306,12 +313,17 @@ class Aggregator:
     def _scores(self, d: DancerState, ss: SessionState, w: WindowIn, res: WindowResult, t: float) -> None:
         scores: dict[str, float] = {}
         emb = w.embedding
-        if self.gaussian is not None:
+        fits = len(emb) == self.gallery.dim       # another encoder's window is stored unscored, not a crash
+        if self.gaussian is not None and fits:
             mu, sigma = self.gaussian.predict(emb)
             scores["gaussian_mu"], scores["gaussian_sigma"] = float(mu[0]), float(sigma[0])
-        routine = ss.routine or (max(d.routine_votes, key=d.routine_votes.get) if d.routine_votes else "")
-        table = self.gallery.routine_tables.get(routine)
+        tables = self.gallery.routine_tables
+        votes = {r: v for r, v in d.routine_votes.items() if r in tables}   # a reload may drop a routine
+        routine = ss.routine or (max(votes, key=votes.get) if votes else "")
+        table = tables.get(routine) if fits else None
         if table is not None:
+            if d.latest.get("routine") != routine:
+                d.last_routine_phrase = None      # another routine's phrase says nothing about this one
             p, c, sc = routine_match(table, emb, d.last_routine_phrase)
             d.last_routine_phrase = p
             # a session eight-count index (>= 0), or, before any downbeat, a 4 s time bucket b kept as
@@ -391,8 +403,8 @@ class Aggregator:
         now = time.time()
         members = [d for d in self.dancers.values() if d.session_id == session_id]
         active = [d for d in members if now - d.last_arrival <= self.s.dancer_timeout_s and d.smoothed is not None]
-        labels: dict[str, int] = {}
-        for d in members:
+        labels: dict[str, int] = {}        # the group now: the active dancers' stable labels, as style/probs
+        for d in active:
             if d.stable:
                 labels[d.stable] = labels.get(d.stable, 0) + 1
         probs = {}
@@ -439,7 +451,7 @@ class Aggregator:
             "candidate": d.candidate, "candidate_count": d.candidate_count, "smoothed": named(d.smoothed),
             "sum_probs": named(d.sum_probs), "windows": d.windows, "late": d.late, "label_time": d.label_time,
             "last_label_t": d.last_label_t, "last_arrival": d.last_arrival, "first_arrival": d.first_arrival,
-            "last_seq": d.last_seq, "routine_votes": d.routine_votes, "last_routine_phrase": d.last_routine_phrase,
+            "last_seq": d.last_seq, "last_epoch": d.last_epoch, "routine_votes": d.routine_votes, "last_routine_phrase": d.last_routine_phrase,
             "eightcounts": {str(k): v for k, v in d.eightcounts.items()}, "score_sums": d.score_sums,
             "latest": d.latest,
         }
@@ -465,7 +477,7 @@ class Aggregator:
             d.seen.append(tuple(x))
             d.seen_set.add(tuple(x))
         for name in ("stable", "stable_conf", "candidate", "candidate_count", "windows", "late", "label_time",
-                     "last_label_t", "last_arrival", "first_arrival", "last_seq", "routine_votes",
+                     "last_label_t", "last_arrival", "first_arrival", "last_seq", "last_epoch", "routine_votes",
                      "last_routine_phrase", "score_sums", "latest"):
             if name in st:
                 setattr(d, name, st[name])

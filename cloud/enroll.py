@@ -4,8 +4,10 @@ Accepted inputs (the cloud never runs edge code in-process):
 
 * ``.jsonl`` - the edge's analyze stream (``dancewire edge analyze ... `` writes it): its
   ``window`` records (t0, t1, embedding, rhythm, dancer) become references; its ``beat`` records
-  (t, count) place each window in an eight-count of the routine (phrase = number of count-1
-  beats before the window's middle). An optional ``summary``/``encoder`` record names the encoder.
+  (t, count) place each window in an eight-count of the routine (phrase = the number of count-1
+  beats before the window's middle, less one: 0 from the first count 1; a pickup window before it
+  has phrase -1 and stays out of the routine table). An optional ``summary``/``encoder`` record
+  names the encoder.
 * ``.npz`` - ``embeddings`` (N, D) and optionally ``t0``, ``t1``, ``phrase``, ``score``, ``video``
   (each window's performance) and ``dancer`` (its sequence) arrays and an ``encoder_hash`` string.
 * keypoint files (AIST++ ``.pkl``, gendance ``.npy``, a ballroom ``DANCE_*`` folder or its
@@ -50,7 +52,7 @@ class Labels:
     style: str
     routine: str = ""
     group: str = ""
-    video: str = ""            # default: an .npz's per-window `video`, else the input file's stem
+    video: str = ""            # default: an .npz's per-window `video`, else the input's name (see input_name)
     score: float = math.nan    # one score for every window of this input
     dancer: int | None = None  # only this track of the input (default: all)
 
@@ -89,12 +91,28 @@ def phrases_for(mids: np.ndarray, beats: list[tuple[float, int]], phrase_s: floa
     return np.floor(mids / phrase_s).astype(int)
 
 
+GENERIC_STEMS = {"skeletons", "config", "keypoints", "poses", "analyze", "out"}
+
+
+def input_name(path: Path) -> str:
+    """A performance's name from its input: the file's stem, or its folder's name when the stem says
+    nothing about it (a ballroom DANCE_C_1/skeletons.json is DANCE_C_1, not "skeletons")."""
+    return path.parent.name if path.stem in GENERIC_STEMS and path.parent.name else path.stem
+
+
+def source_name(path: Path) -> str:
+    """The input's identity in reference ids: folder and stem, so that cam_front/take1 and
+    cam_side/take1 (enrolled under one --video) never share ids."""
+    path = Path(path).absolute()
+    return f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem
+
+
 def references_from_file(path: Path, labels: Labels, *, phrase_s: float = 4.0,
                          analyze_cmd: str | None = None) -> tuple[list[Reference], np.ndarray, dict]:
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"{path}: no such file")
-    video = labels.video or path.stem
+    video = labels.video or input_name(path)
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
             emb = np.asarray(z["embeddings"], np.float32)
@@ -128,10 +146,13 @@ def references_from_file(path: Path, labels: Labels, *, phrase_s: float = 4.0,
                 for i in range(len(wins))]
     if not np.isfinite(emb).all():
         raise BadInputError(f"{path}: embeddings contain NaN/inf")
+    source = source_name(path)
+
     def ref_id(v: str, d: int, a: float) -> str:
-        # names the input file too, so the cameras of one performance enrolled under one --video (as
-        # the help says) do not replace each other's references; re-enrolling a file still does
-        return f"{v if v == path.stem else v + '/' + path.stem}#{d}@{a:.2f}"
+        # names the input too, so the cameras of one performance enrolled under one --video (as the
+        # help says) do not replace each other's references; re-enrolling an input replaces all of
+        # its old ones (Gallery.merged: the id up to '#')
+        return f"{v}|{source}#{d}@{a:.2f}"
 
     refs = [Reference(ref_id=ref_id(v, d, a), style=labels.style, routine=labels.routine, group=labels.group,
                       video=v, t0=float(a), t1=float(b), phrase=p if labels.routine else -1,

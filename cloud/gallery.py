@@ -56,13 +56,20 @@ class Gallery:
 
     def __post_init__(self):
         if len(self.refs):
-            e = np.ascontiguousarray(np.asarray(self.embeddings, np.float32).reshape(len(self.refs), -1))
+            e = np.asarray(self.embeddings, np.float32)
+            if e.ndim != 2 or len(e) != len(self.refs):
+                raise BadInputError(f"gallery: {len(e) if e.ndim else 0} embedding rows (shape {e.shape}) for "
+                                    f"{len(self.refs)} references")
+            if not np.isfinite(e).all():
+                raise BadInputError("gallery: embeddings contain NaN or infinity")
+            dim = int(self.encoder.get("dim", 0) or 0)
+            if dim and e.shape[1] != dim:
+                raise BadInputError(f"gallery: embeddings of dim {e.shape[1]}, its encoder says {dim}")
+            e = np.ascontiguousarray(e)
             norms = np.linalg.norm(e, axis=1)
             self.embeddings = e if np.allclose(norms, 1.0, atol=1e-5) else normalize(e)
         else:
             self.embeddings = np.zeros((0, int(self.encoder.get("dim", 0) or 0)), np.float32)
-        if len(self.embeddings) != len(self.refs):
-            raise BadInputError("gallery: embeddings and references differ in number")
         self._derive()
 
     # ----- derived arrays -------------------------------------------------------------------
@@ -134,19 +141,21 @@ class Gallery:
 
     # ----- editing ----------------------------------------------------------------------------
     def merged(self, refs: list[Reference], embeddings: np.ndarray, encoder: dict | None = None) -> "Gallery":
-        """A new gallery with `refs` added; references with an existing ref_id replace the old ones."""
+        """A new gallery with `refs` added. References from the same input (the ref id up to '#')
+        replace that input's old ones, so a re-enrolled file never keeps stale windows beside new ones."""
         if not refs:
             return Gallery(self.embeddings, list(self.refs), dict(self.encoder), dict(self.params))
         embeddings = np.asarray(embeddings, np.float32).reshape(len(refs), -1)
-        if encoder and self.encoder and self.refs:
-            mine, theirs = self.encoder.get("hash"), encoder.get("hash")
-            if mine and theirs and mine != theirs:
-                raise BadInputError(f"encoder {theirs[:12]} differs from the gallery's {mine[:12]}: "
-                                    "re-enrol everything with one encoder")
+        if self.refs:
+            mine, theirs = self.encoder.get("hash"), (encoder or {}).get("hash")
+            if mine != theirs and (mine or theirs):
+                raise BadInputError(f"encoder {(theirs or 'unnamed')[:12]} differs from the gallery's "
+                                    f"{(mine or 'unnamed')[:12]}: embeddings of an unknown encoder cannot be "
+                                    "compared with these; re-enrol everything with one encoder")
         if len(self.refs) and embeddings.shape[1] != self.dim:
             raise BadInputError(f"embedding dim {embeddings.shape[1]} != gallery dim {self.dim}")
-        new_ids = {r.ref_id for r in refs}
-        keep = [i for i, r in enumerate(self.refs) if r.ref_id not in new_ids]
+        sources = {r.ref_id.split("#", 1)[0] for r in refs}
+        keep = [i for i, r in enumerate(self.refs) if r.ref_id.split("#", 1)[0] not in sources]
         all_refs = [self.refs[i] for i in keep] + list(refs)
         all_emb = np.concatenate([self.embeddings[keep], embeddings]) if len(keep) else embeddings
         enc = dict(self.encoder) if self.encoder else {}

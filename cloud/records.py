@@ -86,8 +86,8 @@ class Neighbor:
     """A nearest reference at one of Tong's levels: a reference video, or a group.
 
     ``score`` is a cosine similarity in [-1, 1]: for a video, the best cosine between the
-    window and any of that video's reference windows; for a group, the mean of the best
-    cosines of its videos among the top-k neighbours.
+    window and any of that video's reference windows; for a group, the best cosine of any of
+    its videos among the top-k neighbours.
     """
     ref_id: str
     label: str

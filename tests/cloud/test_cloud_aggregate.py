@@ -229,3 +229,67 @@ def test_routine_and_gaussian_scores_flow_through(ballroom):
     assert s["routine"].startswith("DANCE_W_")               # the nearest routine is a waltz
     assert s["eightcounts"] and all(0 <= e["score"] <= 100 for e in s["eightcounts"])
     assert s["mean_scores"]["gaussian_mu"] > 6.0
+
+
+def test_a_rig_restarted_on_a_fresh_spool_moves_the_label_again():
+    """A new spool numbers from 1 under a new epoch, and the rig's clock is back near 0: the restart was
+    only seen for a higher seq, so every window of the new run was late and the label stayed frozen."""
+    agg = Aggregator(gallery3())
+    emb = np.ones(8, np.float32) / np.sqrt(8)
+    for k in range(100):
+        agg.update(WindowIn("n", "s", 0, k + 1, 0.5 * k, 0.5 * k + 2, emb, epoch=111), cls([0.9, 0.05, 0.05]))
+    assert agg.dancers["n/s/0"].stable == "a"
+    late = 0
+    for k in range(60):
+        r = agg.update(WindowIn("n", "s", 0, k + 1, 0.5 * k, 0.5 * k + 2, emb, epoch=222), cls([0.05, 0.9, 0.05]))
+        late += r.late
+    assert late == 0 and r.stable_style == "b"
+
+
+def test_a_window_of_another_size_is_kept_unscored_not_a_crash():
+    g = Gallery(np.eye(3, 8, dtype=np.float32), [Reference(f"r{i}", s, video=f"v{i}", routine="basic", phrase=i)
+                                                 for i, s in enumerate(STYLES)], {"hash": "h"})
+    agg = Aggregator(g)
+    agg.session("s").routine = "basic"            # compared with the routine: the matmul raised
+    r = agg.update(WindowIn("n", "s", 0, 1, 0.0, 2.0, np.ones(16, np.float32) / 4.0), None)
+    assert r is not None and "routine_similarity" not in r.scores
+
+
+def test_routine_scores_go_on_after_a_reload_renames_the_routine():
+    from cloud.records import Neighbor
+
+    rng = np.random.default_rng(0)
+    e = rng.normal(size=(8, 8)).astype(np.float32)
+
+    def gallery(routine):
+        return Gallery(e, [Reference(f"t@{i}", "salsa", routine=routine, video="teacher", t0=2.0 * i, t1=2.0 * i + 2,
+                                     phrase=i // 2) for i in range(8)], {"hash": "h"})
+
+    def c():
+        return Classification({"salsa": 1.0}, "salsa", 1.0, [Neighbor("teacher", "", 0.9)], [], 0.9)
+
+    agg = Aggregator(gallery("basic"))
+    for k in range(30):
+        agg.update(WindowIn("n", "s", 0, k, 0.5 * k, 0.5 * k + 2, e[k % 8] / np.linalg.norm(e[k % 8])), c())
+    agg.set_gallery(gallery("basic-v2"))
+    scored = [("routine_similarity" in agg.update(WindowIn("n", "s", 0, k, 0.5 * k, 0.5 * k + 2,
+                                                           e[k % 8] / np.linalg.norm(e[k % 8])), c()).scores)
+              for k in range(30, 60)]
+    assert all(scored) and agg.dancers["n/s/0"].latest["routine"] == "basic-v2"
+
+
+def test_the_group_counts_the_labels_of_its_active_dancers():
+    import time
+
+    agg = Aggregator(gallery3())
+    old = time.time() - 3600
+    for track in range(5):                       # five dancers who left an hour ago, all "a"
+        for k in range(20):
+            w = WindowIn("n", "s", track, 100 * track + k, 0.5 * k, 0.5 * k + 2, np.ones(8, np.float32) / np.sqrt(8),
+                         arrival=old)
+            agg.update(w, cls([0.9, 0.05, 0.05]))
+    for k in range(20):                           # one dancing "b" now
+        agg.update(WindowIn("n", "s", 9, 1000 + k, 0.5 * k, 0.5 * k + 2, np.ones(8, np.float32) / np.sqrt(8)),
+                   cls([0.05, 0.9, 0.05]))
+    g = agg.group_summary("s")
+    assert g["active"] == 1 and g["style"] == "b" and g["labels"] == {"b": 1} and g["dancers"] == 6

@@ -223,3 +223,17 @@ def test_encoder_mismatch_refused():
         g.merged([Reference("n", "b")], x[:1], {"hash": "bbb"})
     h = g.merged([Reference("r0", "b")], x[:1], {"hash": "aaa"})
     assert len(h) == 20 and h.refs[-1].style == "b"
+
+
+@pytest.mark.parametrize("case", ["rows", "dim", "nan"])
+def test_a_damaged_gallery_is_refused_with_a_clear_error(case):
+    """3 x 8 embeddings for 6 references loaded as 6 of dim 4; 5 for 3 was a bare ValueError (a 500 on
+    /api/gallery/reload); one NaN made every classification NaN."""
+    from dancewire.errors import BadInputError
+
+    x, _ = clustered(6, dim=8)
+    refs = [Reference(f"r{i}", "a") for i in range(6)]
+    bad = {"rows": (x[:3], refs, {}), "dim": (x, refs, {"dim": 16}),
+           "nan": (np.where(np.arange(48).reshape(6, 8) == 5, np.nan, x), refs, {})}[case]
+    with pytest.raises(BadInputError):
+        Gallery(*bad)

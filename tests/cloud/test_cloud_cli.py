@@ -200,3 +200,46 @@ def test_enroll_cameras_of_one_performance_under_one_video_and_one_dancer(home, 
     assert len(Gallery.load(one)) == n // 2
     assert main(["cloud", "enroll", str(home / "front.npz"), "--style", "rumba", "--dancer", "7",
                  "--gallery", str(one), "--no-fit"]) == 2
+
+
+def test_enrolling_files_that_share_a_name_keeps_them_apart(home, ballroom, capsys):
+    """DANCE_C_2/skeletons.json and DANCE_C_4/skeletons.json (the ballroom layout), or cam_front/take1
+    and cam_side/take1 under one --video: the second replaced the first's references, and "added" said
+    12 for a gallery of 6. Re-enrolling an input replaces all its old references, even when its
+    windows moved (they were kept beside the new ones)."""
+    by = {s["name"]: s for s in ballroom}
+    gal = home / "g.npz"
+    files = []
+    for name, folder in (("DANCE_C_2", "DANCE_C_2"), ("DANCE_C_4", "DANCE_C_4")):
+        (home / folder).mkdir()
+        write_jsonl(home / folder / "skeletons.jsonl", by[name])
+        files.append(home / folder / "skeletons.jsonl")
+    assert main(["cloud", "enroll", *map(str, files), "--style", "cha-cha", "--gallery", str(gal), "--no-fit"]) == 0
+    g = Gallery.load(gal)
+    n = len(by["DANCE_C_2"]["emb"]) + len(by["DANCE_C_4"]["emb"])
+    assert json.loads(capsys.readouterr().out)["added"] == len(g) == n
+    assert set(g.videos) == {"DANCE_C_2", "DANCE_C_4"}                 # the folders, not "skeletons"
+    for cam in ("cam_front", "cam_side"):
+        (home / cam).mkdir()
+        write_jsonl(home / cam / "take1.jsonl", by["DANCE_C_7"])
+    assert main(["cloud", "enroll", str(home / "cam_front/take1.jsonl"), str(home / "cam_side/take1.jsonl"),
+                 "--style", "cha-cha", "--video", "take-1", "--gallery", str(gal), "--no-fit"]) == 0
+    assert len(Gallery.load(gal)) == n + 2 * len(by["DANCE_C_7"]["emb"])
+    moved = dict(by["DANCE_C_7"], times=by["DANCE_C_7"]["times"] + 0.03)   # re-analysed: windows 30 ms later
+    write_jsonl(home / "cam_front" / "take1.jsonl", moved)
+    assert main(["cloud", "enroll", str(home / "cam_front/take1.jsonl"), "--style", "rumba", "--video", "take-1",
+                 "--gallery", str(gal), "--no-fit"]) == 0
+    g = Gallery.load(gal)
+    assert len(g) == n + 2 * len(by["DANCE_C_7"]["emb"])
+    front = [r for r in g.refs if "cam_front/take1#" in r.ref_id]
+    assert {r.style for r in front} == {"rumba"} and len(front) == len(by["DANCE_C_7"]["emb"])
+
+
+def test_an_input_without_an_encoder_is_not_merged_into_a_gallery_with_one(home, ballroom):
+    by = {s["name"]: s for s in ballroom}
+    gal = home / "g.npz"
+    write_jsonl(home / "named.jsonl", by["DANCE_W_1"])
+    assert main(["cloud", "enroll", str(home / "named.jsonl"), "--style", "waltz", "--gallery", str(gal), "--no-fit"]) == 0
+    np.savez(home / "unnamed.npz", embeddings=by["DANCE_R_2"]["emb"])          # no encoder_hash
+    assert main(["cloud", "enroll", str(home / "unnamed.npz"), "--style", "rumba", "--gallery", str(gal)]) == 2
+    assert Gallery.load(gal).encoder["hash"] == "standin-v1" and len(Gallery.load(gal)) == len(by["DANCE_W_1"]["emb"])
