@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     cloud = sub.add_parser("cloud", help="the cloud: classify, aggregate, store, API and dashboard")
     cmds = cloud.add_subparsers(dest="cloud_command", metavar="COMMAND")
+    cloud.set_defaults(func=lambda args: cloud.print_help() or 2)   # `dancewire cloud`: its own commands
 
     def common(p):
         p.add_argument("--config", type=Path, help="TOML settings file")

@@ -55,7 +55,21 @@ class CloudSettings:
     classify: ClassifySettings = field(default_factory=ClassifySettings)
     aggregate: AggregateSettings = field(default_factory=AggregateSettings)
 
+    def validate(self) -> "CloudSettings":
+        from dancewire.config import require
+
+        require(1 <= self.api_port <= 65535, "cloud", f"api_port {self.api_port} not in 1..65535")
+        require(self.retention_days >= 0, "cloud", "retention_days must be >= 0")
+        c, a = self.classify, self.aggregate
+        require(c.k >= 1 and c.exact_max >= 0 and c.hnsw_m >= 2 and c.hnsw_ef >= c.k, "classify",
+                "k >= 1, exact_max >= 0, hnsw_m >= 2 and hnsw_ef >= k")
+        require(0.0 <= c.knn_weight <= 1.0, "classify", "knn_weight must be in [0, 1]")
+        require(min(c.knn_temperature, c.proto_temperature) > 0, "classify", "temperatures must be > 0")
+        require(a.horizon_s > 0 and a.tau_s > 0 and a.switch_hold >= 1 and a.dancer_timeout_s > 0, "aggregate",
+                "horizon_s, tau_s and dancer_timeout_s must be > 0, switch_hold >= 1")
+        return self
+
 
 def load_settings(file: str | Path | None = None, overrides: list[str] | None = None) -> CloudSettings:
     from dancewire.config import load
-    return load(CloudSettings, file=file, env_prefix="DANCEWIRE_CLOUD", overrides=overrides)
+    return load(CloudSettings, file=file, env_prefix="DANCEWIRE_CLOUD", overrides=overrides).validate()

@@ -10,6 +10,7 @@ Unknown keys are errors, so a typo never silently does nothing.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import tomllib
@@ -65,6 +66,17 @@ def _coerce(value: Any, typ: Any) -> Any:
         inner = typing.get_args(typ)[0] if typing.get_args(typ) else str
         return origin(_coerce(v.strip(), inner) for v in value.split(",") if v.strip())
     return value
+
+
+def port_arg(text: str) -> int:
+    """argparse type of a TCP port (0 where a command takes it as "off")."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} not in 0..65535")
+    return port
 
 
 def require(cond: bool, section: str, msg: str) -> None:

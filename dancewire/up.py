@@ -18,23 +18,26 @@ import time
 import urllib.request
 from pathlib import Path
 
+from dancewire.config import port_arg
 from dancewire.errors import DancewireError
 from dancewire.paths import SEED_DIR, state_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="the main job: cloud + edge + dashboard on this machine")
-    p.add_argument("--source", type=Path, help="replay this video at real time instead of the camera")
-    p.add_argument("--demo", action="store_true", help="force the demo source")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--source", type=Path, help="replay this video at real time instead of the camera")
+    src.add_argument("--demo", action="store_true", help="force the demo source")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--api-port", type=int, default=8765)
-    p.add_argument("--zmq-port", type=int, default=5555)
-    p.add_argument("--page", type=int, default=8089, help="port of the rig's local feedback page (0: off)")
+    p.add_argument("--api-port", type=port_arg, default=8765)
+    p.add_argument("--zmq-port", type=port_arg, default=5555)
+    p.add_argument("--page", type=port_arg, default=8089, help="port of the rig's local feedback page (0: off)")
     p.set_defaults(func=run)
 
 
-def ensure_keys() -> dict[str, Path]:
-    """Cloud and edge keypairs in the state dir; the edge's public key on the cloud's allow-list."""
+def ensure_keys(allow_dir: str = "") -> dict[str, Path]:
+    """Cloud and edge keypairs in the state dir; the edge's public key on the cloud's allow-list
+    (`allow_dir`, the cloud's setting of that name: "" is the keys folder's own)."""
     from proto import keys
 
     folder = keys.keys_dir()
@@ -43,8 +46,9 @@ def ensure_keys() -> dict[str, Path]:
         if not (folder / f"{name}.key_secret").exists():
             keys.generate(name)
         paths[name] = folder / f"{name}.key"
-    if not (keys.allowed_dir() / "edge-local.key").exists():
-        keys.allow(paths["edge-local"])
+    allowed = Path(allow_dir) if allow_dir else keys.allowed_dir()
+    if not (allowed / "edge-local.key").exists():
+        keys.allow(paths["edge-local"], folder=allowed)
     return {"server_public": paths["cloud"], "server_secret": folder / "cloud.key_secret",
             "edge_secret": folder / "edge-local.key_secret"}
 
@@ -80,8 +84,12 @@ def ensure_gallery(exe: list[str], gallery: Path) -> None:
 
 
 def _camera_present() -> bool:
+    """The camera the edge will open (its `source.camera` setting, from env or file), not index 0."""
+    from edge.settings import load_edge_settings
     from edge.sources.camera import camera_available
-    return camera_available(0)
+
+    camera = load_edge_settings(None, []).source.camera
+    return camera_available(int(camera) if camera.isdigit() else camera)
 
 
 def _mic_present() -> bool:
@@ -100,6 +108,9 @@ def _check_ports(ports: dict[str, int]) -> None:
 
     for flag, port in ports.items():
         with socket.socket() as sock:
+            # as servers bind: a TIME-WAIT left by the last run's own connections is no listener
+            # (without it, Ctrl-C and run again was refused for a minute)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError as exc:
@@ -121,20 +132,46 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
     raise DancewireError(f"the cloud did not answer at {url} within {timeout:.0f} s")
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _say(msg: str) -> None:
+    try:
+        print(f"dancewire: {msg}", flush=True)
+    except OSError:              # the terminal is gone (SIGHUP): stopping goes on all the same
+        pass
+
+
+def _still_stopping(signum, frame) -> None:
+    _say("still stopping the edge and the cloud...")
+
+
+def _die_with_parent() -> None:
+    """In each child: SIGTERM when `up` itself dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))   # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def run(args) -> int:
-    # Ctrl-C and SIGTERM (kill, systemd stop) both take the stopping path below, even when the
-    # shell that started us ignores SIGINT (a background job): the edge and cloud run in sessions
-    # of their own, so nothing else would stop them.
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # Ctrl-C, SIGTERM (kill, systemd stop) and SIGHUP (the terminal closed, SSH lost) all take the
+    # stopping path below, even when the shell that started us ignores SIGINT (a background job):
+    # the edge and cloud run in sessions of their own, so nothing else would stop them.
+    for sig in STOP_SIGNALS:
         signal.signal(sig, _interrupt)
     ports = {"--api-port": args.api_port, "--zmq-port": args.zmq_port}
     _check_ports(ports | ({"--page": args.page} if args.page else {}))
-    k = ensure_keys()
-    exe = [sys.executable, "-m", "dancewire"]
+    from cloud.settings import load_settings
+    cloud_settings = load_settings(None, [])
+    k = ensure_keys(cloud_settings.allow_dir)
+    exe = [sys.executable, "-m", "dancewire", *["-v"] * args.verbose]
     api = f"http://127.0.0.1:{args.api_port}"
     zmq_ep = f"tcp://127.0.0.1:{args.zmq_port}"
     cloud_cmd = exe + ["cloud", "serve", "--set", f"api_port={args.api_port}",
@@ -145,26 +182,28 @@ def run(args) -> int:
     if args.source:
         edge_cmd += ["--source", str(args.source)]
     elif args.demo or not _camera_present():
-        edge_cmd += ["--demo"]
-        print("dancewire: no camera found: running the DEMO source (generated music and dancers)", flush=True)
+        # the session says so wherever it is shown (dashboard, API, store): its dancers are not real
+        edge_cmd += ["--demo", "--session", f"DEMO-{time.strftime('%Y%m%d-%H%M%S')}"]
+        why = "forced by --demo" if args.demo else "no camera found"
+        print(f"dancewire: {why}: running the DEMO source (generated music and dancers; session DEMO-...)",
+              flush=True)
     elif not _mic_present():
         edge_cmd += ["--no-mic"]
         print("dancewire: no microphone found: camera only (no music analysis)", flush=True)
     if args.page:
         edge_cmd += ["--page", str(args.page)]
 
-    from cloud.settings import load_settings
-    ensure_gallery(exe, Path(load_settings(None, []).gallery_path))
+    ensure_gallery(exe, Path(cloud_settings.gallery_path))
     procs: list[subprocess.Popen] = []
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     try:
-        cloud = subprocess.Popen(cloud_cmd, env=env, start_new_session=True)
+        cloud = subprocess.Popen(cloud_cmd, env=env, start_new_session=True, preexec_fn=_die_with_parent)
         procs.append(cloud)
         _wait_http(f"{api}/api/health", 60, cloud)
-        edge = subprocess.Popen(edge_cmd, env=env, start_new_session=True)
+        edge = subprocess.Popen(edge_cmd, env=env, start_new_session=True, preexec_fn=_die_with_parent)
         procs.append(edge)
         from cloud.cli import resolve_token
-        token = resolve_token(load_settings(None, []))
+        token = resolve_token(cloud_settings)
         print(f"dancewire: dashboard  {api}/dashboard/#token={token}", flush=True)
         if args.page:
             print(f"dancewire: rig page   http://127.0.0.1:{args.page}/", flush=True)
@@ -182,8 +221,10 @@ def run(args) -> int:
                       "(Ctrl-C stops)", flush=True)
             time.sleep(0.3)
     except KeyboardInterrupt:
-        print("dancewire: stopping (edge first, so it hands its spool to the cloud)", flush=True)
+        _say("stopping (edge first, so it hands its spool to the cloud)")
     finally:
+        for sig in STOP_SIGNALS:           # a second Ctrl-C must not abandon the cloud half-way
+            signal.signal(sig, _still_stopping)
         for p in reversed(procs):          # edge, then cloud
             _stop(p)
     return 0

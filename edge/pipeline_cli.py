@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from dancewire.config import port_arg
+
 
 def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML settings file (see edge/settings.py)")
@@ -21,8 +23,8 @@ def load_settings(args):
     overrides = list(args.overrides)
     if args.backend:
         overrides += [f"engine.backend={args.backend}", f"motion.backend={args.backend}"]
-    if args.threads:
-        overrides.append(f"engine.threads={args.threads}")
+    if args.threads is not None:
+        overrides.append(f"engine.threads={args.threads}")   # 0 is refused by the settings, not ignored
     return load_edge_settings(args.config, overrides)
 
 
@@ -49,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--session", default="", help="session id (default: a new one per run)")
     r.add_argument("--show", action="store_true", help="feedback in a window")
     r.add_argument("--record", type=Path, help="write the annotated feedback video here (.mp4)")
-    r.add_argument("--page", type=int, metavar="PORT", help="serve the feedback as a local page on this port")
+    r.add_argument("--page", type=port_arg, metavar="PORT", help="serve the feedback as a local page on this port")
     r.add_argument("--duration", type=float, help="stop after this many seconds")
     r.add_argument("--no-cloud", action="store_true", help="do not connect to the cloud")
     r.add_argument("--insecure-dev", action="store_true", help="plaintext ZeroMQ (development only)")

@@ -135,16 +135,19 @@ def resolve(name_or_path: str | os.PathLike, directory: str | os.PathLike | None
 
 
 def allow(public_key_file: str | os.PathLike, directory: str | os.PathLike | None = None,
-          name: str | None = None) -> Path:
-    """Add an edge's public key to the allow-list. Writes a public-only certificate."""
+          name: str | None = None, folder: str | os.PathLike | None = None) -> Path:
+    """Add an edge's public key to the allow-list (`folder`, as the cloud's `allow_dir` names one;
+    default: the keys folder's own). Writes a public-only certificate."""
     import zmq.auth.certs as certs
 
     src = Path(public_key_file)
     public = load_public(src)
     stem = src.name.split(".key")[0]
     name = _check_name(name or stem)
-    target = allowed_dir(directory) / f"{name}.key"
-    for other in allowed_dir(directory).glob("*.key"):
+    allowed = Path(folder) if folder else allowed_dir(directory)
+    allowed.mkdir(parents=True, exist_ok=True)
+    target = allowed / f"{name}.key"
+    for other in allowed.glob("*.key"):
         if other != target and load_public(other) == public:
             raise KeysError(f"that key is already allowed as {other.stem!r}")
     certs._write_key_file(target, certs._cert_public_banner, public, metadata={"name": name})

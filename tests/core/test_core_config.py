@@ -92,3 +92,54 @@ def test_edge_settings_out_of_range_or_choice_fail_at_load(override, match):
     with pytest.raises(DancewireError, match=match):
         load_edge_settings(None, [override])
     assert load_edge_settings(None, []).source.camera == "0"
+
+
+@pytest.mark.parametrize("override, match", [("api_port=70000", "api_port"), ("retention_days=-1", "retention"),
+                                             ("classify.k=0", "k >= 1"), ("aggregate.switch_hold=0", "switch_hold")])
+def test_cloud_settings_out_of_range_fail_at_load(override, match):
+    """`cloud serve --set api_port=70000` printed its URL and then hung in uvicorn, silently."""
+    from cloud.settings import load_settings
+
+    with pytest.raises(DancewireError, match=match):
+        load_settings(None, [override])
+
+
+def test_bad_ports_and_threads_are_argument_errors(capsys):
+    from dancewire.cli import main
+
+    for argv in (["up", "--api-port", "70000"], ["up", "--zmq-port", "-1"], ["edge", "run", "--demo", "--page", "99999"],
+                 ["up", "--demo", "--source", "x.mp4"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2, argv
+    assert "not in 0..65535" in capsys.readouterr().err
+    assert main(["edge", "analyze", "nothing.mp4", "--threads", "0"]) == 2      # refused, not ignored
+    assert "threads must be >= 1" in capsys.readouterr().err
+    assert main(["cloud"]) == 2 and "enroll" in capsys.readouterr().out        # the cloud's own commands
+
+
+@pytest.mark.parametrize("env, verbose, level", [("DEBUG", 0, 10), ("info", 0, 20), ("30", 0, 30), ("30", 2, 10),
+                                                 ("", 1, 20)])
+def test_the_log_level_takes_names_and_v_wins(monkeypatch, env, verbose, level):
+    import logging
+
+    from dancewire import log
+
+    monkeypatch.setenv("DANCEWIRE_LOG_LEVEL", env)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    log.setup(verbose)
+    assert root.level == level
+
+
+def test_up_allows_its_edge_key_where_the_cloud_looks(tmp_path, monkeypatch):
+    """With the cloud's allow_dir set, `up` put the edge's key into the default folder; the cloud then
+    refused the edge for ever while `up` reported windows sent."""
+    from dancewire.up import ensure_keys
+    from proto import keys
+
+    monkeypatch.setenv("DANCEWIRE_HOME", str(tmp_path / "home"))
+    ensure_keys(str(tmp_path / "allowed-here"))
+    assert [p.name for p in (tmp_path / "allowed-here").glob("*.key")] == ["edge-local.key"]
+    assert keys.load_public(tmp_path / "allowed-here" / "edge-local.key") == \
+        keys.load_public(keys.keys_dir() / "edge-local.key")

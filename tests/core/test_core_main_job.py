@@ -100,6 +100,7 @@ def test_up_runs_demo_end_to_end_and_loses_nothing(tmp_path, stop):
         results = store.results()
         styles = {r["style"] for r in results}
         assert styles & {"Break", "House", "Krump", "Middle Hip-hop"}
+        assert {r["session_id"][:5] for r in results} == {"DEMO-"}          # labelled wherever it is shown
         # the edge's music analysis reaches the cloud: beat grids, and each window's beat alignment
         assert store.count("beats") >= 5 and stats["counters"]["beats"] > 20
         aligned = [r for r in results if "beat_alignment" in (r["scores"] or {})]
@@ -179,3 +180,69 @@ def test_up_with_a_port_in_use_says_which_and_starts_nothing(tmp_path):
     assert "dashboard" not in proc.stdout
     home = tmp_path / "home"
     assert not home.exists() or not any(home.iterdir()), list(home.iterdir())   # no keys, no gallery
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+@pytest.mark.slow
+def test_a_closed_terminal_and_a_second_ctrl_c_stop_everything(tmp_path):
+    """SIGHUP (the terminal closed) killed `up` and left both children running; a second Ctrl-C while
+    stopping left the cloud running on both ports. Then, at once, `up` starts again on the same ports
+    (a TIME-WAIT from the last run's health check was taken for a port in use for a minute)."""
+    from edge.models.registry import model_path
+
+    try:
+        model_path("pose_detector")
+    except Exception as exc:
+        pytest.skip(f"pose models not built: {exc}")
+    env = dict(os.environ, DANCEWIRE_HOME=str(tmp_path), PYTHONUNBUFFERED="1")
+    ports = _port_args()
+    cmd = [sys.executable, "-m", "dancewire", "up", "--demo", "--page", "0", *ports]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if "Ctrl-C stops everything" in line:
+                break
+        time.sleep(3)
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    api, zmq = int(ports[1]), int(ports[3])
+    assert not _listening(api) and not _listening(zmq), "a child outlived `dancewire up`"
+    again = subprocess.run(cmd + ["--duration", "3"], env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "is in use" not in again.stderr, again.stderr
+
+
+def test_the_port_check_takes_a_time_wait_for_free_and_a_listener_for_busy():
+    import socket
+
+    from dancewire.errors import DancewireError
+    from dancewire.up import _check_ports
+
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)    # as uvicorn and libzmq bind
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with pytest.raises(DancewireError, match=f"port {port} is in use"):
+            _check_ports({"--api-port": port})
+        client = socket.create_connection(("127.0.0.1", port))
+        conn, _ = server.accept()
+        conn.close()                               # the server closes first: its side is in TIME-WAIT
+        client.close()
+    _check_ports({"--api-port": port})             # no listener: free, as uvicorn and libzmq find it
