@@ -19,9 +19,9 @@ Delivery is at-least-once, made exactly-once by the cloud's deduplication:
 5. The socket uses ``ZMQ_IMMEDIATE`` and non-blocking sends under a send high-water mark, and
    at most ``max_inflight`` unacked batches are on the wire: a slow or absent cloud only makes
    the spool grow; the camera loop never waits.
-6. A batch is checked as the cloud will check it before it is spooled: one the cloud would refuse
-   is counted (``submit_invalid``) and never sent, so its seqs are a gap the floor skips, not a
-   batch resent forever. An unexpected error in the I/O loop costs the connection, not the thread.
+6. A batch is checked as the cloud will check it when it is submitted: one the cloud would refuse
+   is counted (``submit_invalid``), takes no sequence number and is never sent, rather than being
+   resent forever. An unexpected error in the I/O loop costs the connection, not the thread.
 
 Security: CURVE with the node's keypair (``client_key``: a ``.key_secret`` file or a key name)
 and the cloud's public key (``server_key``: a ``.key`` file or name); by default ``edge`` and
@@ -119,7 +119,7 @@ class EdgeLink:
                            on_full=spool_on_full, fsync=fsync, fsync_interval=fsync_interval)
         self.epoch = self.spool.epoch
 
-        # submit side (any thread)
+        # submit side (any thread); queued rows are encoded (first_seq, last_seq, n_items, payload)
         self._submit_lock = threading.Lock()
         self._queue: collections.deque = collections.deque()
         self._queue_max = int(submit_queue)
@@ -164,7 +164,10 @@ class EdgeLink:
         self.close()
 
     def submit(self, item: Any, session_id: str | None = None) -> int | None:
-        """Queue windows / beat grids for delivery; never blocks. Returns the first seq, or None if dropped."""
+        """Queue windows / beat grids for delivery; never blocks. Returns the first seq, or None if dropped.
+
+        Each batch is encoded and checked here, as the cloud will check it: one the cloud would refuse
+        is counted (``submit_invalid``, ``last_error``) and takes no sequence number."""
         items = list(item) if isinstance(item, (list, tuple)) else [item]
         if not items:
             return None
@@ -178,12 +181,18 @@ class EdgeLink:
                 self._counters["submit_dropped"] += len(items)
                 return None
             for chunk in chunks:
-                first = self._seq_next
-                self._seq_next += len(chunk)
-                self._queue.append((first, chunk, session))
+                try:
+                    row = self._encode_batch(self._seq_next, chunk, session)
+                except Exception as exc:  # bad input from the caller: count it, keep going
+                    self._counters["submit_invalid"] += len(chunk)
+                    self.last_error = f"could not encode a submitted batch: {exc}"
+                    log.error("link: refused a submitted batch of %d item(s): %s", len(chunk), exc)
+                    continue
+                self._seq_next = row[1] + 1
+                self._queue.append(row)
+                self._counters["submitted"] += len(chunk)
                 if first_seq is None:
-                    first_seq = first
-            self._counters["submitted"] += len(items)
+                    first_seq = row[0]
             wake = not self._wake_pending
             self._wake_pending = True
         if wake:
@@ -402,17 +411,9 @@ class EdgeLink:
             if not self._queue:
                 self._wake_pending = False
                 return
-            work = list(self._queue)
+            rows = list(self._queue)
             self._queue.clear()
             self._wake_pending = False
-        rows = []
-        for first, items, session in work:
-            try:
-                rows.append(self._encode_batch(first, items, session))
-            except Exception as exc:  # bad input from the caller: count it, keep going
-                self._counters["submit_invalid"] += len(items)
-                self.last_error = f"could not encode a submitted batch: {exc}"
-                log.error("link: could not encode a submitted batch (seq %d..): %s", first, exc)
         stored = self.spool.append(rows)
         self._counters["spooled_batches"] += sum(stored)
 

@@ -50,8 +50,10 @@ def make_batch_dynamic(model: onnx.ModelProto, dim_name: str = BATCH_DIM) -> onn
     target shape is a constant starting with a hard-coded 1 gets 0 there instead ("copy the
     input's dimension", ONNX's default ``allowzero=0``), so the batch flows through.
     Stale intermediate shape annotations are dropped and shape inference is run again.
-    Raises ValueError when the graph holds another constant shape tied to batch 1 that this
-    does not know how to rewrite.
+    Raises ValueError when a Resize, Expand or ConstantOfShape takes a constant batch-1 shape.
+    Other ways a graph can pin the batch (a Slice's constant ends, a shape built by a Concat of
+    constants) are not looked for here: the build's batch check (`verify.batch_consistency`,
+    output shapes compared, distinct inputs) is what catches them.
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph

@@ -50,12 +50,14 @@ def test_what_the_cloud_would_refuse_never_stalls_the_stream(server, tmp_path):
     link = _link(server, tmp_path / "e.sqlite")
     link.submit(_window(0))
     link.submit([codec.make_beat_grid(0, i, i + 1, bpm=120.0) for i in range(17)])  # over 16 grids: two batches
-    link.submit(_window(1), session_id="s" * 129)     # a session id the cloud refuses: refused here instead
+    assert link.submit(_window(1), session_id="s" * 129) is None   # the cloud refuses it: refused here
     for t in range(10, 15):
         link.submit(_window(t))
-    assert link.wait_acked(5)                         # the refused batch's seqs are a gap the floor skips
+    assert link.wait_acked(5)
     assert sorted(server.got.t0_ms) == [0, 10_000, 11_000, 12_000, 13_000, 14_000] and server.got.grids == 17
     assert link.stats()["submit_invalid"] == 1 and not server.stats()["rejects"]
+    assert link.submit(_window(20), session_id="s" * 129) is None   # a refused last batch: nothing to wait for
+    assert link.wait_acked(2)
     link.close()
 
 
