@@ -7,6 +7,7 @@ import json
 import pytest
 
 from dancewire.cli import main
+from dancewire.errors import ModelCacheError
 
 
 @pytest.mark.slow
@@ -15,7 +16,7 @@ def test_bench_latency_writes_stages_feedback_and_a_timeline(tmp_path, shared_da
 
     try:
         model_path("pose_landmarks")
-    except Exception as exc:
+    except ModelCacheError as exc:
         pytest.skip(f"pose models not built: {exc}")
     out = tmp_path / "bench-latency.json"
     assert main(["bench", "latency", "--json", str(out), "--configs", "ort-2", "--loops", "1"]) == 0

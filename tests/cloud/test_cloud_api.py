@@ -74,7 +74,8 @@ def test_rest_endpoints(served, ballroom_gallery):
     res = get(base + "/api/results?session=class-1&limit=1000")
     assert len(res) == 60 and res[-1]["probs"]
     since = res[-10]["arrival"]
-    assert len(get(base + f"/api/results?since={since}")) <= 9
+    later = [(r["dancer"], r["seq"]) for r in get(base + f"/api/results?since={since}")]
+    assert later and later == [(r["dancer"], r["seq"]) for r in res if r["arrival"] > since]   # exactly those
     lat = get(base + "/api/latency")
     assert lat["stages"]["classify"]["count"] == 60 and lat["stages"]["total"]["p50_ms"] > 0
     assert "meaning" in lat["stages"]["store"]

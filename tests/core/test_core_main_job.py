@@ -12,6 +12,7 @@ import pytest
 
 from port_helpers import free_ports
 
+from dancewire.errors import ModelCacheError
 from dancewire.paths import REPO_ROOT, SEED_DIR
 
 
@@ -64,7 +65,7 @@ def test_up_runs_demo_end_to_end_and_loses_nothing(tmp_path, stop):
 
     try:
         model_path("pose_detector")
-    except Exception as exc:  # the edge needs the pose models even for the demo's CLI start-up checks
+    except ModelCacheError as exc:  # the edge needs the pose models even for the demo's CLI start-up checks
         pytest.skip(f"pose models not built: {exc}")
     env = dict(os.environ, DANCEWIRE_HOME=str(tmp_path), PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "dancewire", "up", "--demo", "--page", "0",
@@ -117,7 +118,7 @@ def test_up_with_a_video_keeps_the_dashboard_after_the_video_ends(tmp_path):
 
     try:
         model_path("pose_detector")
-    except Exception as exc:
+    except ModelCacheError as exc:
         pytest.skip(f"pose models not built: {exc}")
     video = tmp_path / "short.mp4"
     with av.open(str(video), "w") as c:
@@ -203,7 +204,7 @@ def test_a_closed_terminal_and_a_second_ctrl_c_stop_everything(tmp_path):
 
     try:
         model_path("pose_detector")
-    except Exception as exc:
+    except ModelCacheError as exc:
         pytest.skip(f"pose models not built: {exc}")
     env = dict(os.environ, DANCEWIRE_HOME=str(tmp_path), PYTHONUNBUFFERED="1")
     ports = _port_args()

@@ -67,13 +67,8 @@ def test_truncated_real_video_is_an_error_not_a_traceback(tmp_path, shared_data)
     data = (shared_data / "video" / "qengineering_Dance.mp4").read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) // 3])
-    try:
-        src = VideoFileSource(cut)
-        frames = list(src.frames())
-    except BadInputError as exc:
-        assert str(exc)
-    else:  # some containers stay readable up to the cut: then every frame must be intact
-        assert all(f.image.size for f in frames)
+    with pytest.raises(BadInputError, match="cut.mp4"):   # an MP4 cut before its index: one clear error
+        list(VideoFileSource(cut).frames())
 
 
 def _write(path, codec="libx264", fmt=None, n=60, fps=30, w=160, h=120, rotation=None, options=None, audio_s=0.0,

@@ -84,6 +84,11 @@ def test_overlay_without_beat_or_feedback_and_many_dancers(shared_data):
     out = draw_overlay(frame.image, pf2, None, None, None)
     assert _color_near(out, shifted.kp17[5, :2], track_color(shifted.track_id))
     assert track_color(pose.track_id) != track_color(shifted.track_id)
+    # the faint pose alone: its hips, knees and ankles are drawn nowhere (its label sits at its box top)
+    alone = draw_overlay(frame.image, PoseFrame(pf.index, pf.t, pf.width, pf.height, [faint]), None, None, None)
+    for j in range(11, 17):
+        x, y = (int(round(v)) for v in low[j, :2])
+        assert np.array_equal(alone[y - 4:y + 5, x - 4:x + 5], frame.image[y - 4:y + 5, x - 4:x + 5]), j
     empty = draw_overlay(frame.image, None)
     assert empty.shape == frame.image.shape
     with pytest.raises(ValueError):
@@ -254,8 +259,8 @@ def test_the_overlay_survives_wild_estimates(case):
     img = np.zeros((480, 1280, 3), np.uint8)[:, ::2] if case == "non-contiguous" else np.zeros((480, 640, 3), np.uint8)
     out = draw_overlay(img, pf, feedback={1: {"style": "salsa", "prob": 0.7}})
     assert out.shape == (480, 640, 3)
-    if case == "huge":
-        assert out[:, :, :].any()                      # the other joints are still drawn
+    if case == "huge":                                 # the other joints are still drawn, in the track's colour
+        assert all(_color_near(out, kp[j, :2], track_color(1)) for j in range(1, 17))
     if case == "non-contiguous":
         with pytest.raises(ValueError, match="contiguous"):
             draw_overlay(img, pf, copy=False)

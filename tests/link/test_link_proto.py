@@ -178,9 +178,23 @@ def test_window_from_result_uses_the_edge_record():
 @given(st.binary(max_size=2048))
 def test_decode_raises_only_wire_error_on_any_bytes(data):
     try:
-        codec.decode(data)
+        kind, body = codec.decode(data)
     except codec.WireError:
-        pass
+        return
+    codec.validate(body)                                    # what decode lets through is a valid message
+    assert codec.decode(codec.encode(body))[1] == body      # and it means the same once re-encoded
+
+
+def test_random_bytes_are_almost_never_a_message():
+    rng = np.random.default_rng(0)
+    taken = 0
+    for _ in range(2000):
+        try:
+            codec.decode(rng.bytes(int(rng.integers(1, 512))))
+            taken += 1
+        except codec.WireError:
+            pass
+    assert taken < 20
 
 
 @settings(max_examples=300, deadline=None)
@@ -192,9 +206,10 @@ def test_decode_survives_mutated_valid_frames(data):
         frame[i] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(frame)))
     try:
-        codec.decode(bytes(frame[:cut]))
+        kind, body = codec.decode(bytes(frame[:cut]))
     except codec.WireError:
-        pass
+        return
+    codec.validate(body)                                    # a mutation that decode takes is still valid
 
 
 def test_feedback_round_trip_for_the_rig():

@@ -172,3 +172,23 @@ def test_cli_has_models_commands():
     for argv in (["models", "build", "--force"], ["models", "info"], ["models", "verify", "--hashes-only"]):
         args = parser.parse_args(argv)
         assert callable(args.func)
+
+
+def test_models_verify_checks_the_files_against_the_manifest(built_models, tmp_path):
+    """`dancewire models verify --hashes-only` on a copy of the cache: 0 as built, an error once a
+    model file is changed by one byte."""
+    import os
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(built_models, cache / "models")
+    env = dict(os.environ, DANCEWIRE_CACHE=str(cache))
+    cmd = [sys.executable, "-m", "dancewire", "models", "verify", "--hashes-only"]
+    ok = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "hashes OK" in ok.stdout, ok.stderr
+    target = cache / "models" / "pose_landmarks.onnx"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    bad = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "pose_landmarks" in bad.stderr, (bad.stdout, bad.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dancewire.errors import ModelCacheError
 from edge.motion.settings import WEIGHTS_DIR
 
 ONNX = WEIGHTS_DIR / "encoder.onnx"
@@ -152,7 +153,7 @@ def test_own_pipeline_keypoints_for_pretraining(tmp_path, shared_data):
 
     try:
         model_path("pose_landmarks")
-    except Exception as exc:
+    except ModelCacheError as exc:
         pytest.skip(f"pose models not built: {exc}")
     (tmp_path / "video").mkdir()
     (tmp_path / "video" / "moonwalk.mp4").symlink_to(shared_data / "video" / "controlvideo_moonwalk.mp4")

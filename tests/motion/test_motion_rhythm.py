@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dancewire.errors import ModelCacheError
 from edge.motion import rhythm
 from edge.motion.settings import MotionSettings
 from edge.records import Beat, Onset
@@ -72,6 +73,9 @@ def test_session_summary_matches_offline():
     beats = [Beat(0.5 * k, 0.5 * k, 1, 120.0) for k in range(40)]
     s = sr.summary(beats=beats)
     assert s["align_f1"] > 0.9 and s["duration_s"] > 19
+    offline = rhythm.window_metrics(kp, t, None, beats=beats)             # the same stream offline
+    for key in ("align_f1", "align_precision", "align_recall"):
+        assert s[key] == pytest.approx(offline[key], abs=1e-3), key
 
 
 @pytest.mark.data
@@ -117,7 +121,7 @@ def test_real_video_dance_scores_higher_with_its_own_music(shared_data, tmp_path
 
     try:
         model_path("pose_landmarks")
-    except Exception as exc:
+    except ModelCacheError as exc:
         pytest.skip(f"pose models not built: {exc}")
     video = shared_data / "video" / "qengineering_Dance.mp4"
 

@@ -9,6 +9,7 @@ import pytest
 
 from benchmarks import robustness
 from dancewire.errors import BadInputError, ModelCacheError
+from dancewire.paths import REPO_ROOT
 from edge.records import Pose
 
 
@@ -102,13 +103,17 @@ def test_short_run_on_two_clips(shared_data, tmp_path):
     from edge.motion.settings import MotionSettings
 
     shipped = MotionSettings().encoder_onnx
+    transformer = REPO_ROOT / "edge/motion/weights/experiments/transformer/encoder.onnx"
     args = argparse.Namespace(videos=videos, only="frame_drop", max_seconds=2.6, threads=1, seed=0, hop=0.25,
-                              min_valid=12, plots=tmp_path, encoder=None, against=[shipped])
+                              min_valid=12, plots=tmp_path, encoder=None, against=[shipped, transformer])
     out = robustness.run(args)
     m = out["metrics"]
-    (side,) = out["protocol"]["against"]                      # --against scores side by side in the same run
+    same, other = out["protocol"]["against"]                  # --against scores side by side in the same run
     for cond in m.values():                                   # the shipped file against itself: same columns
-        assert cond[f"style_{side}"] == cond["style_encoder"]
+        assert cond[f"style_{same}"] == cond["style_encoder"]
+    # another encoder's file really is used: its embeddings move differently under frame drops
+    assert m["frame_drop:50pct"][f"style_{other}"]["similarity_to_clean"] != \
+        m["frame_drop:50pct"]["style_encoder"]["similarity_to_clean"]
     assert list(m) == ["clean", "frame_drop:10pct", "frame_drop:30pct", "frame_drop:50pct"]
     assert m["clean"]["detection_rate"] == 1.0 and m["clean"]["displacement_mean"] == 0.0
     n = m["clean"]["frames"]
