@@ -180,7 +180,8 @@ class PoseStage:
     def stats(self) -> dict[str, int]:
         """Counters since the last reset (for logs and summaries)."""
         return {"frames": self.frames, "detector_frames": self.estimator.detector_runs,
-                "tracks": self.tracker.next_id - 1,   # ids given, tentative ones included "joints_rejected": self.cleaner.rejected_total,
+                "tracks": self.tracker.next_id - 1,   # ids given, tentative ones included
+                "joints_rejected": self.cleaner.rejected_total,
                 "joints_filled": self.cleaner.filled_total, "poses_dropped_quality": self.quality.dropped,
                 "weak_keypoints": self.quality.weak_keypoints}
 

@@ -208,6 +208,8 @@ def test_a_change_of_frame_size_finds_the_dancer_again_inside_the_new_frame(shar
     final.extend(pose_stage.flush())
     assert len(set(ids)) == 1 and ids[0] > 1                     # one new id, never an old one reused
     assert [f.index for f in final] == list(range(40))           # nothing buffered was lost
+    assert set(pose_stage.stats()) == {"frames", "detector_frames", "tracks", "joints_rejected", "joints_filled",
+                                       "poses_dropped_quality", "weak_keypoints"}   # counters kept through it
 
 
 def test_from_settings_opens_the_cached_models(pose_model_paths, shared_data, read_frames):
