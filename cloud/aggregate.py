@@ -196,6 +196,16 @@ class Aggregator:
             ss.bpm = float(grid.bpm)
         self.dirty.add("session:" + grid.session_id)
 
+    def forget_seen(self, windows: list[WindowIn]) -> None:
+        """Take these windows as new if they come again (a batch the cloud held and had to drop
+        unstored). Their share of the running sums stays: counted twice rather than lost."""
+        for w in windows:
+            d = self.dancers.get(w.dancer)
+            ident = (w.epoch, w.seq)
+            if d is not None and ident in d.seen_set:
+                d.seen_set.discard(ident)
+                d.seen.remove(ident)
+
     def update(self, w: WindowIn, cls: Classification | None) -> WindowResult | None:
         """Fold one classified window in. Returns None for a duplicate."""
         d = self.dancers.get(w.dancer)

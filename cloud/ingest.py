@@ -625,10 +625,11 @@ class IngestServer:
                 self._reject(rid, "schema", f"embedding of {len(batch.windows[0].embedding)} bytes, Hello said "
                              f"dim {conn.dim} ({conn.embedding_bytes} bytes)", out)
                 return
-            if self.check_finite and conn.dtype == pb.DTYPE_FP16:
-                raw = b"".join(w.embedding for w in batch.windows)
-                if not np.isfinite(np.frombuffer(raw, "<f2")).all():
-                    self._reject(rid, "schema", "embedding holds NaN or infinity", out)
+            if self.check_finite:   # as decoded: an fp16 NaN, or an int8 scale that overflows float32
+                with np.errstate(over="ignore", invalid="ignore"):
+                    finite = np.isfinite(codec.batch_embeddings(batch)).all()
+                if not finite:
+                    self._reject(rid, "schema", "embedding holds NaN or infinity (as decoded)", out)
                     return
         seqs = [w.seq for w in batch.windows] + [g.seq for g in batch.beats]
         fresh = self.ledger.take(conn.node_id, conn.epoch, seqs, batch.floor_seq)

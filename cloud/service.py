@@ -51,7 +51,8 @@ class CloudService:
         self.epochs: dict[str, int] = {}
         self.counters = {"windows": 0, "batches": 0, "duplicates": 0, "late": 0, "beat_grids": 0,
                          "unclassified": 0, "feedback": 0, "errors": 0, "store_failures": 0,
-                         "store_dropped_batches": 0, "store_rejected_batches": 0, "dashboard_bad_acks": 0}
+                         "store_dropped_batches": 0, "store_rejected_batches": 0, "dashboard_bad_acks": 0,
+                         "prune_failures": 0}
         self._unwritten: deque = deque()        # (args, kwargs) of write_batch calls the store refused
         self._store_error_logged = -1e9         # monotonic time of the last "store cannot write" line
         self.started = time.time()
@@ -190,7 +191,9 @@ class CloudService:
             except StoreUnavailable as exc:
                 self.counters["store_failures"] += 1
                 if len(self._unwritten) > self.MAX_UNWRITTEN:
-                    self._unwritten.popleft()
+                    (dropped, *_), _ = self._unwritten.popleft()
+                    # never acked, so its edges send it again: taken afresh then, not as a duplicate
+                    self.aggregator.forget_seen(dropped)
                     self.counters["store_dropped_batches"] += 1
                 now = time.monotonic()
                 if now - self._store_error_logged > 10.0:
@@ -209,10 +212,18 @@ class CloudService:
             log.info("cloud store writes again; every held batch is stored")
 
     def _maybe_prune(self) -> None:
+        """Retention, hourly. A failure is logged and tried again in a minute; it never reaches the
+        batch that happened to be due (that batch is stored and its ack must stand or fall on that)."""
         days = self.settings.retention_days
         if days > 0 and time.time() - self._last_prune > 3600:
             self._last_prune = time.time()
-            counts = self.store.prune(days)
+            try:
+                counts = self.store.prune(days)
+            except Exception as exc:
+                self.counters["prune_failures"] += 1
+                self._last_prune = time.time() - 3600 + 60
+                log.error("retention: pruning failed (%s); tried again in a minute", exc)
+                return
             if any(counts.values()):
                 log.info("retention: pruned %s", counts)
 

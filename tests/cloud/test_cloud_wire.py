@@ -223,3 +223,75 @@ def test_windows_the_store_cannot_take_are_answered_not_acked_and_survive_a_clou
         ctx.term()
         server.stop()
         svc.close()
+
+
+def test_a_failed_prune_does_not_turn_a_held_batch_into_an_acked_one(tmp_path, ballroom_gallery):
+    """The hourly retention ran inside the batch: with the store down it raised out of process(), the
+    handler's RetryLater never came, and the ingest acked a batch only held in memory."""
+    from dancewire.errors import RetryLater
+
+    g, holdout = ballroom_gallery
+    dim = holdout[0]["emb"].shape[1]
+    svc = CloudService(CloudSettings(db_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", gallery_path=tmp_path / "g.npz",
+                                     retention_days=30), gallery=g)
+    try:
+        svc.on_hello("studio-c", codec.make_hello("studio-c", g.encoder["hash"], dim, "int8", epoch=7))
+        svc.store.execute("PRAGMA query_only=ON")                        # the store cannot write
+        svc._last_prune = 0.0                                             # and the prune is due
+        with pytest.raises(RetryLater):
+            svc.on_windows("studio-c", "class-3", _batch(holdout, 1, 4))
+        assert svc.counters["prune_failures"] == 1 and len(svc._unwritten) == 1
+    finally:
+        svc.close()
+
+
+def test_a_held_batch_dropped_unstored_is_taken_again_when_resent(tmp_path, ballroom_gallery):
+    """Past MAX_UNWRITTEN the oldest held batch goes; it was never acked, so its edge sends it again,
+    and it used to be called a duplicate and acked without ever being stored."""
+    from dancewire.errors import RetryLater
+
+    g, holdout = ballroom_gallery
+    dim = holdout[0]["emb"].shape[1]
+    svc = CloudService(CloudSettings(db_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", gallery_path=tmp_path / "g.npz"),
+                       gallery=g)
+    svc.MAX_UNWRITTEN = 2
+    try:
+        svc.on_hello("studio-c", codec.make_hello("studio-c", g.encoder["hash"], dim, "int8", epoch=7))
+        svc.store.execute("PRAGMA query_only=ON")
+        for seq in range(1, 6):
+            with pytest.raises(RetryLater):
+                svc.on_windows("studio-c", "class-3", _batch(holdout, seq, 1))
+        assert svc.counters["store_dropped_batches"] == 3
+        svc.store.execute("PRAGMA query_only=OFF")                       # the store is back
+        for seq in range(1, 6):                                           # the edge resends its spool
+            svc.on_windows("studio-c", "class-3", _batch(holdout, seq, 1))
+        assert sorted(r["seq"] for r in svc.store.query("SELECT seq FROM windows")) == [1, 2, 3, 4, 5]
+    finally:
+        svc.close()
+
+
+def test_an_int8_scale_that_overflows_is_refused_at_the_ingest(tmp_path, ballroom_gallery):
+    """A finite but huge int8 scale decodes to infinity and normalises to NaN, which then stuck in the
+    dancer's and session's sums and reached the dashboard as a literal NaN."""
+    import zmq
+
+    g, holdout = ballroom_gallery
+    dim = holdout[0]["emb"].shape[1]
+    svc, server = _serve(tmp_path, g)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(server.endpoint)
+    try:
+        sock.send(codec.encode(codec.make_hello("studio-c", g.encoder["hash"], dim, "int8", epoch=7)))
+        recv_until(sock, "ack")
+        b = _batch(holdout, 1, 2)
+        b.windows[0].scale = 3e38
+        sock.send(codec.encode(b))
+        err, _ = recv_until(sock, "error")
+        assert "NaN or infinity" in err.message and server.stats()["rejects"].get("schema") == 1
+        assert svc.store.count("windows") == 0
+    finally:
+        sock.close(0)
+        ctx.term()
+        server.stop()
+        svc.close()
