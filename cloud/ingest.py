@@ -35,8 +35,11 @@ elsewhere happen at least once across a cloud crash; key them on (node_id, seq).
 
 Ledger fsync policy: SQLite WAL, ``synchronous=NORMAL``; a process crash (SIGKILL) loses nothing
 committed; a background thread fsyncs the WAL at most every 0.2 s (``proto.walsync``), so a power
-loss of the cloud host can lose at most that much of already-acked windows. ``fsync="always"`` fsyncs every
-group commit (~2 ms each here).
+loss of the cloud host can lose at most that much of the ledger. ``fsync="always"`` fsyncs every
+group commit (~2 ms each here). The windows themselves are in the cloud store, whose SQLite runs at
+``synchronous=NORMAL`` without a background fsync (``cloud.store``): across a power loss of the
+cloud host, windows acked since the store's last checkpoint can be lost while the ledger still has
+them as taken. ``DANCEWIRE_SQLITE_SYNC=FULL`` on the store closes that gap at one fsync per batch.
 
 Security: CURVE with ``zmq.auth.thread.ThreadAuthenticator``; only edge public keys in the
 allow-list folder (``proto.keys.allowed_dir()``) get in. Refused keys (``auth_failures``) and

@@ -82,6 +82,21 @@ class StoreUnavailable(DancewireError):
     """The database cannot take writes now (disk full, server unreachable); retrying later may work."""
 
 
+# A server that vanishes without closing the connection (failover, power cut, partition) must end
+# in StoreUnavailable within seconds, not hang every write and read for TCP's ~15 minutes.
+PG_DEFAULTS = {"connect_timeout": "5", "keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5",
+               "keepalives_count": "3", "tcp_user_timeout": "15000"}
+
+
+def _pg_connect(target: str):
+    """psycopg connection with PG_DEFAULTS for every parameter the URL does not set itself."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = conninfo_to_dict(target)
+    return psycopg.connect(target, autocommit=True, **{k: v for k, v in PG_DEFAULTS.items() if k not in given})
+
+
 def _unavailable(exc: Exception) -> bool:
     """Errors of the database's state (disk full, I/O, read-only, locked, server gone), not of the data."""
     import sqlite3
@@ -138,7 +153,7 @@ class Store:
                 raise DancewireError("PostgreSQL needs psycopg: pip install 'dancewire[postgres]'") from None
             self._target = target
             try:
-                self.conn = psycopg.connect(target, autocommit=True)
+                self.conn = _pg_connect(target)
             except psycopg.OperationalError as exc:
                 raise DancewireError(f"cannot connect to PostgreSQL: {str(exc).strip().splitlines()[0]}") from None
         try:
@@ -161,7 +176,7 @@ class Store:
             if self._in_transaction:         # never finish half a transaction on a new connection
                 raise StoreUnavailable("the postgresql store lost its connection during a write")
             try:
-                self.conn = psycopg.connect(self._target, autocommit=True)
+                self.conn = _pg_connect(self._target)
             except psycopg.OperationalError as exc:
                 raise StoreUnavailable(f"the postgresql store cannot be reached: "
                                        f"{str(exc).strip().splitlines()[0]}") from exc
@@ -196,9 +211,21 @@ class Store:
             finally:
                 self._in_transaction = False
 
-    def execute(self, sql: str, params=()) -> None:
+    @contextmanager
+    def _statement(self, what: str = "write"):
+        """One statement outside a transaction: a lost server is StoreUnavailable (the API's 503, and
+        the next call reconnects), as in `transaction`."""
         with self._lock:
-            cur = self._connected().cursor()
+            try:
+                yield self._connected().cursor()
+            except Exception as exc:
+                if _unavailable(exc):
+                    raise StoreUnavailable(f"the {self.dialect} store cannot {what} now: "
+                                           f"{str(exc).strip().splitlines()[0]}") from exc
+                raise
+
+    def execute(self, sql: str, params=()) -> None:
+        with self._statement() as cur:
             cur.execute(self._sql(sql), tuple(params))
             cur.close()
 
@@ -206,14 +233,12 @@ class Store:
         rows = list(rows)
         if not rows:
             return
-        with self._lock:
-            cur = self._connected().cursor()
+        with self._statement() as cur:
             cur.executemany(self._sql(sql), rows)
             cur.close()
 
     def query(self, sql: str, params=()) -> list[dict]:
-        with self._lock:
-            cur = self._connected().cursor()
+        with self._statement("be read") as cur:
             cur.execute(self._sql(sql), tuple(params))
             cols = [c[0] for c in cur.description] if cur.description else []
             rows = [dict(zip(cols, r)) for r in cur.fetchall()]

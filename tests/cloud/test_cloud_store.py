@@ -230,3 +230,28 @@ def test_postgresql_connection_lost_is_reconnected_and_nothing_is_lost(db_url, t
     assert svc.store.count("windows") == sum(len(w) for _, w, _ in events)
     assert svc.store.query("SELECT pg_backend_pid() AS pid")[0]["pid"] != pid and svc.store.nodes()
     svc.close()
+
+
+def test_postgresql_connections_time_out_and_a_lost_read_is_unavailable(db_url, tmp_path):
+    """No timeout nor keepalive was set: a server gone without closing the connection hung every write
+    and read (under the service lock) for TCP's ~15 minutes. A read that met a lost connection was a
+    500 rather than the API's 503; the next one reconnects."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("connection parameters and losses: PostgreSQL only")
+    import psycopg
+
+    from cloud.store import PG_DEFAULTS, Store, StoreUnavailable
+
+    s = Store(db_url)
+    params = s.conn.info.get_parameters()
+    assert {k: params.get(k) for k in PG_DEFAULTS} == PG_DEFAULTS
+    mine = Store(db_url + "?connect_timeout=2")                          # the URL's own value wins
+    assert mine.conn.info.get_parameters()["connect_timeout"] == "2"
+    mine.close()
+    pid = s.query("SELECT pg_backend_pid() AS pid")[0]["pid"]
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(StoreUnavailable):
+        s.query("SELECT 1 AS one")
+    assert s.query("SELECT 1 AS one") == [{"one": 1}]
+    s.close()
