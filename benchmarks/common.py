@@ -11,7 +11,7 @@ def machine_info() -> dict:
     """What the figures were measured on. "AMD EPYC" alone names several CPU generations (a cloud
     box of the same name ran these benchmarks 2-3x faster one day than the day before), so the
     CPU family/model and the widest SIMD the CPU offers are recorded as well."""
-    cpu, family, model, flags = platform.processor() or "", None, None, set()
+    cpu, family, model, flags = "", None, None, set()   # platform.processor() is just "x86_64" on Ubuntu
     try:
         for line in open("/proc/cpuinfo"):
             key, _, value = line.partition(":")
@@ -28,6 +28,7 @@ def machine_info() -> dict:
                 break
     except (OSError, ValueError):
         pass
+    cpu = cpu or platform.processor() or platform.machine()
     simd = next((f for f in ("avx512f", "avx2", "avx", "sse4_2", "asimd") if f in flags), None)
     mem_gib = None
     try:

@@ -4,12 +4,14 @@ For each backend configuration (ONNX Runtime with 1 and 2 threads per pose model
 and INT8 pose engines where `import tensorrt` works, with the motion encoder on TensorRT FP16 too:
 it has no INT8 calibration) the real edge graph replays a video at real time (frames are
 stamped when released: glass time) into a real cloud process over CURVE ZeroMQ, and records:
-- per-stage latency of every frame: capture -> detect -> landmarks -> track -> clean -> feedback
-  (the overlay drawn and JPEG-encoded for the rig's local page), and of every window: -> motion
-  (window + encode) -> send;
+- per-stage latency of every frame: capture -> detect -> landmarks -> track -> clean -> motion
+  (the windows this frame completes cut, encoded, scored and sent: ~0 on most frames) -> feedback
+  (the overlay drawn and JPEG-encoded for the rig's local page), and of every window: window ->
+  encode -> rhythm -> send;
 - edge feedback latency: capture to overlay, per frame (`edge_feedback_ms_*`);
 - cloud feedback latency: capture of a window's last frame to the cloud's Feedback for that
-  window arriving back at the edge (`cloud_feedback_ms_*`), and the cloud's own stage times;
+  window arriving back at the edge (`cloud_feedback_ms_*`), and the cloud's own stage times
+  (`cloud_stages_ms`, per configuration: each runs against a cloud process of its own);
 - dropped frames (the leaky queue between capture and pose).
 With `--soak-seconds`, a long run checks for latency build-up (slope of latency over time).
 """
@@ -30,7 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import pyplot
+from dancewire.errors import DancewireError
 from dancewire.paths import shared_data_dir
+from edge.sources.video import VideoFileSource
 
 
 def add_arguments(p) -> None:
@@ -48,8 +52,6 @@ def _free_port() -> int:
 
 
 def _looped_frames(path: Path, loops: int):
-    from edge.sources.video import VideoFileSource
-
     src = VideoFileSource(path)
     period = (src.info.duration or 0) or 10.0
     index = 0
@@ -117,7 +119,6 @@ def run_config(settings, video: Path, loops: int, keys: dict, zmq_port: int, ses
     from edge.live import LiveRunner, open_link
     from edge.pipeline import EdgeGraph
     from edge.sources.audio_file import has_audio
-    from edge.sources.video import VideoFileSource
 
     settings = replace(settings, link=replace(settings.link, endpoint=f"tcp://127.0.0.1:{zmq_port}",
                                               client_key=keys["edge_secret"], server_key=keys["server_public"]))
@@ -163,25 +164,30 @@ def run(args) -> dict:
         from cloud.settings import load_settings
         from dancewire.up import ensure_gallery
         ensure_gallery([sys.executable, "-m", "dancewire"], Path(load_settings(None, []).gallery_path))
-        api_port, zmq_port = _free_port(), _free_port()
-        with cloud_process(home, api_port, zmq_port, kd / "cloud.key_secret"):
-            base = load_edge_settings()
-            for name, cfg in _configs(args.configs):
-                eng = replace(base.engine, **cfg)
-                motion = replace(base.motion, backend=eng.backend)     # the encoder on the same backend
+        base = load_edge_settings()
+        runs = []
+        for name, cfg in _configs(args.configs):
+            eng = replace(base.engine, **cfg)
+            motion = replace(base.motion, backend=eng.backend)     # the encoder on the same backend
+            runs.append((name, replace(base, engine=eng, motion=motion), args.loops, None))
+        if args.soak_seconds:
+            eng = replace(base.engine, backend="onnxruntime", threads=2)
+            length = VideoFileSource(video).info.duration or 9.0
+            runs.append(("soak", replace(base, engine=eng), int(np.ceil(args.soak_seconds / length)) + 1,
+                         args.soak_seconds))
+        if not runs:
+            raise DancewireError(f"no configuration to run of {args.configs!r} (TensorRT ones need `import tensorrt`)")
+        for name, settings, loops, duration in runs:
+            # a cloud of its own per configuration: its stage times are that configuration's alone
+            api_port, zmq_port = _free_port(), _free_port()
+            with cloud_process(home, api_port, zmq_port, kd / "cloud.key_secret"):
                 print(f"latency: {name} ...", file=sys.stderr, flush=True)
-                results[name] = run_config(replace(base, engine=eng, motion=motion), video, args.loops, keys,
-                                           zmq_port, session=f"bench-{name}")
-            if args.soak_seconds:
-                eng = replace(base.engine, backend="onnxruntime", threads=2)
-                loops = int(np.ceil(args.soak_seconds / 9.0)) + 1
-                print(f"latency: soak {args.soak_seconds:.0f} s ...", file=sys.stderr, flush=True)
-                results["soak"] = run_config(replace(base, engine=eng), video, loops, keys, zmq_port,
-                                             session="bench-soak", duration=args.soak_seconds)
-            token = (home / "cloud-token").read_text().strip()
-            req = urllib.request.Request(f"http://127.0.0.1:{api_port}/api/latency",
-                                         headers={"Authorization": f"Bearer {token}"})
-            cloud_lat = json.loads(urllib.request.urlopen(req, timeout=5).read())
+                results[name] = run_config(settings, video, loops, keys, zmq_port, session=f"bench-{name}",
+                                           duration=duration)
+                token = (home / "cloud-token").read_text().strip()
+                req = urllib.request.Request(f"http://127.0.0.1:{api_port}/api/latency",
+                                             headers={"Authorization": f"Bearer {token}"})
+                cloud_lat[name] = json.loads(urllib.request.urlopen(req, timeout=5).read())
         os.environ.pop("DANCEWIRE_HOME", None)
 
     table = {}
@@ -189,7 +195,7 @@ def run(args) -> dict:
         lat = st["latency_ms"]
         table[name] = {stage: {q: round(v[q], 2) for q in ("p50", "p95", "p99")} for stage, v in lat.items()}
         table[name]["cloud_feedback"] = ({q: round(st["cloud_feedback_ms"][q], 2) for q in ("p50", "p95", "p99")}
-                                         if st["cloud_feedback_ms"] else None)
+                                         | {"n": st["cloud_feedback_ms"]["n"]} if st["cloud_feedback_ms"] else None)
         table[name]["dropped_frames"] = st["dropped_frames"]
         table[name]["frames"] = st["counters"]["frames_done"]
         table[name]["timeline_points"] = len(st["timeline"])       # plotted in latency_timeline.png
@@ -218,7 +224,7 @@ def run(args) -> dict:
 
 def _plots(results: dict, folder: Path) -> None:
     plt = pyplot()
-    stages = ["detect", "landmarks", "track", "clean", "feedback"]
+    stages = ["detect", "landmarks", "track", "clean", "motion", "feedback"]
     names = [n for n in results if n != "soak"]
     fig, ax = plt.subplots(figsize=(8, 4))
     bottom = np.zeros(len(names))

@@ -46,6 +46,15 @@ MOSAIC = ("qengineering_Dance.mp4", "footskate_reducer_dance.mp4", "controlvideo
 WARMUP = 5          # first frames of each run left out of fps and percentiles
 
 
+def _at_least_one(text: str) -> int:
+    import argparse
+
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 (no frames: nothing to time)")
+    return n
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=None, help="shared data folder (default: ../shared/data)")
     p.add_argument("--cores", type=int, default=2, help="CPUs both sides are pinned to (default 2)")
@@ -53,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="onnxruntime threads per model, comma-separated; each is timed (default 1,2)")
     p.add_argument("--repeats", type=int, default=3, help="alternating runs of each side (default 3)")
     p.add_argument("--mosaic-height", type=int, default=480, help="tile height of the 3-dancer mosaic")
-    p.add_argument("--max-frames", type=int, default=None, help="cut each scene to this many frames")
+    p.add_argument("--max-frames", type=_at_least_one, default=None, help="cut each scene to this many frames")
     p.add_argument("--backend", default="onnxruntime", help="engine backend for ours")
     p.add_argument("--skip-mediapipe", action="store_true", help="time ours only")
 

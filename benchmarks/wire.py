@@ -447,7 +447,7 @@ def run(args) -> dict:
     goals = {"bytes_per_dancer_second<=400": metrics["bytes_per_dancer_second"] <= 400,
              "ingest_windows_per_s>=20000": metrics["ingest_windows_per_s"] >= 20_000,
              "roundtrip_ms_p99<=5": (metrics["roundtrip_ms_p99"] or 1e9) <= 5.0}
-    _plot(args.plots, rt, rt1, rtn)
+    _plot(args.plots, "plaintext" if args.insecure_dev else "CURVE", rt, rt1, rtn)
     config = {"dim": args.dim, "dtype": args.dtype, "dancers_per_message": args.dancers, "rate": args.rate,
               "seconds": args.seconds, "nodes": args.nodes, "security": "plaintext" if args.insecure_dev else "CURVE",
               "rhythm_metrics_per_window": len(RHYTHM), "windows_per_dancer_second": 2,
@@ -460,7 +460,7 @@ def run(args) -> dict:
     return {"metrics": metrics, "goals": goals, "config": config, "detail": detail}
 
 
-def _plot(folder: Path, *runs) -> None:
+def _plot(folder: Path, security: str, *runs) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in runs:
@@ -472,7 +472,7 @@ def _plot(folder: Path, *runs) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("edge -> cloud -> edge feedback round trip (ms)")
     ax.set_ylabel("fraction of windows")
-    ax.set_title("dancewire wire round trip on loopback (CURVE, spool + ledger on disk)")
+    ax.set_title(f"dancewire wire round trip on loopback ({security}, spool + ledger on disk)")
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()

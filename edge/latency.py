@@ -11,7 +11,9 @@ KEEP = 20_000     # samples per stage the percentiles are taken over: about 11 m
 
 # The order in which a frame's work happens; a stage's latency is the time since the
 # previous stage present in the record's stamps.
-STAGES = ("capture", "detect", "landmarks", "track", "clean", "window", "encode", "rhythm", "send", "feedback")
+# A live frame's "motion" is everything after its cleaning up to the drawing (the windows it completes:
+# cut, encoded, scored, sent; ~0 on most frames); "feedback" is then the overlay drawn and shown.
+STAGES = ("capture", "detect", "landmarks", "track", "clean", "window", "encode", "rhythm", "send", "motion", "feedback")
 WINDOW_STAGES = ("window", "encode", "rhythm", "send")
 
 

@@ -215,6 +215,7 @@ class LiveRunner:
             # the dancer's own on-beat share (DanceMVP beat alignment rate of the latest window)
             self.sink.on_feedback({r.window.track_id: {"on_beat": r.rhythm.get("beat_alignment")}
                                    for r in step.windows if r.rhythm.get("beat_alignment") is not None})
+        stamp(live.stamps, "motion")              # windows cut, encoded, scored and sent; then the drawing
         if self.sink is not None and self.sink.active and image is not None:
             total = (time.perf_counter() - live.stamps["capture"]) * 1e3 if "capture" in live.stamps else None
             self.sink.write(image, live, total, live.t)
