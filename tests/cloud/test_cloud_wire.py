@@ -176,6 +176,14 @@ def _serve(tmp_path, g):
     return svc, server
 
 
+def _dealer(server):
+    """A raw edge socket on the server (the tests speak the wire themselves)."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(server.endpoint)
+    return ctx, sock
+
+
 def test_windows_the_store_cannot_take_are_answered_not_acked_and_survive_a_cloud_restart(tmp_path, ballroom_gallery):
     """Disk full: the rig still gets its feedback, but no ack, so the edge keeps the windows. The
     cloud then dies with them held in memory; restarted, it takes the resent windows and stores
@@ -183,9 +191,7 @@ def test_windows_the_store_cannot_take_are_answered_not_acked_and_survive_a_clou
     g, holdout = ballroom_gallery
     dim = holdout[0]["emb"].shape[1]
     svc, server = _serve(tmp_path, g)
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.connect(server.endpoint)
+    ctx, sock = _dealer(server)
     hello = codec.encode(codec.make_hello("studio-c", g.encoder["hash"], dim, "int8", epoch=7, session_id="class-3"))
     try:
         sock.send(hello)
@@ -273,14 +279,10 @@ def test_a_held_batch_dropped_unstored_is_taken_again_when_resent(tmp_path, ball
 def test_an_int8_scale_that_overflows_is_refused_at_the_ingest(tmp_path, ballroom_gallery):
     """A finite but huge int8 scale decodes to infinity and normalises to NaN, which then stuck in the
     dancer's and session's sums and reached the dashboard as a literal NaN."""
-    import zmq
-
     g, holdout = ballroom_gallery
     dim = holdout[0]["emb"].shape[1]
     svc, server = _serve(tmp_path, g)
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.connect(server.endpoint)
+    ctx, sock = _dealer(server)
     try:
         sock.send(codec.encode(codec.make_hello("studio-c", g.encoder["hash"], dim, "int8", epoch=7)))
         recv_until(sock, "ack")
