@@ -84,6 +84,7 @@ class StoreUnavailable(DancewireError):
 
 # A server that vanishes without closing the connection (failover, power cut, partition) must end
 # in StoreUnavailable within seconds, not hang every write and read for TCP's ~15 minutes.
+MIGRATION_LOCK = 0x64776D67      # PostgreSQL advisory lock key of schema migrations ("dwmg")
 PG_DEFAULTS = {"connect_timeout": "5", "keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5",
                "keepalives_count": "3", "tcp_user_timeout": "15000"}
 
@@ -255,21 +256,26 @@ class Store:
         return int(rows[0]["v"] or 0)
 
     def migrate(self) -> list[int]:
-        """Apply the migrations this database lacks, each in its own transaction."""
-        self.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
-            version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)""")
-        have = {int(r["version"]) for r in self.query("SELECT version FROM schema_migrations")}
+        """Apply the migrations this database lacks, each in its own transaction. Each one first takes
+        the database's writer lock (SQLite's BEGIN IMMEDIATE, a PostgreSQL advisory lock) and then
+        reads what is applied, so two processes opening a fresh database at once (`cloud serve` and
+        `cloud migrate`, two replicas) apply each migration once."""
         applied = []
         for version, name, statements in MIGRATIONS:
-            if version in have:
-                continue
             with self.transaction():
+                if self.dialect == "postgresql":
+                    self.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+                self.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)""")
+                if self.query("SELECT 1 AS one FROM schema_migrations WHERE version = ?", (version,)):
+                    continue
                 for sql in statements:
                     self.execute(sql)
                 self.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                              (version, name, time.time()))
             log.info("store: applied migration %d (%s)", version, name)
             applied.append(version)
+        have = {int(r["version"]) for r in self.query("SELECT version FROM schema_migrations")}
         latest = max(v for v, _, _ in MIGRATIONS)
         if have and max(have) > latest:
             raise DancewireError(f"database schema {max(have)} is newer than this dancewire ({latest})")

@@ -255,3 +255,22 @@ def test_postgresql_connections_time_out_and_a_lost_read_is_unavailable(db_url, 
         s.query("SELECT 1 AS one")
     assert s.query("SELECT 1 AS one") == [{"one": 1}]
     s.close()
+
+
+def test_processes_opening_a_fresh_database_at_once_migrate_it_once(db_url):
+    """`cloud serve` and `cloud migrate` (or two replicas) on a new database: both read "nothing
+    applied" before their transactions, and the second failed on "table ... already exists"."""
+    import subprocess
+    import sys
+
+    start = time.time() + 2.0
+    code = (f"import time\nwhile time.time() < {start}: pass\n"
+            f"from cloud.store import Store\nStore({db_url!r}).close()\nprint('ok')")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-300:] for _, e in outs]
+    s = Store(db_url)
+    assert [r["version"] for r in s.query("SELECT version FROM schema_migrations ORDER BY version")] == \
+        [v for v, _, _ in MIGRATIONS]
+    s.close()
