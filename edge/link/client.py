@@ -18,7 +18,8 @@ Delivery is at-least-once, made exactly-once by the cloud's deduplication:
    libzmq's own reconnect (same bounds) runs underneath.
 5. The socket uses ``ZMQ_IMMEDIATE`` and non-blocking sends under a send high-water mark, and
    at most ``max_inflight`` unacked batches are on the wire: a slow or absent cloud only makes
-   the spool grow; the camera loop never waits.
+   the spool grow; the camera loop never waits on the network or the disk (``submit`` only
+   encodes and checks its batch).
 6. A batch is checked as the cloud will check it when it is submitted: one the cloud would refuse
    is counted (``submit_invalid``), takes no sequence number and is never sent, rather than being
    resent forever. An unexpected error in the I/O loop costs the connection, not the thread.
@@ -414,7 +415,13 @@ class EdgeLink:
             rows = list(self._queue)
             self._queue.clear()
             self._wake_pending = False
-        stored = self.spool.append(rows)
+        try:
+            stored = self.spool.append(rows)
+        except BaseException:
+            # the append rolled back: the rows go back in front, in order, and are tried again next turn
+            with self._submit_lock:
+                self._queue.extendleft(reversed(rows))
+            raise
         self._counters["spooled_batches"] += sum(stored)
 
     def _encode_batch(self, first: int, items: list, session: str) -> tuple[int, int, int, bytes]:

@@ -99,15 +99,15 @@ class Spool:
             raise ValueError(f"on_full must be one of {FULL_POLICIES}")
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {FSYNC_POLICIES}")
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = self._take_lock()
         self.max_bytes, self.max_batches = int(max_bytes), int(max_batches)
         self._max_bytes_configured = self.max_bytes
         self._disk_cap_until = 0.0     # while a full disk caps max_bytes: when to try the configured one
         self._ack_pending = 0          # an ack the full disk would not let us delete yet
         self.on_full, self.fsync, self.fsync_interval = on_full, fsync, float(fsync_interval)
         self._lock = threading.Lock()
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = self._take_lock()   # last: every argument is checked, so nothing can leak the lock
         try:
             self._open(fsync, fsync_interval)
         except BaseException:

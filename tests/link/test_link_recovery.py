@@ -175,6 +175,40 @@ def test_a_second_link_on_the_same_spool_is_refused(server, tmp_path):
     _link(server, tmp_path / "e.sqlite").close()          # free again once the first one closed
 
 
+def test_a_spool_refused_for_a_bad_setting_leaves_no_lock_behind(tmp_path):
+    with pytest.raises(ValueError):
+        Spool(tmp_path / "e.sqlite", max_bytes="lots")
+    Spool(tmp_path / "e.sqlite", fsync="never").close()   # the refused one took no lock with it
+
+
+class _FailingInsertOnce:
+    """A connection whose first INSERT fails with an error that is not a full disk (say, a disk I/O error)."""
+
+    def __init__(self, db):
+        self._db, self.failed = db, False
+
+    def execute(self, sql, *args):
+        if not self.failed and sql.lstrip().upper().startswith("INSERT"):
+            self.failed = True
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+
+def test_a_failed_spool_append_loses_no_submitted_batch(server, tmp_path):
+    link = _link(server, tmp_path / "e.sqlite")
+    assert link.wait_ready(5)
+    link.spool._db = _FailingInsertOnce(link.spool._db)
+    for t in range(6):
+        link.submit(_window(t))
+    assert link.wait_acked(10)
+    assert link.spool._db.failed and link.stats()["io_errors"] == 1
+    assert sorted(set(server.got.t0_ms)) == [t * 1000 for t in range(6)]   # re-queued in order, none lost
+    link.close()
+
+
 def test_a_broken_key_in_the_allow_list_leaves_the_cloud_running(tmp_path, caplog):
     d = tmp_path / "keys"
     keys.generate("cloud", d)
