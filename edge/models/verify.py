@@ -286,9 +286,9 @@ def check_limits(report: dict) -> list[str]:
     """Human-readable failures of a verification report (empty: all within limits)."""
     failures = []
     for key, result in report.get("landmarks", {}).items():
-        for field, (limit, what) in _LANDMARK_CHECKS.items():
-            if field in result and _over(result[field], LIMITS[limit]):
-                failures.append(f"{key}: {what} differ by {result[field]:.3g} (limit {LIMITS[limit]})")
+        for name, (limit, what) in _LANDMARK_CHECKS.items():
+            if name in result and _over(result[name], LIMITS[limit]):
+                failures.append(f"{key}: {what} differ by {result[name]:.3g} (limit {LIMITS[limit]})")
     det = report.get("detector")
     if det:
         if _over(det["box_max_abs_diff_px_confident"], LIMITS["detector_box_px"]):
