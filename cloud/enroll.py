@@ -151,7 +151,7 @@ def references_from_file(path: Path, labels: Labels, *, phrase_s: float = 4.0,
     def ref_id(v: str, d: int, a: float) -> str:
         # names the input too, so the cameras of one performance enrolled under one --video (as the
         # help says) do not replace each other's references; re-enrolling an input replaces all of
-        # its old ones (Gallery.merged: the id up to '#')
+        # its old ones (Gallery.merged, gallery.input_of)
         return f"{v}|{source}#{d}@{a:.2f}"
 
     refs = [Reference(ref_id=ref_id(v, d, a), style=labels.style, routine=labels.routine, group=labels.group,

@@ -29,6 +29,20 @@ FORMAT = "dancewire-gallery/1"
 _REF_FIELDS = [f.name for f in fields(Reference)]
 
 
+def input_of(ref_id: str) -> str:
+    """The input a reference came from: its id up to the last '#' (enrolment writes
+    ``video|folder/stem#dancer@t0``; a video or folder name may hold a '#' itself)."""
+    return ref_id.rsplit("#", 1)[0]
+
+
+def legacy_input(source: str) -> str:
+    """What a gallery enrolled before ids named the folder called the input ``video|folder/stem``:
+    the video alone when it was the stem, else ``video/stem``."""
+    video, _, path = source.rpartition("|")
+    stem = path.rsplit("/", 1)[-1]
+    return video if video == stem else f"{video}/{stem}"
+
+
 @dataclass
 class RoutineTable:
     """One routine's eight-counts: mean embedding per phrase and the two reference cosines.
@@ -141,8 +155,11 @@ class Gallery:
 
     # ----- editing ----------------------------------------------------------------------------
     def merged(self, refs: list[Reference], embeddings: np.ndarray, encoder: dict | None = None) -> "Gallery":
-        """A new gallery with `refs` added. References from the same input (the ref id up to '#')
-        replace that input's old ones, so a re-enrolled file never keeps stale windows beside new ones."""
+        """A new gallery with `refs` added. References from the same input (``input_of`` their id)
+        replace that input's old ones, so a re-enrolled file never keeps stale windows beside new ones;
+        so do that input's references in a gallery enrolled before ids named the folder
+        (``legacy_input``). Embeddings of another encoder are refused, and so is either side naming
+        no encoder while the other names one: there is nothing to say they are comparable."""
         if not refs:
             return Gallery(self.embeddings, list(self.refs), dict(self.encoder), dict(self.params))
         embeddings = np.asarray(embeddings, np.float32).reshape(len(refs), -1)
@@ -154,8 +171,9 @@ class Gallery:
                                     "compared with these; re-enrol everything with one encoder")
         if len(self.refs) and embeddings.shape[1] != self.dim:
             raise BadInputError(f"embedding dim {embeddings.shape[1]} != gallery dim {self.dim}")
-        sources = {r.ref_id.split("#", 1)[0] for r in refs}
-        keep = [i for i, r in enumerate(self.refs) if r.ref_id.split("#", 1)[0] not in sources]
+        sources = {input_of(r.ref_id) for r in refs}
+        sources |= {legacy_input(s) for s in sources if "|" in s}
+        keep = [i for i, r in enumerate(self.refs) if input_of(r.ref_id) not in sources]
         all_refs = [self.refs[i] for i in keep] + list(refs)
         all_emb = np.concatenate([self.embeddings[keep], embeddings]) if len(keep) else embeddings
         enc = dict(self.encoder) if self.encoder else {}

@@ -231,6 +231,18 @@ def test_encoder_mismatch_refused():
     assert len(h) == 20 and h.refs[-1].style == "b"
 
 
+def test_re_enrolling_replaces_an_inputs_references_whatever_its_names_hold():
+    """A '#' in a folder name cut the input's id short (take#1/a and take#2/a replaced each other), and
+    a gallery enrolled before ids named the folder kept the old references beside the new ones."""
+    x, _ = clustered(6, dim=8)
+    old = ["perf1/front#0@0.00", "front#1@2.00", "other#0@0.00", "v|take#1/a#0@0.00", "v|take#2/a#0@0.00"]
+    g = Gallery(x[:5], [Reference(i, "old") for i in old], {"hash": "aaa"})
+    new = ["perf1|cams/front#0@0.00", "front|cams/front#1@2.50", "v|take#1/a#0@0.50"]
+    h = g.merged([Reference(i, "new") for i in new], x[:3], {"hash": "aaa"})
+    assert sorted((r.ref_id, r.style) for r in h.refs) == sorted(
+        [("other#0@0.00", "old"), ("v|take#2/a#0@0.00", "old")] + [(i, "new") for i in new])
+
+
 @pytest.mark.parametrize("case", ["rows", "dim", "nan"])
 def test_a_damaged_gallery_is_refused_with_a_clear_error(case):
     """3 x 8 embeddings for 6 references loaded as 6 of dim 4; 5 for 3 was a bare ValueError (a 500 on
