@@ -87,22 +87,35 @@ class BeatGrid:
     downbeats: list = field(default_factory=list)       # sorted downbeat (count 1) times
     downbeats_before: int = 0                           # downbeats older than `downbeats` (not restored)
     last_seq: int = 0                                   # the newest grid's seq
+    last_epoch: int | None = None                       # the spool epoch last_seq counts in
+    run_seq: int = 0                                    # the seq the rig's clock last started again at
     bpm: float = 0.0                                    # the newest grid's tempo (not saved)
 
     KEEP = 2000                                         # beats saved with the session's state
     RESTART_S = 10.0                                    # a newer grid this far before the last beat: clock restarted
 
     def take(self, grid: BeatGridIn) -> bool:
-        """Add a grid's beats. A grid newer than the last (higher seq) that lies well before the
-        beats so far means the rig's clock started again (an edge restarted into the session):
-        the old beats go, and the eight-count numbers go on from the old count. True then."""
-        restarted = bool(self.beats) and grid.seq > self.last_seq and grid.t1 < self.beats[-1][0] - self.RESTART_S
+        """Add a grid's beats. A grid newer than the last (higher seq, or another spool epoch: a
+        fresh spool numbers from 1 again) that lies well before the beats so far means the rig's
+        clock started again (an edge restarted into the session): the old beats go, and the
+        eight-count numbers go on from the old count. True then. An older grid of the run before
+        that restart is left out: its times are on the old clock."""
+        epoch = int(grid.epoch)
+        other_epoch = self.last_epoch is not None and epoch != self.last_epoch
+        newer = other_epoch or grid.seq > self.last_seq
+        if not newer and grid.seq < self.run_seq:
+            return False
+        restarted = bool(self.beats) and newer and grid.t1 < self.beats[-1][0] - self.RESTART_S
         if restarted:
             self.downbeats_before += len(self.downbeats)
             self.beats, self.downbeats = [], []
-        if grid.seq >= self.last_seq and grid.bpm > 0:
+            self.run_seq = int(grid.seq)
+        elif other_epoch:
+            self.run_seq = 0                            # seqs of another spool: no run boundary in them yet
+        if (newer or grid.seq == self.last_seq) and grid.bpm > 0:
             self.bpm = float(grid.bpm)
-        self.last_seq = max(self.last_seq, int(grid.seq))
+        self.last_seq = int(grid.seq) if other_epoch else max(self.last_seq, int(grid.seq))
+        self.last_epoch = epoch
         for t, c in zip(grid.beats, grid.counts or [0] * len(grid.beats)):
             self.add(t, c)
         return restarted
@@ -129,7 +142,7 @@ class BeatGrid:
         kept = self.beats[-self.KEEP:]
         before = self.downbeats_before + (bisect.bisect_left(self.downbeats, kept[0][0]) if kept else len(self.downbeats))
         return {"beats": kept, "downbeats_before": before,     # so eight-count numbers go on across a restart
-                "last_seq": self.last_seq}
+                "last_seq": self.last_seq, "last_epoch": self.last_epoch, "run_seq": self.run_seq}
 
     @classmethod
     def from_state(cls, st: dict) -> BeatGrid:
@@ -137,6 +150,8 @@ class BeatGrid:
         g.downbeats = [t for t, c in g.beats if c == 1]
         g.downbeats_before = int(st.get("downbeats_before", 0))
         g.last_seq = int(st.get("last_seq", 0))
+        g.last_epoch = None if st.get("last_epoch") is None else int(st["last_epoch"])
+        g.run_seq = int(st.get("run_seq", 0))
         return g
 
 

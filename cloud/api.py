@@ -216,7 +216,8 @@ def create_app(service, token: str) -> FastAPI:
             dancers = [agg.dancer_summary(k) for k, d in agg.dancers.items() if session in (None, d.session_id)]
             sessions = [agg.session_summary(sid) for sid in agg.sessions if session in (None, sid)]
             # per rig: each node's beats are on its own media clock
-            grids = [{"session": sid, "node": node, "bpm": g.bpm, "beats": g.beats[-400:]}
+            grids = [{"session": sid, "node": node, "bpm": g.bpm, "beats": g.beats[-400:],
+                      "epoch": g.last_epoch, "seq": g.last_seq, "run_seq": g.run_seq}
                      for sid, ss in agg.sessions.items() if session in (None, sid) for node, g in ss.grids.items()]
         recent = service.store.results(session, None, time.time() - 120, 2000)
         return {"dancers": dancers, "sessions": sessions, "results": recent, "beat_grids": grids,

@@ -60,6 +60,7 @@ class BeatGridIn:
     beats: list[float] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
     onsets: list[float] = field(default_factory=list)
+    epoch: int = 0             # the spool epoch `seq` counts in (a fresh spool numbers from 1 again)
 
 
 @dataclass

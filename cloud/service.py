@@ -157,7 +157,7 @@ class CloudService:
             return
         for b in beats:
             self.hub.publish({"type": "beats", "node": b.node_id, "session": b.session_id, "t0": b.t0, "t1": b.t1,
-                              "bpm": b.bpm, "beats": [[round(t, 3), c] for t, c in zip(b.beats, b.counts)]})
+                              "epoch": b.epoch, "seq": b.seq, "bpm": b.bpm, "beats": [[round(t, 3), c] for t, c in zip(b.beats, b.counts)]})
         seen = set()
         for r in results:
             if r is None:

@@ -33,7 +33,8 @@ def windows_from_pb(node_id: str, session: str, batch, epoch: int = 0) -> tuple[
                for i, w in enumerate(batch.windows)]
     beats = [BeatGridIn(node_id=node_id, session_id=sid, seq=int(g.seq), t0=g.t0_ms / 1000.0, t1=g.t1_ms / 1000.0,
                         bpm=float(g.bpm), confidence=float(g.confidence), beats=[t / 1000.0 for t in g.beat_ms],
-                        counts=[int(c) for c in g.beat_count], onsets=[t / 1000.0 for t in g.onset_ms])
+                        counts=[int(c) for c in g.beat_count], onsets=[t / 1000.0 for t in g.onset_ms],
+                        epoch=epoch)
              for g in batch.beats]
     return windows, beats
 

@@ -9,6 +9,7 @@
   const state = {
     token: null, styles: [], colors: {}, dancers: new Map(), windows: 0, ws: null,
     beats: new Map(),        // rig (session + node) -> [[t, count], ...] sorted, on that rig's media clock
+    beatRuns: new Map(),     // rig -> {epoch, seq, start}: the newest grid's and the seq its clock last restarted at
     bpm: new Map(),          // rig -> tempo
     spans: [],               // recent windows for the timeline: {session, node, dancer, t0, t1, ba}
     latest: null,            // latest window message (for the media clock)
@@ -125,15 +126,25 @@
   }
 
   // ---------- beats / timeline / eight-count ----------
-  function addBeats(key, beats) {
+  function addBeats(key, beats, epoch, seq, runSeq) {
+    // the rules of the cloud's BeatGrid.take: a newer grid (higher seq, or another spool epoch)
+    // well before the beats held means the rig's clock started again (an edge restarted); an older
+    // one from before that restart (a late snapshot) is on the old clock and is left out (false)
+    if (!beats.length) return true;
     let arr = state.beats.get(key) || [];
-    if (!beats.length) return;
-    // a grid well before the beats held: the rig's clock started again (an edge restarted)
-    if (arr.length && beats[beats.length - 1][0] < arr[arr.length - 1][0] - RESTART_S) arr = [];
+    const run = state.beatRuns.get(key) || { epoch: null, seq: -1, start: 0 };
+    const otherEpoch = run.epoch !== null && epoch !== run.epoch, newer = otherEpoch || seq > run.seq;
+    if (arr.length && !newer && seq < run.start) return false;
+    if (arr.length && newer && beats[beats.length - 1][0] < arr[arr.length - 1][0] - RESTART_S) {
+      arr = []; run.start = runSeq ?? seq;
+    } else if (otherEpoch) run.start = 0;
+    run.seq = otherEpoch ? seq : Math.max(run.seq, seq); run.epoch = epoch;
+    state.beatRuns.set(key, run);
     const merged = [...arr, ...beats].sort((a, b) => a[0] - b[0]);
     arr = merged.filter((b, i) => i === 0 || b[0] > merged[i - 1][0] + 1e-3);
     if (arr.length > 2000) arr.splice(0, arr.length - 2000);
     state.beats.set(key, arr);
+    return true;
   }
   function mediaNow() {
     const w = state.latest; if (!w) return null;
@@ -239,7 +250,7 @@
   function onMessage(m) {
     if (m.type === "hello") { setStyles(m.styles); return; }
     if (m.type === "styles") { restyle(m.styles); return; }
-    if (m.type === "beats") { addBeats(rig(m.session, m.node), m.beats); if (m.bpm) state.bpm.set(rig(m.session, m.node), m.bpm); return; }
+    if (m.type === "beats") { if (addBeats(rig(m.session, m.node), m.beats, m.epoch, m.seq) && m.bpm) state.bpm.set(rig(m.session, m.node), m.bpm); return; }
     if (m.type === "dancer") { const d = dancerEntry(m.dancer); d.summary = m; d.dirty = true; return; }
     if (m.type === "group") return;
     if (m.type !== "window") return;
@@ -294,7 +305,7 @@
       if (typeof snap.server_time === "number" && (snap.server_time < sent - 0.005 || snap.server_time > got + 0.005))
         state.offset = snap.server_time - (sent + got) / 2;
       setStyles(snap.styles);
-      for (const g of snap.beat_grids || []) { addBeats(rig(g.session, g.node), g.beats); if (g.bpm) state.bpm.set(rig(g.session, g.node), g.bpm); }
+      for (const g of snap.beat_grids || []) { if (addBeats(rig(g.session, g.node), g.beats, g.epoch, g.seq, g.run_seq) && g.bpm) state.bpm.set(rig(g.session, g.node), g.bpm); }
       const recent = new Set((snap.results || []).map((r) => r.dancer));
       for (const r of snap.results || []) {
         onMessage({ type: "window", node: r.node_id, session: r.session_id, dancer: r.dancer, t0: r.t0, t1: r.t1,

@@ -246,6 +246,35 @@ def test_a_rig_restarted_on_a_fresh_spool_moves_the_label_again():
     assert late == 0 and r.stable_style == "b"
 
 
+def _grid(seq, t0, t1, epoch=111):
+    ts = [t0 + 0.5 * k for k in range(int((t1 - t0) / 0.5))]
+    return BeatGridIn("n", "s", seq, t0, t1, 120, 0.9, ts, [k % 8 + 1 for k in range(len(ts))], epoch=epoch)
+
+
+def test_a_rig_restarted_on_a_fresh_spool_starts_its_beats_afresh():
+    """A fresh spool numbers its grids from 1 under a new epoch: the restart was only seen for a higher
+    seq, so the new run's beats were merged with the old run's and windows got the old run's counts;
+    and a late grid of the run before a restart must not be merged into the new one either."""
+    agg = Aggregator(gallery3())
+    agg.add_beats(_grid(500, 0.0, 300.0))
+    agg.add_beats(_grid(1, 0.25, 30.25, epoch=222))             # back near 0, half a beat later
+    grid = agg.sessions["s"].grids["n"]
+    assert grid.beats[0][0] == 0.25 and grid.beats[-1][0] < 31
+    r = agg.update(WindowIn("n", "s", 0, 2, 4.0, 6.0, np.ones(8, np.float32), epoch=222), cls([0.4, 0.3, 0.3]))
+    assert r.count == 2                                         # 5.0 s: beat 10 of the new grid (4.75 s)
+    assert agg.sessions["s"].grids["n"].take(_grid(7, 30.25, 40.25, epoch=222)) is False   # the next grid: no restart
+    agg.add_beats(_grid(10, 0.0, 300.0, epoch=333))
+    agg.add_beats(_grid(11, 0.1, 20.1, epoch=333))              # restarted at seq 11
+    agg.add_beats(_grid(9, 250.0, 290.0, epoch=333))            # late, from the run before
+    agg.add_beats(_grid(12, 20.1, 40.1, epoch=333))
+    grid = agg.sessions["s"].grids["n"]
+    assert grid.beats[0][0] == 0.1 and grid.beats[-1][0] < 41 and grid.run_seq == 11
+    again = Aggregator(gallery3())
+    again.restore_session(json.loads(json.dumps(agg.take_dirty()[1][0])))
+    assert again.sessions["s"].grids["n"].take(_grid(9, 250.0, 290.0, epoch=333)) is False
+    assert again.sessions["s"].grids["n"].beats[-1][0] < 41      # the run is remembered across a restore
+
+
 def test_a_window_of_another_size_is_kept_unscored_not_a_crash():
     g = Gallery(np.eye(3, 8, dtype=np.float32), [Reference(f"r{i}", s, video=f"v{i}", routine="basic", phrase=i)
                                                  for i, s in enumerate(STYLES)], {"hash": "h"})

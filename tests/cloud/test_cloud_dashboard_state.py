@@ -1,4 +1,4 @@
-"""The dashboard's own state in a real headless browser: beats per rig (a restart, a second studio),
+"""The dashboard's own state in a real headless browser: beats per rig (a restart, a late grid, a second studio),
 the cloud's clock rather than the browser's, a snapshot that fails once, a stale token in the link,
 yesterday's dancers, and a gallery reloaded while the page is open."""
 from __future__ import annotations
@@ -96,6 +96,14 @@ def test_beats_stay_per_rig_through_a_restart_and_a_second_studio(cloud):
         assert shown in music, ("the page dropped the restarted rig's beats",
                                 _js(drv, "[window.dancewire.offset, window.dancewire.lastRig, window.dancewire.latest.t1, "
                                          "window.dancewire.beats.get(window.dancewire.lastRig).slice(0, 3)]"))
+        # a late grid of the run before the restart, then the new run's next grid: the cloud and the page
+        # leave the late one out (merged, it made the next grid look like another restart that wiped the beats)
+        svc.process([], [_grid(seq=1, t0=40.0, t1=80.0)])
+        svc.process([], [_grid(seq=3, t0=30.0, t1=60.0)])
+        time.sleep(0.5)
+        assert _js(drv, "window.dancewire.beats.get(window.dancewire.lastRig)[0][0]") == 0
+        shown, music = _shown_count(drv, svc, "n1", "s1", lambda: 4.0 + time.time() - restart)
+        assert shown in music
         # the gallery gains a style while the page is open: it gets its bar
         rng = np.random.default_rng(5)
         hip = rng.normal(size=DIM).astype(np.float32)
