@@ -184,10 +184,11 @@ def create_app(service, token: str) -> FastAPI:
     @app.get("/api/latency", dependencies=api, tags=["meta"])
     def latency(history_s: float = Query(0.0, ge=0, description="also summarise the stored samples of this many seconds")) -> dict:
         """Per-stage latency (ms) over the most recent windows, with each stage's meaning; with `history_s`,
-        also the stored samples (publish: arrival -> live push; dashboard: arrival -> drawn) over that period."""
+        also the stored samples (publish: arrival -> live push; dashboard: arrival -> drawn) over that period,
+        the newest 200,000 at most (`history_truncated` says when older ones were left out)."""
         out = {"stages": service.latency.summary(), "counters": service.counters}
         if history_s > 0:
-            out["history"] = service.store.latency_history(time.time() - history_s)
+            out["history"], out["history_truncated"] = service.store.latency_history(time.time() - history_s)
         return out
 
     @app.get("/api/gallery", dependencies=api, tags=["meta"])

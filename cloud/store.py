@@ -398,9 +398,11 @@ class Store:
         return rows
 
     def window_embeddings(self, session_id: str) -> tuple[list[dict], np.ndarray]:
+        """A session's stored embeddings, by t0, and the rows they belong to (row i is embedding i);
+        windows stored without one (`store_embeddings` off at the time) are left out of both."""
         rows = self.query("SELECT node_id, epoch, seq, dancer, t0, t1, embedding FROM windows WHERE session_id = ? "
-                          "ORDER BY t0", (session_id,))
-        embs = [np.frombuffer(bytes(r.pop("embedding")), np.float32) for r in rows if r["embedding"] is not None]
+                          "AND embedding IS NOT NULL ORDER BY t0", (session_id,))
+        embs = [np.frombuffer(bytes(r.pop("embedding")), np.float32) for r in rows]
         return rows, (np.stack(embs) if embs else np.zeros((0, 0), np.float32))
 
     def count(self, table: str) -> int:
@@ -408,9 +410,16 @@ class Store:
             raise ValueError(table)
         return int(self.query(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])
 
-    def latency_history(self, since: float) -> dict[str, dict]:
-        """Per stage: count and percentiles (ms) of the latency samples kept since `since`."""
-        rows = self.query("SELECT stage, ms FROM latency WHERE ts > ?", (float(since),))
+    HISTORY_ROWS = 200_000                              # samples one history read takes at most (the newest)
+
+    def latency_history(self, since: float) -> tuple[dict[str, dict], bool]:
+        """Per stage: count and percentiles (ms) of the latency samples kept since `since`, over the
+        newest HISTORY_ROWS of them (a read of months would hold the store's lock for long); and
+        whether older samples were left out for that."""
+        rows = self.query("SELECT stage, ms FROM latency WHERE ts > ? ORDER BY ts DESC LIMIT ?",
+                          (float(since), self.HISTORY_ROWS + 1))
+        truncated = len(rows) > self.HISTORY_ROWS
+        rows = rows[:self.HISTORY_ROWS]
         by: dict[str, list[float]] = {}
         for r in rows:
             by.setdefault(r["stage"], []).append(float(r["ms"]))
@@ -420,7 +429,7 @@ class Store:
             out[stage] = {"count": int(a.size), "p50_ms": float(np.percentile(a, 50)),
                           "p95_ms": float(np.percentile(a, 95)), "p99_ms": float(np.percentile(a, 99)),
                           "max_ms": float(a.max())}
-        return out
+        return out, truncated
 
     def load_states(self) -> tuple[list[dict], list[dict]]:
         """Saved aggregator states: (dancer states, session states)."""

@@ -143,7 +143,9 @@ def test_websocket_live_stream(served, ballroom_gallery):
         time.sleep(0.05)
     assert served.service.latency.summary()["dashboard"]["count"] == 10
     feed(served.service, ballroom_gallery, 12)       # the next batch stores the acknowledged samples
-    hist = get(served.url + "/api/latency?history_s=600")["history"]
+    lat = get(served.url + "/api/latency?history_s=600")
+    hist = lat["history"]
+    assert lat["history_truncated"] is False
     assert hist["dashboard"]["count"] == 10 and hist["publish"]["count"] >= 12
     assert served.service.counters["dashboard_bad_acks"] == 4
     ws.close()

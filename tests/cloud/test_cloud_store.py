@@ -197,6 +197,34 @@ def test_retention(db_url):
     s.close()
 
 
+def test_stored_embeddings_line_up_with_their_windows(db_url):
+    """Windows stored while `store_embeddings` was off have no embedding: they are left out of the
+    rows too, so row i is still embedding i."""
+    from cloud.records import WindowIn
+    s = Store(db_url)
+    vec = [np.full(4, k, np.float32) for k in range(3)]
+    s.write_batch([WindowIn("n", "s", 0, 1, 0.0, 2.0, vec[0])], [])
+    s.write_batch([WindowIn("n", "s", 0, 2, 1.0, 3.0, vec[1])], [], store_embeddings=False)
+    s.write_batch([WindowIn("n", "s", 0, 3, 2.0, 4.0, vec[2])], [])
+    rows, emb = s.window_embeddings("s")
+    assert [r["seq"] for r in rows] == [1, 3] and emb.shape == (2, 4)
+    assert all(np.array_equal(e, vec[r["seq"] - 1]) for r, e in zip(rows, emb))
+    s.close()
+
+
+def test_a_latency_history_read_takes_the_newest_samples_only(db_url, monkeypatch):
+    s = Store(db_url)
+    now = time.time()
+    s.write_batch([], [], latency=[(now - 10 + k, "publish", float(k)) for k in range(10)])
+    hist, truncated = s.latency_history(now - 60)
+    assert not truncated and hist["publish"]["count"] == 10 and hist["publish"]["max_ms"] == 9.0
+    monkeypatch.setattr(Store, "HISTORY_ROWS", 4)
+    hist, truncated = s.latency_history(now - 60)
+    assert truncated and hist["publish"]["count"] == 4
+    assert hist["publish"]["p50_ms"] == np.percentile([6.0, 7.0, 8.0, 9.0], 50)   # the newest four
+    s.close()
+
+
 def test_transaction_rolls_back(db_url):
     s = Store(db_url)
     with pytest.raises(RuntimeError):
