@@ -166,6 +166,7 @@ class SessionState:
     windows: int = 0
     first_arrival: float = 0.0
     last_arrival: float = 0.0
+    last_seen: float = 0.0                              # wall time of its newest window or beat grid
 
 
 class Aggregator:
@@ -204,6 +205,7 @@ class Aggregator:
     def add_beats(self, grid: BeatGridIn) -> None:
         ss = self.session(grid.session_id)
         ss.node_ids.add(grid.node_id)
+        ss.last_seen = max(ss.last_seen, time.time())
         if ss.grids.setdefault(grid.node_id, BeatGrid()).take(grid):
             log.info("session %s: %s's clock started again (an edge restart): its beats start afresh",
                      grid.session_id, grid.node_id)
@@ -239,6 +241,7 @@ class Aggregator:
         ss.node_ids.add(w.node_id)
         ss.windows += 1
         ss.last_arrival = max(ss.last_arrival, w.arrival)
+        ss.last_seen = max(ss.last_seen, w.arrival)
         d.windows += 1
         d.last_arrival = max(d.last_arrival, w.arrival)
         t = w.t_mid
@@ -487,7 +490,8 @@ class Aggregator:
                 "grids": {node: g.state() for node, g in ss.grids.items()},
                 "bpm": ss.bpm, "routine": ss.routine,
                 "sum_probs": dict(zip(self.styles, ss.sum_probs.tolist())) if ss.sum_probs is not None else None,
-                "windows": ss.windows, "first_arrival": ss.first_arrival, "last_arrival": ss.last_arrival}
+                "windows": ss.windows, "first_arrival": ss.first_arrival, "last_arrival": ss.last_arrival,
+                "last_seen": ss.last_seen}
 
     def _vec(self, named: dict | None) -> np.ndarray | None:
         if named is None:
@@ -522,7 +526,24 @@ class Aggregator:
         ss.windows = int(st.get("windows", 0))
         ss.first_arrival = float(st.get("first_arrival", 0.0))
         ss.last_arrival = float(st.get("last_arrival", 0.0))
+        ss.last_seen = float(st.get("last_seen", max(ss.first_arrival, ss.last_arrival)))
         self.sessions[ss.session_id] = ss
+
+    def forget_before(self, cutoff: float) -> tuple[int, int]:
+        """Retention: drop the dancers last seen before `cutoff` (wall seconds), then the sessions
+        last seen before it that no dancer held here belongs to (the store deletes the same).
+        Returns how many dancers and sessions went."""
+        old = [k for k, d in self.dancers.items() if max(d.last_arrival, d.first_arrival) < cutoff]
+        for k in old:
+            del self.dancers[k]
+            self.dirty.discard(k)
+        held = {d.session_id for d in self.dancers.values()}
+        gone = [sid for sid, ss in self.sessions.items()
+                if sid not in held and max(ss.last_seen, ss.first_arrival) < cutoff]
+        for sid in gone:
+            del self.sessions[sid]
+            self.dirty.discard("session:" + sid)
+        return len(old), len(gone)
 
     def take_dirty(self) -> tuple[list[dict], list[dict]]:
         """States changed since the last call: (dancer states, session states)."""

@@ -216,16 +216,19 @@ class CloudService:
         batch that happened to be due (that batch is stored and its ack must stand or fall on that)."""
         days = self.settings.retention_days
         if days > 0 and time.time() - self._last_prune > 3600:
-            self._last_prune = time.time()
+            self._last_prune = now = time.time()
             try:
-                counts = self.store.prune(days)
+                counts = self.store.prune(days, now=now)
             except Exception as exc:
                 self.counters["prune_failures"] += 1
                 self._last_prune = time.time() - 3600 + 60
                 log.error("retention: pruning failed (%s); tried again in a minute", exc)
                 return
-            if any(counts.values()):
-                log.info("retention: pruned %s", counts)
+            with self.lock:         # what the store no longer holds goes from memory too
+                dancers, sessions = self.aggregator.forget_before(now - days * 86400.0)
+            if any(counts.values()) or dancers or sessions:
+                log.info("retention: pruned %s; forgot %d dancers and %d sessions held in memory",
+                         counts, dancers, sessions)
 
     def dashboard_ack(self, arrival: float, shown: float, received_at: float | None = None) -> None:
         """A dashboard drew the window that arrived at `arrival` (wall seconds) at `shown` (its clock).

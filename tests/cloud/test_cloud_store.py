@@ -225,6 +225,32 @@ def test_a_latency_history_read_takes_the_newest_samples_only(db_url, monkeypatc
     s.close()
 
 
+def test_retention_forgets_in_memory_what_it_deletes(db_url, tmp_path, ballroom_gallery):
+    """The hourly prune deleted old dancers and sessions from the store, but the running cloud kept
+    them in memory for ever (and in its summaries) until a restart."""
+    settings = CloudSettings(db_url=db_url, gallery_path=tmp_path / "g.npz", retention_days=30)
+    svc = CloudService(settings, gallery=ballroom_gallery[0])
+    stream_into(svc, ballroom_gallery, 20, session="old-class")
+    old = time.time() - 40 * 86400                              # 40 days pass for that class
+    for table, col in (("windows", "arrival"), ("results", "arrival"), ("beats", "arrival"),
+                       ("dancers", "last_seen"), ("sessions", "last_seen")):
+        svc.store.execute(f"UPDATE {table} SET {col} = ?", (old,))
+    for d in svc.aggregator.dancers.values():
+        d.first_arrival = d.last_arrival = old
+    ss = svc.aggregator.sessions["old-class"]
+    ss.first_arrival = ss.last_arrival = ss.last_seen = old
+    svc._last_prune = 0.0                                        # the prune is due with the next batch
+    stream_into(svc, ballroom_gallery, 8, session="new-class")
+    assert set(svc.aggregator.sessions) == {"new-class"}
+    assert {d.session_id for d in svc.aggregator.dancers.values()} == {"new-class"}
+    assert [x["session_id"] for x in svc.store.sessions()] == ["new-class"]
+    live = sorted(svc.aggregator.dancers)
+    svc.close()
+    svc2 = CloudService(settings, gallery=ballroom_gallery[0])  # a restart holds the same
+    assert sorted(svc2.aggregator.dancers) == live and set(svc2.aggregator.sessions) == {"new-class"}
+    svc2.close()
+
+
 def test_transaction_rolls_back(db_url):
     s = Store(db_url)
     with pytest.raises(RuntimeError):
