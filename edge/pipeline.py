@@ -49,8 +49,8 @@ class EdgeGraph:
     @classmethod
     def build(cls, settings: EdgeSettings, *, video: bool = True, audio: bool = True,
               encoder: bool = True, primitives: bool = False, fps: float | None = None) -> "EdgeGraph":
-        """`primitives`: also cut and encode eight-beat primitives (`edge analyze` writes them; the
-        live graph sends only windows, so it does not cut them at all). `fps`: the video's frame
+        """`primitives`: also cut and encode eight-beat primitives and keep the session's rhythm
+        (`edge analyze` writes both; the live graph sends only windows, so it does neither). `fps`: the video's frame
         rate when the source knows it (a file); otherwise the windows measure it from frame times."""
         from edge.audio.analyzer import AudioAnalyzer
         from edge.motion.encoder import MotionEncoder
@@ -61,7 +61,8 @@ class EdgeGraph:
         pose = PoseStage.from_settings(settings.vision, eng.backend, eng.threads, eng.precision) if video else None
         enc = MotionEncoder(settings=settings.motion) if encoder else False
         mset = settings.motion if primitives else replace(settings.motion, eight_beats=False)
-        motion = MotionStage(mset, encoder=enc, fps=fps)   # the graph shifts the audio itself (on_audio)
+        # the graph shifts the audio itself (on_audio); only `analyze` summarises the session
+        motion = MotionStage(mset, encoder=enc, fps=fps, keep_session=primitives)
         analyzer = AudioAnalyzer(settings.audio) if audio else None
         for engine in ([pose.detector_engine, pose.landmarks_engine] if pose else []) + ([enc.engine] if enc else []):
             engine.warm_up()          # before the first frame, not on it

@@ -6,6 +6,12 @@ beats = local minima of the smoothed joint speed (kinematic beats: the body stop
 Music side (from `edge.audio` records, shifted by the audio offset): `Onset` times are the music
 intensity peaks, `Beat` times the music beats (onsets stand in when no beat grid is known).
 
+Only music the dancer could be scored against counts: beats to cover (and motion beats) are taken
+inside the scored spans, the stretches with poses (a hole over `rhythm_gap_s` breaks them), less
+`smooth_s` at each end where no speed minimum can be found, and, once a beat grid is known, only
+where the grid has beats (a tracker that lost the beat leaves those stretches out, rather than
+scoring onsets as beats there).
+
 Metrics (each None when undefined; the names are the wire's `RhythmMetrics` fields, see `proto.codec`):
 * ``beat_alignment``: DanceMVP beat alignment rate, the share of motion-intensity peaks within 0.2 s of a music peak;
 * ``beat_coverage``: Ban / Lee et al., motion beats / music beats;
@@ -17,6 +23,7 @@ Times are media seconds; an offset o means a music event at audio time t happens
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -32,8 +39,10 @@ METRICS = ("intensity", "beat_alignment", "beat_coverage", "beat_hit_rate", "ali
            "motion_beats", "music_beats")
 
 
-def joint_speed_sum(kp: np.ndarray, times: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Sum over joints of speed (body heights / s) between consecutive real samples -> (times, intensity)."""
+def joint_speed_sum(kp: np.ndarray, times: np.ndarray, mask: np.ndarray | None = None,
+                    max_gap_s: float = math.inf) -> tuple[np.ndarray, np.ndarray]:
+    """Sum over joints of speed (body heights / s) between consecutive real samples -> (times, intensity).
+    Two samples over `max_gap_s` apart give no speed (the pose was lost in between)."""
     kp = np.asarray(kp, np.float64)[..., :2]
     times = np.asarray(times, np.float64)
     mask = np.ones(len(kp), bool) if mask is None else np.asarray(mask, bool)
@@ -43,7 +52,7 @@ def joint_speed_sum(kp: np.ndarray, times: np.ndarray, mask: np.ndarray | None =
         return np.zeros(0), np.zeros(0)
     size = float(body_size(kp[None], np.ones((1, len(kp)), bool))[0])
     dt = np.diff(times)
-    ok = dt > 1e-6
+    ok = (dt > 1e-6) & (dt <= max_gap_s)
     sp = np.linalg.norm(np.diff(kp, axis=0), axis=-1).sum(-1) / np.where(ok, dt, 1.0) / size
     mid = 0.5 * (times[1:] + times[:-1])
     return mid[ok], sp[ok]
@@ -63,26 +72,64 @@ def smooth(x: np.ndarray, sigma_samples: float) -> np.ndarray:
     return gaussian_filter1d(x, sigma_samples, mode="nearest")
 
 
+Spans = list[tuple[float, float]]
+
+
+def runs(times: np.ndarray, max_gap: float) -> Spans:
+    """The stretches [first, last] of sorted times with no gap over `max_gap`."""
+    times = np.asarray(times, float)
+    if len(times) == 0:
+        return []
+    cut = np.flatnonzero(np.diff(times) > max_gap)
+    return [(float(times[a]), float(times[b])) for a, b in zip(np.r_[0, cut + 1], np.r_[cut, len(times) - 1])]
+
+
+def intersect(a: Spans, b: Spans) -> Spans:
+    out = []
+    for x0, x1 in a:
+        for y0, y1 in b:
+            lo, hi = max(x0, y0), min(x1, y1)
+            if hi > lo:
+                out.append((lo, hi))
+    return out
+
+
+def within(x: np.ndarray, spans: Spans) -> np.ndarray:
+    """The times of x inside any span [lo, hi) (half-open: a beat on an edge belongs to one side)."""
+    x = np.asarray(x, float)
+    keep = np.zeros(len(x), bool)
+    for lo, hi in spans:
+        keep |= (x >= lo) & (x < hi)
+    return x[keep]
+
+
 @dataclass
 class MotionCurve:
-    """Smoothed motion intensity on a regular grid, with its peaks and kinematic beats."""
+    """Smoothed motion intensity on a regular grid, with its peaks and kinematic beats, and the
+    spans that had poses (the grid interpolates across shorter holes; longer ones break it)."""
     t: np.ndarray
     intensity: np.ndarray
     peaks: np.ndarray          # times of intensity maxima
     beats: np.ndarray          # times of speed minima (motion beats)
+    spans: Spans = field(default_factory=list)
 
 
 def motion_curve(t: np.ndarray, speed: np.ndarray, settings: MotionSettings | None = None, rate: float = 50.0) -> MotionCurve:
     s = settings or MotionSettings()
+    spans = runs(t, s.rhythm_gap_s)
     t, x = _resample(np.asarray(t, float), np.asarray(speed, float), rate)
     if len(x) < 5:
-        return MotionCurve(t, x, np.zeros(0), np.zeros(0))
+        return MotionCurve(t, x, np.zeros(0), np.zeros(0), spans)
     xs = smooth(x, s.smooth_s * rate)
     dist = max(1, int(round(s.min_peak_gap_s * rate)))
     prom = 0.1 * float(np.std(xs)) + 1e-9
     pk, _ = find_peaks(xs, distance=dist, prominence=prom)
     mn, _ = find_peaks(-xs, distance=dist, prominence=prom)
-    return MotionCurve(t, xs, t[pk], t[mn])
+    return MotionCurve(t, xs, within(t[pk], _closed(spans)), within(t[mn], _closed(spans)), spans)
+
+
+def _closed(spans: Spans) -> Spans:
+    return [(lo, hi + 1e-9) for lo, hi in spans]
 
 
 def nearest_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -130,32 +177,57 @@ def beat_align_score(motion_beats, music_beats, sigma: float = 0.1, *, motion_pa
     return {"align_recall": rec, "align_precision": prec, "align_f1": float(f1)}
 
 
-def music_times(onsets: Iterable[Onset] = (), beats: Iterable[Beat] = (), offset: float = 0.0):
-    """(music peaks, music beats) in media time. Onsets are the intensity peaks; beats fall back to onsets."""
+def music_times(onsets: Iterable[Onset] = (), beats: Iterable[Beat] = (), offset: float = 0.0,
+                fallback: bool = True) -> tuple[np.ndarray, np.ndarray, Spans | None]:
+    """(music peaks, music beats, the beat grid's spans) in media time. Onsets are the intensity
+    peaks. With no beats, onsets stand in for them when `fallback` (no beat grid is known at all)
+    and the grid's spans are None (no limit); otherwise the spans are where the grid has beats:
+    each run of beats no more than 1.5 beat periods apart, half a period past either end."""
     on = np.sort(np.array([o.t for o in onsets], float)) + offset
-    bt = np.sort(np.array([b.t for b in beats], float)) + offset
+    beats = sorted(beats, key=lambda b: b.t)
+    bt = np.array([b.t for b in beats], float) + offset
     peaks = on if len(on) else bt
-    return peaks, (bt if len(bt) else on)
+    if not len(bt):
+        return peaks, (on if fallback else bt), (None if fallback else [])
+    diffs = np.diff(bt)
+    typical = float(np.median(diffs)) if len(diffs) else 0.5
+    period = np.array([60.0 / b.bpm if b.bpm > 0 else typical for b in beats])
+    spans, start = [], 0
+    for k in range(1, len(bt) + 1):
+        if k == len(bt) or bt[k] - bt[k - 1] > 1.5 * period[k]:
+            spans.append((float(bt[start] - period[start] / 2), float(bt[k - 1] + period[k - 1] / 2)))
+            start = k
+    return peaks, bt, spans
+
+
+def scored_spans(curve: MotionCurve, t0: float, t1: float, grid: Spans | None, settings: MotionSettings) -> Spans:
+    """Where beats count in [t0, t1): the curve's pose spans, `smooth_s` in from each end, within the grid."""
+    edge = settings.smooth_s
+    spans = intersect([(lo + edge, hi - edge) for lo, hi in curve.spans], [(t0, t1)])
+    return spans if grid is None else intersect(spans, grid)
 
 
 def metrics(curve: MotionCurve, music_peaks: np.ndarray, music_beats: np.ndarray, t0: float | None = None,
-            t1: float | None = None, settings: MotionSettings | None = None) -> dict[str, float | None]:
-    """All rhythm metrics over [t0, t1] (default: the curve's span). Music events just outside the span
-    still count as partners for the distance tests (within the tolerance), not as beats to cover."""
+            t1: float | None = None, settings: MotionSettings | None = None,
+            grid: Spans | None = None) -> dict[str, float | None]:
+    """All rhythm metrics over [t0, t1) (default: the curve's span), counted inside the scored spans
+    (see the module's docstring; `grid`: the beat grid's spans, None for no limit). Music events just
+    outside still count as partners for the distance tests (within the tolerance), not as beats to cover."""
     s = settings or MotionSettings()
     if len(curve.t) == 0:
         return {k: None for k in METRICS}
     t0 = curve.t[0] if t0 is None else t0
-    t1 = curve.t[-1] if t1 is None else t1
-    inside = lambda x: np.asarray(x)[(np.asarray(x) >= t0) & (np.asarray(x) <= t1)]
+    t1 = curve.t[-1] + 1e-9 if t1 is None else t1
+    posed = intersect(_closed(curve.spans), [(t0, t1)])
+    scored = scored_spans(curve, t0, t1, grid, s)
     near = lambda x: np.asarray(x)[(np.asarray(x) >= t0 - s.align_tol_s) & (np.asarray(x) <= t1 + s.align_tol_s)]
-    mp, mb = inside(curve.peaks), inside(curve.beats)
-    xb_in, xb_near, xp_near = inside(music_beats), near(music_beats), near(music_peaks)
-    sel = (curve.t >= t0) & (curve.t <= t1)
+    mp, mb = within(curve.peaks, posed), within(curve.beats, scored)
+    xb_in, xb_near, xp_near = within(music_beats, scored), near(music_beats), near(music_peaks)
+    sel = np.isin(curve.t, within(curve.t, posed))
     out: dict[str, float | None] = {"intensity": float(np.mean(curve.intensity[sel])) if sel.any() else None}
     out["beat_alignment"] = beat_alignment_rate(mp, xp_near, s.align_tol_s) if len(music_peaks) else None
     out["beat_coverage"] = beat_coverage(mb, xb_in)
-    out["beat_hit_rate"] = beat_hit_rate(mb, xb_near, s.align_tol_s)
+    out["beat_hit_rate"] = beat_hit_rate(mb, xb_near, s.align_tol_s) if len(xb_in) else None
     out.update(beat_align_score(mb, xb_in, s.align_sigma_s, motion_partners=curve.beats, music_partners=xb_near))
     out["motion_beats"] = float(len(mb))
     out["music_beats"] = float(len(xb_in))
@@ -163,13 +235,15 @@ def metrics(curve: MotionCurve, music_peaks: np.ndarray, music_beats: np.ndarray
 
 
 def window_metrics(kp: np.ndarray, times: np.ndarray, mask: np.ndarray, onsets=(), beats=(), offset: float = 0.0,
-                   settings: MotionSettings | None = None, t0: float | None = None, t1: float | None = None):
-    """Rhythm metrics of one window (or any keypoint stream) against music events."""
+                   settings: MotionSettings | None = None, t0: float | None = None, t1: float | None = None,
+                   fallback: bool = True):
+    """Rhythm metrics of one window (or any keypoint stream) against music events. `fallback`:
+    onsets stand in for beats when there are none (no beat grid known yet)."""
     s = settings or MotionSettings()
-    t, sp = joint_speed_sum(kp, times, mask)
+    t, sp = joint_speed_sum(kp, times, mask, s.rhythm_gap_s)
     curve = motion_curve(t, sp, s)
-    peaks, mbeats = music_times(onsets, beats, offset)
-    return metrics(curve, peaks, mbeats, t0, t1, s)
+    peaks, mbeats, grid = music_times(onsets, beats, offset, fallback)
+    return metrics(curve, peaks, mbeats, t0, t1, s, grid)
 
 
 @dataclass
@@ -191,6 +265,8 @@ class SessionRhythm:
         if not valid or not np.isfinite(xy).all():
             self._prev = None
             return
+        if self._prev is not None and t - self._prev[0] > self.settings.rhythm_gap_s:
+            self._prev = None                     # out of view meanwhile: no speed across the hole
         size = float(body_size(xy[None, None], np.ones((1, 1), bool))[0])
         self._size = size if self._size is None else 0.95 * self._size + 0.05 * size
         self._since += 1
@@ -204,7 +280,7 @@ class SessionRhythm:
 
     def summary(self, onsets=(), beats=(), offset: float = 0.0) -> dict[str, float | None]:
         curve = motion_curve(np.array(self.t), np.array(self.speed), self.settings)
-        peaks, mbeats = music_times(onsets, beats, offset)
-        out = metrics(curve, peaks, mbeats, settings=self.settings)
+        peaks, mbeats, grid = music_times(onsets, beats, offset)
+        out = metrics(curve, peaks, mbeats, settings=self.settings, grid=grid)
         out["duration_s"] = float(curve.t[-1] - curve.t[0]) if len(curve.t) > 1 else 0.0
         return out

@@ -29,6 +29,7 @@ class MotionSettings:
     align_sigma_s: float = 0.1           # beat-align score Gaussian width
     smooth_s: float = 0.1              # Gaussian smoothing of joint speed before peak picking
     min_peak_gap_s: float = 0.2        # minimum distance between two motion beats / peaks
+    rhythm_gap_s: float = 0.3          # a hole in a dancer's poses longer than this breaks the motion curve
     # Encoder runtime.
     encoder_onnx: Path = WEIGHTS_DIR / "encoder.onnx"
     backend: str = "onnxruntime"

@@ -9,8 +9,10 @@
 
 Music events may come from the live tracker or from another file (`--audio FILE --audio-offset S`):
 an event at audio time t is taken to happen at media time t + audio_offset. A window's rhythm is
-computed against the events known when the window closes. The encoder is loaded lazily; pass
-`encoder=False` for rhythm only.
+computed against the events known when the window closes; onsets stand in for beats only until the
+first beat arrives. The encoder is loaded lazily; pass `encoder=False` for rhythm only.
+`keep_session=False` (the live graph): no session summary, and music events older than KEEP_S
+are forgotten, so memory does not grow with the session.
 """
 from __future__ import annotations
 
@@ -27,14 +29,18 @@ from edge.records import Beat, Onset, PoseFrame, Window, WindowResult, stamp
 
 class MotionStage:
 
+    KEEP_S = 60.0    # live: music events this much older than the newest frame are forgotten
+
     def __init__(self, settings: MotionSettings | None = None, encoder=None, audio_offset: float = 0.0,
-                 fps: float | None = None):
+                 fps: float | None = None, keep_session: bool = True):
         self.s = settings or MotionSettings()
         self.offset = float(audio_offset)
         self.cutter = WindowCutter(self.s, fps=fps)
         self._encoder = encoder
+        self.keep_session = keep_session
         self.onsets: list[Onset] = []
         self.beats: list[Beat] = []
+        self.had_beats = False           # a beat grid was known at some point: onsets no longer stand in
         self.session: dict[int, rhythm.SessionRhythm] = {}
 
     @property
@@ -47,6 +53,7 @@ class MotionStage:
     def push_audio(self, event: Onset | Beat) -> None:
         if isinstance(event, Beat):
             self.beats.append(event)
+            self.had_beats = True
             shifted = Beat(event.t + self.offset, event.known_at + self.offset, event.count, event.bpm, event.phrase)
             self.cutter.push_beat(shifted)
         elif isinstance(event, Onset):
@@ -58,12 +65,21 @@ class MotionStage:
 
     def push(self, frame: PoseFrame) -> list[WindowResult]:
         windows = self.cutter.push(frame)
-        step = self.cutter.step
-        for pose in frame.poses:
-            kp = np.asarray(pose.kp17)
-            valid = kp.shape[1] < 3 or float(np.mean(kp[:, 2])) >= self.s.min_joint_conf
-            self.session.setdefault(int(pose.track_id), rhythm.SessionRhythm(self.s)).push(frame.t, kp, valid, step)
-        return self.process(windows, frame.stamps)
+        if self.keep_session:
+            step = self.cutter.step
+            for pose in frame.poses:
+                kp = np.asarray(pose.kp17)
+                valid = kp.shape[1] < 3 or float(np.mean(kp[:, 2])) >= self.s.min_joint_conf
+                self.session.setdefault(int(pose.track_id), rhythm.SessionRhythm(self.s)).push(frame.t, kp, valid, step)
+        out = self.process(windows, frame.stamps)
+        if not self.keep_session:
+            self._forget_before(frame.t - self.offset - self.KEEP_S)
+        return out
+
+    def _forget_before(self, t: float) -> None:
+        for events in (self.onsets, self.beats):
+            if events and events[0].t < t - 10.0:          # in steps of 10 s, not on every frame
+                del events[:bisect.bisect_left(events, t, key=lambda e: e.t)]
 
     def flush(self) -> list[WindowResult]:
         """End of stream: whatever the cutter still holds."""
@@ -83,7 +99,8 @@ class MotionStage:
         out = []
         for w, e in zip(windows, emb):
             onsets, beats = self._events_near(w.t0, w.t1)
-            r = rhythm.window_metrics(w.kp, w.times, w.mask, onsets, beats, self.offset, self.s, w.t0, w.t1)
+            r = rhythm.window_metrics(w.kp, w.times, w.mask, onsets, beats, self.offset, self.s, w.t0, w.t1,
+                                      fallback=not self.had_beats)
             out.append(WindowResult(w, e, r, dict(st)))
         for res in out:
             stamp(res.stamps, "rhythm")
@@ -108,4 +125,6 @@ class MotionStage:
         return self.process(prims)
 
     def session_summary(self) -> dict[int, dict]:
+        if not self.keep_session:
+            raise RuntimeError("this MotionStage keeps no session (keep_session=False)")
         return {tid: sr.summary(self.onsets, self.beats, self.offset) for tid, sr in sorted(self.session.items())}

@@ -4,8 +4,10 @@ Tong: windows of `window_s` (2 s) holding at most `max_frames` (60) samples, tak
 s-th frame with s = max(1, floor(f / 30)) (f within 2% below a multiple of 30 counts as that
 multiple: a 59.94 fps camera samples every 2nd frame, like a 60 fps one). Live, the sampling grid
 is laid in media time: sample j of a window starting at t0 sits at t0 + j * s / f and takes the
-pose frame nearest to it (within 0.6 frame periods); a missing or unconfident pose leaves the
-sample masked. Windows with fewer than `min_valid` (18) real samples are dropped. A window spans
+pose frame nearest to it (within 0.6 frame periods; a tie goes to the earlier frame); a missing or
+unconfident pose leaves the sample masked. Window starts are a whole number of frames apart (the
+hop rounded to frames, as offline: 0.5 s at 25 fps is 12 frames, 0.48 s), so samples fall on frames.
+Windows with fewer than `min_valid` (18) real samples are dropped. A window spans
 its samples: t1 = t0 + n * s / f, which is `window_s` unless the 60-sample cap cuts it short
 (50 fps: 1.2 s), so its rhythm metrics count only the music it covers.
 """
@@ -42,8 +44,13 @@ def samples_per_window(fps: float, window_s: float = 2.0, max_frames: int = 60) 
 def cut_sequence(kp: np.ndarray, fps: float, settings: MotionSettings | None = None, *,
                  hop_s: float | None = None, valid: np.ndarray | None = None, track_id: int = 0,
                  t_start: float = 0.0) -> list[Window]:
-    """Cut a regularly sampled sequence (T, 17, C) into windows (offline: datasets, files)."""
+    """Cut a regularly sampled sequence (T, 17, C) into windows (offline: datasets, files), the
+    windows the live cutter would cut from it (poses under `min_joint_conf` are masked)."""
     s = settings or MotionSettings()
+    kp = np.asarray(kp, np.float32)
+    if kp.ndim == 3 and kp.shape[-1] >= 3:      # unconfident poses are masked, as live
+        conf_ok = np.nan_to_num(kp[..., 2]).mean(-1) >= s.min_joint_conf
+        valid = conf_ok if valid is None else (np.asarray(valid, bool) & conf_ok)
     arr = cut_arrays(kp, fps, s, hop_s=hop_s, valid=valid)
     windows = []
     span = samples_per_window(fps, s.window_s, s.max_frames) * sample_step(fps) / fps
@@ -160,14 +167,21 @@ class WindowCutter:
         fps = self.fps
         self.step = sample_step(fps)          # Tong's step at this frame (the session rhythm uses it too)
         last = (samples_per_window(fps, self.s.window_s, self.s.max_frames) - 1) * self.step / fps
+        hop = max(1, round(self.s.hop_s * fps)) / fps       # whole frames, as offline
         for tid in list(self.tracks):
             tr = self.tracks[tid]
             while tr.next_t0 is not None and t >= tr.next_t0 + last - 0.5 / fps:
                 w = self._cut(tid, tr, tr.next_t0)
-                tr.next_t0 += self.s.hop_s
+                tr.next_t0 += hop
                 if w is not None:
                     out.append(w)
             if t - tr.last_seen > self.s.max_track_gap_s:
+                # gone: the windows begun while it was in view are cut with what it left
+                while tr.next_t0 is not None and tr.next_t0 <= tr.last_seen:
+                    w = self._cut(tid, tr, tr.next_t0)
+                    tr.next_t0 += hop
+                    if w is not None:
+                        out.append(w)
                 del self.tracks[tid]
         while self._phrases and t >= self._phrases[0][1]:
             a, b = self._phrases.popleft()
@@ -200,7 +214,7 @@ class WindowCutter:
         j = np.clip(np.searchsorted(times, grid), 1, max(len(times) - 1, 1))
         j0 = np.clip(j - 1, 0, len(times) - 1)
         j1 = np.clip(j, 0, len(times) - 1)
-        near = np.where(np.abs(times[j0] - grid) <= np.abs(times[j1] - grid), j0, j1)
+        near = np.where(np.abs(times[j0] - grid) <= np.abs(times[j1] - grid) + 1e-9, j0, j1)   # a tie: the earlier
         tol = 0.6 / self.fps
         ok = (np.abs(times[near] - grid) <= tol) & valid[near]
         N = self.s.max_frames

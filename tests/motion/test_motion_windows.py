@@ -15,7 +15,7 @@ from edge.motion.windows import (
     sample_step,
     samples_per_window,
 )
-from edge.records import Beat, Pose, PoseFrame
+from edge.records import Beat, Onset, Pose, PoseFrame
 
 
 @pytest.mark.parametrize("fps,step,n", [(24, 1, 48), (25, 1, 50), (29.97, 1, 59), (30, 1, 60), (50, 1, 60),
@@ -124,10 +124,12 @@ def _live(t, kp, fps=None, settings=None):
     return out + cut.flush(), cut
 
 
-@pytest.mark.parametrize("fps", [30.0, 50.0, 60.0])
+@pytest.mark.parametrize("fps", [25.0, 30.0, 50.0, 60.0])
 def test_live_and_offline_windows_agree_down_to_the_last_one(fps):
     """The same stream cut live and offline gives the same windows, the one ending on the last frame
-    included (live used to wait for one frame past a window's last sample, which never comes)."""
+    included (live used to wait for one frame past a window's last sample, which never comes). At
+    25 fps a 0.5 s hop is 12.5 frames: live started every other window between two frames, and
+    rounding took some frames twice and skipped others."""
     t, kp = _moving(int(4 * fps), fps)
     live, _ = _live(t, kp, fps=None)                         # frame rate measured from frame times
     offline = cut_sequence(kp, fps)
@@ -199,3 +201,136 @@ def test_session_intensity_does_not_grow_with_the_frame_rate():
             res += stage.push(PoseFrame(i, float(ti), 640, 480, [Pose(1, float(ti), k, np.zeros(4), 0.9)]))
         ratio[fps] = stage.session_summary()[1]["intensity"] / np.mean([r.rhythm["intensity"] for r in res])
     assert ratio[30.0] == pytest.approx(1.0, abs=0.03) and ratio[60.0] == pytest.approx(1.0, abs=0.03)
+
+
+def _stops_on_beats(T, fps, phase):
+    """A dancer whose joints stop on the beats at phase + 0.5 k (speed |sin 2 pi (t - phase)|)."""
+    rng = np.random.default_rng(0)
+    t = np.arange(T) / fps
+    kp = np.zeros((T, 17, 3), np.float32)
+    kp[..., :2] = rng.uniform(100, 300, (17, 2))[None] + 30 * np.cos(2 * np.pi * (t - phase))[:, None, None] * np.array([1.0, 0.3])
+    kp[..., 2] = 0.9
+    return t, kp
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.25])
+def test_a_dancer_on_every_beat_covers_them_whatever_their_phase(phase):
+    """A beat on a window's edge (or on an eight-beat primitive's, always two downbeats) was counted
+    as one to cover though no speed minimum can be found there: a perfect dancer covered 0.61 of the
+    beats when they fell on window edges and 0.78 of every primitive's."""
+    fps = 30.0
+    t, kp = _stops_on_beats(int(20 * fps), fps, phase)
+    beats = [Beat(phase + 0.5 * k, phase + 0.5 * k, k % 8 + 1, 120.0) for k in range(40)]
+    cut = WindowCutter(MotionSettings(eight_beats=True))
+    for b in beats:
+        cut.push_beat(b)
+    live = []
+    for i, (ti, k) in enumerate(zip(t, kp)):
+        live += cut.push(PoseFrame(i, float(ti), 640, 480, [Pose(1, float(ti), k, np.zeros(4), 0.9)]))
+    assert live and cut.primitives
+    for w in live + cut.primitives:
+        m = rhythm.window_metrics(w.kp, w.times, w.mask, (), beats, 0.0, MotionSettings(), w.t0, w.t1)
+        assert m["music_beats"] >= 3 and m["beat_coverage"] == pytest.approx(1.0), (w.t0, w.t1, m)
+        assert m["align_recall"] > 0.95 and m["beat_hit_rate"] == 1.0, (w.t0, w.t1, m)
+
+
+def test_music_while_the_dancer_is_out_of_view_is_not_counted_as_missed():
+    """Ten seconds out of view (no poses) or unconfident: the session summary and the window scored
+    those beats as missed (coverage 0.68 for a perfect dancer), and took a speed across the hole."""
+    fps = 30.0
+    t, kp = _stops_on_beats(int(30 * fps), fps, 0.25)
+    beats = [Beat(0.25 + 0.5 * k, 0.25 + 0.5 * k, k % 8 + 1, 120.0) for k in range(60)]
+    away = (t >= 10) & (t < 20)
+    for absent in ("gone", "unconfident"):
+        sr = rhythm.SessionRhythm(MotionSettings())
+        for ti, k, a in zip(t, kp, away):
+            if a and absent == "gone":
+                continue
+            sr.push(ti, k, valid=not a)
+        m = sr.summary(beats=beats)
+        assert m["beat_coverage"] == pytest.approx(1.0) and m["align_recall"] > 0.95, (absent, m)
+        assert m["music_beats"] < 45                                  # of 60: those out of view are not asked for
+    mask = np.ones(60, bool)
+    mask[20:56] = False                                               # a window with a 1.2 s hole
+    m = rhythm.window_metrics(kp[:60], t[:60], mask, (), beats, 0.0, MotionSettings(), 0.0, 2.0)
+    assert m["beat_coverage"] == pytest.approx(1.0)
+
+
+def test_where_the_beat_tracker_lost_the_beat_onsets_do_not_stand_in_for_beats():
+    """The tracker lost the beat for 6 s while onsets went on: windows over the gap scored the onsets
+    as beats (9 'beats' in 2 s), and windows half over it counted the dancer's moves there as extra
+    (coverage 2.0). Only the part of a window the grid covers is scored."""
+    fps = 30.0
+    t, kp = _stops_on_beats(int(24 * fps), fps, 0.25)
+    stage = MotionStage(MotionSettings(eight_beats=False), encoder=False, fps=fps)
+    for k in range(48):
+        bt = 0.25 + 0.5 * k
+        if not 10 <= bt < 16:
+            stage.push_audio(Beat(bt, bt, k % 8 + 1, 120.0))
+        for e in range(2):                                            # onsets on every eighth note
+            stage.push_audio(Onset(bt + 0.25 * e, bt + 0.25 * e))
+    res = []
+    for i in range(len(t)):
+        res += stage.push(PoseFrame(i, float(t[i]), 640, 480, [Pose(1, float(t[i]), kp[i], np.zeros(4), 0.9)]))
+    for r in res:
+        m, w = r.rhythm, r.window
+        if 10.5 <= w.t0 and w.t1 <= 16.0:
+            assert m["music_beats"] == 0 and m["beat_coverage"] is None, (w.t0, m)
+        elif m["music_beats"]:
+            assert m["beat_coverage"] == pytest.approx(1.0) and m["beat_hit_rate"] == 1.0, (w.t0, m)
+    # before any beat is known, onsets stand in (a song the tracker has not locked on yet)
+    fresh = MotionStage(MotionSettings(eight_beats=False), encoder=False, fps=fps)
+    for k in range(8):
+        fresh.push_audio(Onset(0.25 + 0.5 * k, 0.25 + 0.5 * k))
+    out = []
+    for i in range(int(2.5 * fps)):
+        out += fresh.push(PoseFrame(i, float(t[i]), 640, 480, [Pose(1, float(t[i]), kp[i], np.zeros(4), 0.9)]))
+    assert out and out[0].rhythm["music_beats"] > 0
+
+
+def test_the_live_stage_forgets_old_music_and_keeps_no_session():
+    """The live graph's stage kept every onset and beat and a session curve per track id ever seen."""
+    fps = 30.0
+    t, kp = _stops_on_beats(int(150 * fps), fps, 0.25)
+    stage = MotionStage(MotionSettings(eight_beats=False), encoder=False, fps=fps, keep_session=False)
+    for i in range(len(t)):
+        if i % 15 == 0:
+            stage.push_audio(Beat(t[i], t[i], 1, 120.0))
+            stage.push_audio(Onset(t[i], t[i]))
+        tid = 1 + i // int(5 * fps)                                   # a new track id every 5 s
+        stage.push(PoseFrame(i, float(t[i]), 640, 480, [Pose(tid, float(t[i]), kp[i], np.zeros(4), 0.9)]))
+    assert not stage.session
+    assert stage.beats[0].t > t[-1] - stage.KEEP_S - 11 and len(stage.onsets) < 2 * (stage.KEEP_S + 11)
+    with pytest.raises(RuntimeError):
+        stage.session_summary()
+
+
+def test_a_dancer_who_leaves_keeps_the_windows_begun_while_in_view():
+    """A track unseen for max_track_gap_s was deleted with its pending windows, even those holding
+    enough real samples (the offline cut of the same stream keeps them)."""
+    fps = 30.0
+    t, kp = _moving(int(8 * fps), fps)
+    gone = t > 3.77
+    live = []
+    cut = WindowCutter(MotionSettings(eight_beats=False), fps=fps)
+    for i, ti in enumerate(t):
+        poses = [] if gone[i] else [Pose(1, float(ti), kp[i], np.zeros(4), 0.9)]
+        live += cut.push(PoseFrame(i, float(ti), 640, 480, poses + [Pose(2, float(ti), kp[i], np.zeros(4), 0.9)]))
+    mine = [w for w in live if w.track_id == 1]
+    kp_gone = kp.copy()
+    kp_gone[gone] = np.nan
+    offline = cut_sequence(kp_gone, fps)
+    assert [(round(w.t0, 3), int(w.mask.sum())) for w in mine] == [(round(w.t0, 3), int(w.mask.sum())) for w in offline]
+    assert mine[-1].t0 == pytest.approx(3.0)
+
+
+def test_offline_windows_mask_unconfident_poses_as_live_does():
+    """Enrolment cuts windows offline; it used to keep poses the live cutter masks (mean confidence
+    under min_joint_conf), so the gallery's windows were not the ones the edge sends."""
+    fps = 30.0
+    t, kp = _moving(int(4 * fps), fps)
+    kp[40:50, :, 2] = 0.05
+    live, _ = _live(t, kp, fps=fps)
+    offline = cut_sequence(kp, fps)
+    assert len(live) == len(offline) and any(not w.mask.all() for w in offline[:2])
+    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(live, offline))
