@@ -21,9 +21,10 @@ Everything received in one poll is processed as a group: the ledger commit cover
 and Feedback and Acks are sent only after it (group commit). An Ack therefore always means
 "durably taken".
 
-Handler: any object with ``on_windows(node_id, session, batch) -> list[pb.Feedback] | None``
+Handler: any object with ``on_windows(node_id, session, batch, epoch) -> list[pb.Feedback] | None``
 (or a plain function with that signature), optionally ``on_hello(node_id, hello)``. ``batch`` is
-a ``pb.WindowBatch`` holding only new windows and beat grids. A handler exception is logged
+a ``pb.WindowBatch`` holding only new windows and beat grids; ``epoch`` is the spool epoch of the
+Hello on the batch's own connection (another connection of the same node may be in another). A handler exception is logged
 and counted (``handler_errors``); the batch is still acked, so one poison batch cannot stall a node.
 A handler that cannot make a batch durable now raises ``RetryLater`` (with the feedback it has):
 the feedback is sent, nothing of the group is acked or recorded as taken (``deferred_groups``),
@@ -495,7 +496,12 @@ class IngestServer:
                     sock.recv()
                 self._reject(rid, "bad_multipart", "a message with more than two frames", out)
                 continue
-            self._handle(rid, frame, out, acks, work)
+            try:
+                self._handle(rid, frame, out, acks, work)
+            except Exception as exc:      # no frame may end the loop that serves every edge
+                self.counters["frame_errors"] += 1
+                log.exception("ingest: a frame could not be handled (refused; the next ones are served)")
+                self._reject(rid, "bad_frame", f"{type(exc).__name__}: {exc}", out)
         if not work and not acks and not out:
             return
         # group commit: ledger + handler effects, then replies
@@ -544,7 +550,7 @@ class IngestServer:
             return []
         try:
             self.ledger.begin()   # handler writes via ledger.conn join the group transaction
-            result = self._on_windows(conn.node_id, batch.session_id, batch)
+            result = self._on_windows(conn.node_id, batch.session_id, batch, conn.epoch)
         except RetryLater:
             raise
         except Exception:
@@ -577,8 +583,9 @@ class IngestServer:
             out.append((rid, codec.encode(pb.Heartbeat(t_us=time.time_ns() // 1000, echo_us=body.t_us))))
         elif kind == "hello":
             self._handle_hello(rid, frame, body, out, acks)
-        elif kind == "error":
-            log.warning("edge reported an error: %s %s", pb.Error.Code.Name(body.code), body.message)
+        elif kind == "error":     # proto3 enums take any number: a newer edge's code has no name here
+            name = pb.Error.Code.Name(body.code) if body.code in pb.Error.Code.values() else f"code {body.code}"
+            log.warning("edge reported an error: %s %s", name, body.message)
         else:
             self._reject(rid, "unexpected", f"an edge may not send {kind!r}", out)
 
@@ -633,6 +640,9 @@ class IngestServer:
                     finite = np.isfinite(codec.batch_embeddings(batch)).all()
                 if not finite:
                     self._reject(rid, "schema", "embedding holds NaN or infinity (as decoded)", out)
+                    return
+                if not (np.abs(codec.batch_embeddings(batch).astype(np.float64)).max(axis=1) > 0).all():
+                    self._reject(rid, "schema", "embedding is a zero vector (as decoded): it has no direction", out)
                     return
         seqs = [w.seq for w in batch.windows] + [g.seq for g in batch.beats]
         fresh = self.ledger.take(conn.node_id, conn.epoch, seqs, batch.floor_seq)
@@ -747,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {args.cpu})
     server: IngestServer | None = None
 
-    def handler(node_id: str, session: str, batch: pb.WindowBatch):
+    def handler(node_id: str, session: str, batch: pb.WindowBatch, epoch: int):
         if args.record:
             server.ledger.conn.executemany("INSERT INTO received VALUES (?, ?)",
                                            [(node_id, w.seq) for w in batch.windows])

@@ -17,9 +17,15 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 
+def _part(name: str) -> str:
+    return name.replace("%", "%25").replace("/", "%2F")
+
+
 def dancer_key(node_id: str, session_id: str, track_id: int) -> str:
-    """A dancer is a track on one node within one session."""
-    return f"{node_id}/{session_id}/{int(track_id)}"
+    """A dancer is a track on one node within one session: "node/session/track", with '%' and '/'
+    in the ids escaped as in URLs (so node "a/b" + session "c" and node "a" + session "b/c" stay two
+    dancers; ids without them, as every id before, keep their key)."""
+    return f"{_part(node_id)}/{_part(session_id)}/{int(track_id)}"
 
 
 @dataclass

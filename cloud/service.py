@@ -48,7 +48,6 @@ class CloudService:
         self.latency = LatencyStats()
         self.lock = threading.RLock()
         self.node_info: dict[str, dict] = {}
-        self.epochs: dict[str, int] = {}
         self.counters = {"windows": 0, "batches": 0, "duplicates": 0, "late": 0, "beat_grids": 0,
                          "unclassified": 0, "feedback": 0, "errors": 0, "store_failures": 0,
                          "store_dropped_batches": 0, "store_rejected_batches": 0, "dashboard_bad_acks": 0,
@@ -258,17 +257,21 @@ class CloudService:
         info = hello_info(hello)
         with self.lock:
             self.node_info[node_id] = info
-            self.epochs[node_id] = int(info.get("epoch", 0))
             self.store.write_batch([], [], node_info={node_id: info})
 
-    def on_windows(self, node_id: str, session: str, batch):
-        from cloud.wire import feedback_to_pb, windows_from_pb
-        windows, beats = windows_from_pb(node_id, session, batch, epoch=self.epochs.get(node_id, 0))
-        feedback = [feedback_to_pb(f) for f in self.process(windows, beats)]
-        with self.lock:
-            held = len(self._unwritten)
-        if held:       # answered, not durable: the ingest must not ack it (the edges resend)
-            raise RetryLater(f"the cloud store cannot write now ({held} batch(es) held in memory)", feedback)
+    def on_windows(self, node_id: str, session: str, batch, epoch: int):
+        """The ingest's handler: a batch of new windows and grids from `node_id`'s connection in spool
+        `epoch`. Raises RetryLater while the store holds batches unwritten (whatever else fails)."""
+        from cloud.wire import feedback_to_pb, signed64, windows_from_pb
+        windows, beats = windows_from_pb(node_id, session, batch, epoch=signed64(epoch))
+        feedback = []
+        try:
+            feedback = [feedback_to_pb(f) for f in self.process(windows, beats)]
+        finally:
+            with self.lock:
+                held = len(self._unwritten)
+            if held:   # answered, not durable: the ingest must not ack it (the edges resend)
+                raise RetryLater(f"the cloud store cannot write now ({held} batch(es) held in memory)", feedback)
         return feedback
 
     def encoder_hashes(self) -> set[str]:

@@ -73,6 +73,17 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             ts DOUBLE PRECISION NOT NULL, stage TEXT NOT NULL, ms DOUBLE PRECISION NOT NULL)""",
         "CREATE INDEX latency_ts ON latency (ts)",
     ]),
+    (3, "beat grids keyed by spool epoch (a fresh spool numbers its grids from 1 again)", [
+        """CREATE TABLE beats_v3 (
+            node_id TEXT NOT NULL, epoch BIGINT NOT NULL, session_id TEXT NOT NULL, seq BIGINT NOT NULL,
+            t0 DOUBLE PRECISION NOT NULL, t1 DOUBLE PRECISION NOT NULL, bpm DOUBLE PRECISION,
+            arrival DOUBLE PRECISION NOT NULL, data TEXT, PRIMARY KEY (node_id, epoch, session_id, seq))""",
+        """INSERT INTO beats_v3 (node_id, epoch, session_id, seq, t0, t1, bpm, arrival, data)
+            SELECT node_id, 0, session_id, seq, t0, t1, bpm, arrival, data FROM beats""",
+        "DROP TABLE beats",
+        "ALTER TABLE beats_v3 RENAME TO beats",
+        "CREATE INDEX beats_arrival ON beats (arrival)",
+    ]),
 ]
 
 _BLOB = {"sqlite": "BLOB", "postgresql": "BYTEA"}
@@ -99,17 +110,20 @@ def _pg_connect(target: str):
 
 
 def _unavailable(exc: Exception) -> bool:
-    """Errors of the database's state (disk full, I/O, read-only, locked, server gone), not of the data."""
+    """Errors of the database's state, not of the data: every database error but those that say a value
+    or a statement's parameters are wrong. Disk full, I/O, read-only, locked, corrupt, server gone, a
+    hot standby after a failover (25006), privileges revoked: the batch is held and retried, never
+    dropped as if its values were bad (dropped, it was acked and lost)."""
     import sqlite3
 
-    if isinstance(exc, sqlite3.OperationalError):
-        name = getattr(exc, "sqlite_errorname", "")     # extended code, e.g. SQLITE_IOERR_WRITE
-        return name.startswith(("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_BUSY", "SQLITE_CANTOPEN"))
+    if isinstance(exc, sqlite3.Error):
+        return not isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError,
+                                    sqlite3.InterfaceError))
     try:
         import psycopg
     except ImportError:
         return False
-    return isinstance(exc, psycopg.OperationalError)      # disk full (53100) and connection losses included
+    return isinstance(exc, psycopg.Error) and not isinstance(exc, (psycopg.DataError, psycopg.IntegrityError))
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -307,9 +321,9 @@ class Store:
             for sid, st in states.items():
                 self.execute("UPDATE sessions SET state = ?, routine = ? WHERE session_id = ?",
                              (_dumps(st), st.get("routine", ""), sid))
-            self.executemany("""INSERT INTO beats (node_id, session_id, seq, t0, t1, bpm, arrival, data)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node_id, session_id, seq) DO NOTHING""",
-                             [(b.node_id, b.session_id, int(b.seq), b.t0, b.t1, b.bpm, now,
+            self.executemany("""INSERT INTO beats (node_id, epoch, session_id, seq, t0, t1, bpm, arrival, data)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node_id, epoch, session_id, seq) DO NOTHING""",
+                             [(b.node_id, int(b.epoch), b.session_id, int(b.seq), b.t0, b.t1, b.bpm, now,
                                _dumps({"beats": b.beats, "counts": b.counts, "onsets": b.onsets,
                                        "confidence": b.confidence})) for b in beats])
             self.executemany("""INSERT INTO windows (node_id, epoch, seq, session_id, dancer, track_id, t0, t1, arrival,

@@ -21,10 +21,9 @@ def hello_info(hello) -> dict:
 def windows_from_pb(node_id: str, session: str, batch, epoch: int = 0) -> tuple[list[WindowIn], list[BeatGridIn]]:
     from proto import codec
 
-    emb = codec.batch_embeddings(batch)
-    norms = np.linalg.norm(emb, axis=1, keepdims=True) if len(emb) else None
-    if norms is not None:
-        emb = emb / np.maximum(norms, 1e-12)
+    emb = codec.batch_embeddings(batch).astype(np.float64)    # float32 norms overflow or vanish at extreme scales
+    if len(emb):
+        emb = (emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-300)).astype(np.float32)
     sid = session or batch.session_id
     windows = [WindowIn(node_id=node_id, session_id=sid, track_id=int(w.track_id), seq=int(w.seq),
                         t0=w.t0_ms / 1000.0, t1=w.t1_ms / 1000.0, embedding=emb[i],

@@ -184,6 +184,7 @@ def _check_id(value: str, name: str, limits: Limits, required: bool = False) -> 
 
 
 MAX_SEQ = 2**63 - 1   # seq / floor_seq are uint64 on the wire; the stores keep signed 64-bit integers
+MAX_MS = 2**53        # |times| in ms (285,000 years): beyond it a time does not survive seconds as a float
 
 
 def _finite(x: float) -> bool:
@@ -225,11 +226,15 @@ def _validate_batch(m: pb.WindowBatch, limits: Limits) -> None:
     _check(n <= limits.max_windows_per_batch, f"{n} windows over the limit of {limits.max_windows_per_batch}", "too_large")
     _check(g <= limits.max_beat_grids_per_batch, f"{g} beat grids over the limit", "too_large")
     _check(m.floor_seq <= MAX_SEQ, f"floor_seq over {MAX_SEQ}")
+    seqs = [w.seq for w in m.windows] + [b.seq for b in m.beats]
+    _check(m.floor_seq <= min(seqs, default=MAX_SEQ), "floor_seq above a seq the batch carries "
+           "(it would declare the batch's own items gone)")
     max_bytes = limits.max_embedding_dim * itemsize
     int8 = m.dtype == pb.DTYPE_INT8
     for w in m.windows:
         _check(0 < w.seq <= MAX_SEQ, f"window seq must be in 1..{MAX_SEQ}")
         _check(w.t1_ms >= w.t0_ms, "window t1 before t0")
+        _check(-MAX_MS <= w.t0_ms and w.t1_ms <= MAX_MS, f"window time beyond +-{MAX_MS} ms")
         size = len(w.embedding)
         _check(0 < size <= max_bytes and size % itemsize == 0, f"embedding of {size} bytes is not a valid vector")
         if int8:
@@ -241,6 +246,9 @@ def _validate_batch(m: pb.WindowBatch, limits: Limits) -> None:
     for b in m.beats:
         _check(0 < b.seq <= MAX_SEQ, f"beat grid seq must be in 1..{MAX_SEQ}")
         _check(b.t1_ms >= b.t0_ms, "beat grid t1 before t0")
+        _check(-MAX_MS <= b.t0_ms and b.t1_ms <= MAX_MS, f"beat grid time beyond +-{MAX_MS} ms")
+        _check(all(-MAX_MS <= t <= MAX_MS for t in b.beat_ms) and all(-MAX_MS <= t <= MAX_MS for t in b.onset_ms),
+               f"beat or onset time beyond +-{MAX_MS} ms")
         _check(len(b.beat_ms) <= limits.max_events_per_grid and len(b.onset_ms) <= limits.max_events_per_grid,
                "too many beats or onsets in one grid", "too_large")
         _check(len(b.beat_count) in (0, len(b.beat_ms)), "beat_count must be empty or parallel to beat_ms")

@@ -509,7 +509,8 @@ class EdgeLink:
                 return
             floor = self.spool.floor()
             for first, last, payload in rows:
-                if not self._send(codec.frame_batch(payload, floor, self.limits)):
+                # never above the row's own seqs (a row dropped meanwhile raised the floor past it)
+                if not self._send(codec.frame_batch(payload, min(floor, first), self.limits)):
                     return
                 if not self._inflight:
                     self._last_ack_progress = time.monotonic()

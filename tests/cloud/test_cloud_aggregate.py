@@ -322,3 +322,15 @@ def test_the_group_counts_the_labels_of_its_active_dancers():
                    cls([0.05, 0.9, 0.05]))
     g = agg.group_summary("s")
     assert g["active"] == 1 and g["style"] == "b" and g["labels"] == {"b": 1} and g["dancers"] == 6
+
+
+def test_ids_holding_a_slash_are_still_two_dancers():
+    """The dancer key joined node, session and track with '/': node "studio/1" in session "x" and
+    node "studio" in session "1/x" were one dancer (the second's windows dropped as duplicates)."""
+    agg = Aggregator(gallery3(), AggregateSettings())
+    e = np.ones(8, np.float32) / np.sqrt(8)
+    a = WindowIn("studio/1", "x", 0, 1, 0.0, 2.0, e)
+    b = WindowIn("studio", "1/x", 0, 1, 0.0, 2.0, e)
+    assert a.dancer != b.dancer
+    assert agg.update(a, cls([0.8, 0.1, 0.1])) is not None and agg.update(b, cls([0.8, 0.1, 0.1])) is not None
+    assert WindowIn("studio-a", "class-1", 3, 1, 0.0, 2.0, e).dancer == "studio-a/class-1/3"   # plain ids as before

@@ -43,11 +43,14 @@ def test_an_older_database_is_upgraded_in_place(db_url, monkeypatch):
     old = Store(db_url)
     assert old.schema_version() == 1
     old.write_batch([WindowIn("n", "s", 0, 1, 0.0, 2.0, np.ones(4, np.float32) / 2)], [])
+    old.execute("INSERT INTO beats (node_id, session_id, seq, t0, t1, bpm, arrival, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                ("n", "s", 1, 0.0, 2.0, 120.0, time.time(), "{}"))
     old.close()
     monkeypatch.setattr(store_mod, "MIGRATIONS", MIGRATIONS)
     new = Store(db_url)                               # applies 2.. on open
     latest = max(v for v, _, _ in MIGRATIONS)
     assert new.schema_version() == latest and new.count("windows") == 1
+    assert new.query("SELECT epoch, seq, bpm FROM beats") == [{"epoch": 0, "seq": 1, "bpm": 120.0}]   # migration 3 kept it
     new.write_batch([], [], latency=[(time.time(), "classify", 1.5)])     # migration 2's table works
     assert new.count("latency") == 1
     new.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
@@ -249,6 +252,37 @@ def test_retention_forgets_in_memory_what_it_deletes(db_url, tmp_path, ballroom_
     svc2 = CloudService(settings, gallery=ballroom_gallery[0])  # a restart holds the same
     assert sorted(svc2.aggregator.dancers) == live and set(svc2.aggregator.sessions) == {"new-class"}
     svc2.close()
+
+
+def test_a_database_that_turned_read_only_holds_batches_instead_of_dropping_them(db_url, tmp_path, ballroom_gallery):
+    """PostgreSQL after a failover onto a hot standby answers 25006 read_only_sql_transaction, which
+    psycopg raises as InternalError: it was taken for a batch with bad values, dropped, and (acked by
+    the ingest) lost, and so was every batch after it. It is the database's state: held, then written."""
+    settings = CloudSettings(db_url=db_url, gallery_path=tmp_path / "g.npz")
+    svc = CloudService(settings, gallery=ballroom_gallery[0])
+    stream_into(svc, ballroom_gallery, 4)
+    before = svc.store.count("windows")
+    if svc.store.dialect == "postgresql":
+        svc.store.execute("SET default_transaction_read_only = on")
+    else:
+        svc.store.execute("PRAGMA query_only = ON")
+    events, _ = stream_into(svc, ballroom_gallery, 10)
+    assert svc.counters["store_rejected_batches"] == 0 and len(svc._unwritten) > 0
+    svc.store.execute("SET default_transaction_read_only = off" if svc.store.dialect == "postgresql"
+                      else "PRAGMA query_only = OFF")
+    events, _ = stream_into(svc, ballroom_gallery, 12)          # the next batch writes the held ones first
+    assert not svc._unwritten and svc.store.count("windows") == sum(len(w) for _, w, _ in events) > before
+    svc.close()
+
+
+def test_beat_grids_of_two_spool_epochs_are_both_kept(db_url):
+    """A fresh spool numbers its grids from 1 again: the beats table was keyed without the epoch, so
+    the new run's grids were dropped as already stored (and acked)."""
+    s = Store(db_url)
+    s.write_batch([], [], beats=[BeatGridIn("n", "s", 1, 0, 2, 121, 1, [0.5], [1], epoch=5)])
+    s.write_batch([], [], beats=[BeatGridIn("n", "s", 1, 0, 2, 99, 1, [0.6], [1], epoch=-8)])
+    assert sorted(r["bpm"] for r in s.query("SELECT bpm FROM beats")) == [99.0, 121.0]
+    s.close()
 
 
 def test_transaction_rolls_back(db_url):

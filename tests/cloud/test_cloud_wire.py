@@ -70,7 +70,8 @@ def test_windows_over_zeromq(tmp_path, ballroom_gallery):
             assert d.nearest and d.nearest_groups and "beat_alignment" in d.scores
         assert d.style == s["style"]                  # stable label after 24 windows of one cha-cha dancer
         assert svc.store.count("windows") == 24 and svc.store.count("beats") == 3
-        assert svc.epochs["studio-b"] == signed64(epoch) < 0
+        assert {r["epoch"] for r in svc.store.query("SELECT epoch FROM windows")} == {signed64(epoch)}
+        assert signed64(epoch) < 0
         # the same batch again (an edge that missed the ack): deduplicated before the handler
         sock.send(codec.encode(batch))
         recv_until(sock, "ack")
@@ -245,7 +246,7 @@ def test_a_failed_prune_does_not_turn_a_held_batch_into_an_acked_one(tmp_path, b
         svc.store.execute("PRAGMA query_only=ON")                        # the store cannot write
         svc._last_prune = 0.0                                             # and the prune is due
         with pytest.raises(RetryLater):
-            svc.on_windows("studio-c", "class-3", _batch(holdout, 1, 4))
+            svc.on_windows("studio-c", "class-3", _batch(holdout, 1, 4), 7)
         assert svc.counters["prune_failures"] == 1 and len(svc._unwritten) == 1
     finally:
         svc.close()
@@ -266,11 +267,11 @@ def test_a_held_batch_dropped_unstored_is_taken_again_when_resent(tmp_path, ball
         svc.store.execute("PRAGMA query_only=ON")
         for seq in range(1, 6):
             with pytest.raises(RetryLater):
-                svc.on_windows("studio-c", "class-3", _batch(holdout, seq, 1))
+                svc.on_windows("studio-c", "class-3", _batch(holdout, seq, 1), 7)
         assert svc.counters["store_dropped_batches"] == 3
         svc.store.execute("PRAGMA query_only=OFF")                       # the store is back
         for seq in range(1, 6):                                           # the edge resends its spool
-            svc.on_windows("studio-c", "class-3", _batch(holdout, seq, 1))
+            svc.on_windows("studio-c", "class-3", _batch(holdout, seq, 1), 7)
         assert sorted(r["seq"] for r in svc.store.query("SELECT seq FROM windows")) == [1, 2, 3, 4, 5]
     finally:
         svc.close()
@@ -297,3 +298,19 @@ def test_an_int8_scale_that_overflows_is_refused_at_the_ingest(tmp_path, ballroo
         ctx.term()
         server.stop()
         svc.close()
+
+
+def test_extreme_int8_scales_still_give_unit_embeddings():
+    """A scale of 1e36 overflowed the float32 norm and 1e-45 underflowed it: both embeddings came out
+    all zeros, and were stored and classified as such."""
+    from cloud.wire import windows_from_pb
+
+    rng = np.random.default_rng(3)
+    for scale in (1e36, 1e-45, 0.01):
+        b = pb.WindowBatch(node_id="n", session_id="s", dtype=pb.DTYPE_INT8)
+        w = codec.make_window(0, 1, 0.0, 2.0, rng.normal(size=64), dtype="int8")
+        w.scale = scale
+        b.windows.append(w)
+        codec.validate(b)
+        (win,), _ = windows_from_pb("n", "s", b)
+        assert np.linalg.norm(win.embedding) == pytest.approx(1.0, abs=1e-5), scale

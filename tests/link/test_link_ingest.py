@@ -23,7 +23,7 @@ class Recorder:
         self.windows: list[tuple[str, int]] = []
         self.hellos: list[str] = []
 
-    def on_windows(self, node_id, session, batch):
+    def on_windows(self, node_id, session, batch, epoch):
         self.windows.extend((node_id, w.seq) for w in batch.windows)
         return [echo_feedback(batch)]
 
@@ -173,10 +173,83 @@ def test_fuzzed_and_malformed_frames_never_crash_ingest(plain_server, tmp_path):
     ctx.term()
 
 
+def test_an_error_frame_of_an_unknown_code_is_logged_and_ingest_serves_on(plain_server):
+    """proto3 enums take any number: an Error with code 99 (a newer edge, or garbage) made the cloud's
+    log line raise, which ended the thread that serves every edge."""
+    ctx = zmq.Context()
+    s = raw_dealer(plain_server.endpoint, ctx)
+    s.send(codec.encode(pb.Error(code=99, message="from the future")))
+    s.send(hello())
+    kind, ack = recv_kind(s)
+    assert kind == "ack" and ack.seq == 0 and plain_server.stats()["rx_error"] == 1
+    s.close()
+    ctx.term()
+
+
+def test_a_floor_above_the_batch_s_own_seqs_is_refused(plain_server):
+    """A batch saying everything below 1000 is gone while carrying seqs 1-3 had its windows taken as
+    duplicates and acked (never handled), and a floor of MAX_SEQ poisoned the epoch for good."""
+    ctx = zmq.Context()
+    s = raw_dealer(plain_server.endpoint, ctx)
+    s.send(hello())
+    assert recv_kind(s)[0] == "ack"
+    s.send(batch_frame([1, 2, 3], floor=1000))
+    kind, err = recv_kind(s)
+    assert kind == "error" and "floor_seq" in err.message
+    s.send(batch_frame([1, 2, 3], floor=1))
+    kinds = [recv_kind(s) for _ in range(2)]
+    assert kinds[1][1].seq == 3 and plain_server.recorder.windows == [("raw", q) for q in (1, 2, 3)]
+    s.close()
+    ctx.term()
+
+
+def test_each_connection_s_batches_are_handled_in_its_own_epoch(tmp_path):
+    """Two connections of one node (a stale one beside a fresh spool's): the handler was told the
+    epoch of whichever Hello came last, so one spool's windows were filed under the other's."""
+    got = []
+
+    def handler(node, session, batch, epoch):
+        got.extend((epoch, w.seq) for w in batch.windows)
+
+    with IngestServer("tcp://127.0.0.1:*", handler, {"enc-1"}, state_path=tmp_path / "l.sqlite",
+                      insecure_dev=True) as srv:
+        ctx = zmq.Context()
+        a, b = raw_dealer(srv.endpoint, ctx), raw_dealer(srv.endpoint, ctx)
+        a.send(hello(epoch=111))
+        assert recv_kind(a)[0] == "ack"
+        b.send(hello(epoch=222))
+        assert recv_kind(b)[0] == "ack"
+        a.send(batch_frame([1, 2]))
+        assert recv_kind(a)[1].seq == 2
+        b.send(batch_frame([1, 2]))
+        assert recv_kind(b)[1].seq == 2
+        assert got == [(111, 1), (111, 2), (222, 1), (222, 2)]
+        a.close()
+        b.close()
+        ctx.term()
+
+
+def test_a_zero_embedding_is_refused(plain_server):
+    """A zero vector has no direction: normalised it stays zero and every cosine with it is 0."""
+    ctx = zmq.Context()
+    s = raw_dealer(plain_server.endpoint, ctx)
+    s.send(hello())
+    assert recv_kind(s)[0] == "ack"
+    b = pb.WindowBatch(node_id="raw", session_id="s", dtype=pb.DTYPE_INT8)
+    w = codec.make_window(1, 1, 0, 2, embeddings(1)[0])
+    w.embedding = bytes(64)
+    b.windows.append(w)
+    s.send(codec.encode(b))
+    kind, err = recv_kind(s)
+    assert kind == "error" and "zero vector" in err.message and not plain_server.recorder.windows
+    s.close()
+    ctx.term()
+
+
 def test_handler_exception_is_counted_and_does_not_stall(tmp_path):
     calls = []
 
-    def flaky(node, session, batch):
+    def flaky(node, session, batch, epoch):
         calls.append(batch.windows[0].seq)
         if len(calls) == 1:
             raise RuntimeError("boom")

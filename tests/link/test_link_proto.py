@@ -94,6 +94,9 @@ def test_size_limits():
     (lambda b: b.beats.add(seq=2**63), "schema"),
     (lambda b: b.beats.add(seq=9, bpm=float("inf")), "schema"),      # would reach the dashboard as Infinity
     (lambda b: b.beats.add(seq=9, bpm=120.0, confidence=float("nan")), "schema"),
+    (lambda b: setattr(b.windows[0], "t1_ms", 2**62), "schema"),      # seconds as a float lose it: feedback failed
+    (lambda b: b.beats.add(seq=9, bpm=120.0, beat_ms=[2**60]), "schema"),
+    (lambda b: setattr(b, "floor_seq", 1000), "schema"),              # would declare the batch's own seqs gone
 ])
 def test_schema_violations_are_rejected(mutate, reason):
     b = _batch()
@@ -154,6 +157,8 @@ def test_a_rhythm_metric_that_is_not_finite_is_refused(field):
 def test_frame_batch_decodes_like_encode_with_floor():
     b = _batch()
     b.floor_seq = 0
+    for item in [*b.windows, *b.beats]:
+        item.seq += 2**40                               # a floor never lies above the batch's own seqs
     raw = b.SerializeToString()
     kind, back = codec.decode(codec.frame_batch(raw, 2**40 + 3))
     b.floor_seq = 2**40 + 3

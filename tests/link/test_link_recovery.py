@@ -22,7 +22,7 @@ class Got:
         self.t0_ms: list[int] = []
         self.grids = 0
 
-    def on_windows(self, node_id, session, batch):
+    def on_windows(self, node_id, session, batch, epoch):
         self.t0_ms.extend(w.t0_ms for w in batch.windows)
         self.grids += len(batch.beats)
 
