@@ -17,9 +17,13 @@ with an ``Error`` when the sender can be told; the server never crashes on input
    dtype and embedding size, finite values;
 5. dedup on (node_id, epoch, seq) in the ledger; only new windows reach the handler.
 
-Everything received in one poll is processed as a group: the ledger commit covers the group,
-and Feedback and Acks are sent only after it (group commit). An Ack therefore always means
-"durably taken".
+A batch refused for its values (schema: NaN, a zero vector, another dtype or size than the Hello's)
+on a connection with a Hello can never be taken: its seqs are recorded as taken (``refused_items``,
+logged) so the cumulative ack moves past it, instead of the edge resending it and all after it.
+
+Everything received in one poll (up to ``max_group`` frames, ``max_group_batches`` batches) is
+processed as a group: the ledger commit covers the group, and Feedback and Acks are sent only after
+it (group commit). An Ack therefore always means "durably taken". Heartbeats are echoed at once.
 
 Handler: any object with ``on_windows(node_id, session, batch, epoch) -> list[pb.Feedback] | None``
 (or a plain function with that signature), optionally ``on_hello(node_id, hello)``. ``batch`` is
@@ -260,7 +264,7 @@ class IngestServer:
                  state_path: str | os.PathLike | None = None, ledger: SqliteLedger | None = None,
                  server_key: str | os.PathLike | None = None, allow_dir: str | os.PathLike | None = None,
                  insecure_dev: bool = False, limits: codec.Limits = codec.LIMITS, sndhwm: int = 10_000,
-                 rcvhwm: int = 10_000, max_group: int = 512, node_timeout_s: float = 10.0,
+                 rcvhwm: int = 1000, max_group: int = 512, max_group_batches: int = 32, node_timeout_s: float = 10.0,
                  max_connections: int = 10_000, fsync: str = "interval", check_finite: bool = True):
         self.bind_addr = bind
         fixed = None if callable(encoder_hashes) else frozenset(encoder_hashes)
@@ -269,7 +273,11 @@ class IngestServer:
             raise DancewireError("the ingest server needs the gallery's encoder hash (encoder_hashes)")
         self._on_windows, self._on_hello = _as_handler(handler)
         self.limits = limits
-        self.sndhwm, self.rcvhwm, self.max_group = sndhwm, rcvhwm, max_group
+        # a group reads at most max_group frames, and stops at max_group_batches batches: its acks wait
+        # for every batch's handler, and 512 of them at 20 ms (a remote database) outlasted the edges'
+        # ack timeout. rcvhwm is per connection: frames one edge may have queued here (an edge keeps
+        # at most 256 batches in flight)
+        self.sndhwm, self.rcvhwm, self.max_group, self.max_group_batches = sndhwm, rcvhwm, max_group, max_group_batches
         self.node_timeout_s, self.max_connections = node_timeout_s, max_connections
         self.check_finite = check_finite
         self.ledger = ledger or SqliteLedger(Path(state_path) if state_path else state_dir() / "ingest.sqlite",
@@ -482,6 +490,8 @@ class IngestServer:
         acks: dict[bytes, _Conn] = {}                  # routing id -> conn to ack
         work: list[tuple[bytes, _Conn, pb.WindowBatch]] = []
         for _ in range(self.max_group):
+            if len(work) >= self.max_group_batches:
+                break
             try:
                 rid = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
@@ -569,6 +579,8 @@ class IngestServer:
             kind, body = codec.decode(data, self.limits)
         except codec.WireError as exc:
             self._reject(rid, exc.reason, str(exc), out)
+            if exc.reason == "schema":
+                self._taken_as_refused(rid, data, acks)
             return
         except Exception as exc:  # pragma: no cover - codec promises WireError only; never crash anyway
             self._reject(rid, "bad_frame", f"{type(exc).__name__}: {exc}", out)
@@ -580,7 +592,8 @@ class IngestServer:
             conn = self._conns.get(rid)
             if conn is not None:
                 conn.last_seen = time.monotonic()
-            out.append((rid, codec.encode(pb.Heartbeat(t_us=time.time_ns() // 1000, echo_us=body.t_us))))
+            # answered now, not after the group's handlers: the echo measures the link, not the store
+            self._send([(rid, codec.encode(pb.Heartbeat(t_us=time.time_ns() // 1000, echo_us=body.t_us)))])
         elif kind == "hello":
             self._handle_hello(rid, frame, body, out, acks)
         elif kind == "error":     # proto3 enums take any number: a newer edge's code has no name here
@@ -628,22 +641,23 @@ class IngestServer:
             self._reject(rid, "schema", f"batch node_id {batch.node_id!r} differs from Hello's {conn.node_id!r}", out)
             return
         if batch.windows:
+            problem = None
             if batch.dtype != conn.dtype:
-                self._reject(rid, "schema", "batch dtype differs from the Hello's", out)
-                return
-            if len(batch.windows[0].embedding) != conn.embedding_bytes:   # codec checked they are all equal
-                self._reject(rid, "schema", f"embedding of {len(batch.windows[0].embedding)} bytes, Hello said "
-                             f"dim {conn.dim} ({conn.embedding_bytes} bytes)", out)
-                return
-            if self.check_finite:   # as decoded: an fp16 NaN, or an int8 scale that overflows float32
+                problem = "batch dtype differs from the Hello's"
+            elif len(batch.windows[0].embedding) != conn.embedding_bytes:   # codec checked they are all equal
+                problem = (f"embedding of {len(batch.windows[0].embedding)} bytes, Hello said dim {conn.dim} "
+                           f"({conn.embedding_bytes} bytes)")
+            elif self.check_finite:   # as decoded: an fp16 NaN, or an int8 scale that overflows float32
                 with np.errstate(over="ignore", invalid="ignore"):
-                    finite = np.isfinite(codec.batch_embeddings(batch)).all()
-                if not finite:
-                    self._reject(rid, "schema", "embedding holds NaN or infinity (as decoded)", out)
-                    return
-                if not (np.abs(codec.batch_embeddings(batch).astype(np.float64)).max(axis=1) > 0).all():
-                    self._reject(rid, "schema", "embedding is a zero vector (as decoded): it has no direction", out)
-                    return
+                    emb = codec.batch_embeddings(batch).astype(np.float64)
+                if not np.isfinite(emb).all():
+                    problem = "embedding holds NaN or infinity (as decoded)"
+                elif not (np.abs(emb).max(axis=1) > 0).all():
+                    problem = "embedding is a zero vector (as decoded): it has no direction"
+            if problem is not None:
+                self._reject(rid, "schema", problem, out)
+                self._take_refused(conn, batch, acks, rid)
+                return
         seqs = [w.seq for w in batch.windows] + [g.seq for g in batch.beats]
         fresh = self.ledger.take(conn.node_id, conn.epoch, seqs, batch.floor_seq)
         n_new = sum(fresh)
@@ -661,6 +675,34 @@ class IngestServer:
             keep.beats.extend(g for g, f in zip(batch.beats, fresh[n_win:]) if f)
             batch = keep
         work.append((rid, conn, batch))
+
+    def _taken_as_refused(self, rid: bytes, data: bytes, acks: dict) -> None:
+        """A batch the codec refused for its values, on a connection with a Hello: read without the
+        checks only for its seqs, which are then taken as refused (see `_take_refused`)."""
+        conn = self._conns.get(rid)
+        if conn is None:
+            return
+        env = pb.Envelope()
+        try:
+            env.ParseFromString(data)
+        except Exception:
+            return
+        if env.WhichOneof("body") == "batch" and env.batch.node_id == conn.node_id:
+            self._take_refused(conn, env.batch, acks, rid)
+
+    def _take_refused(self, conn: _Conn, batch: pb.WindowBatch, acks: dict, rid: bytes) -> None:
+        """A batch this cloud will never take (its values, not its size or its connection): its seqs
+        count as taken, so the cumulative ack moves past them and the edge's spool lets them go. Kept,
+        the edge resent it and everything after it on every ack timeout, for ever (a batch spooled by
+        an older edge before a check it fails existed, or before its encoder changed)."""
+        seqs = [s for s in [w.seq for w in batch.windows] + [g.seq for g in batch.beats] if 0 < s <= codec.MAX_SEQ]
+        if not seqs:
+            return
+        self.ledger.take(conn.node_id, conn.epoch, seqs)
+        self.counters["refused_items"] += len(seqs)
+        log.error("ingest: %d item(s) of %s (seqs %d..%d) refused for their values and dropped: they can never "
+                  "be taken", len(seqs), conn.node_id, min(seqs), max(seqs))
+        acks[rid] = conn
 
     def _encoder_ok(self, rid: bytes, node_id: str, encoder_hash: str, out: list) -> bool:
         """Is `encoder_hash` one the gallery takes now? Else a fatal ENCODER_MISMATCH, and the connection is forgotten."""

@@ -118,9 +118,12 @@ def test_batch_not_matching_hello_is_rejected(plain_server):
     s.send(batch_frame([1], dim=32))
     kind, err = recv_kind(s)
     assert kind == "error" and err.code == pb.Error.SCHEMA and "dim 64" in err.message
-    s.send(batch_frame([1], node="someone-else"))
+    assert recv_kind(s)[1].seq == 1                     # refused for good: the ack moves past it
+    s.send(batch_frame([2], node="someone-else"))       # another node's: not this epoch's to give up
     assert recv_kind(s)[1].code == pb.Error.SCHEMA
-    assert plain_server.recorder.windows == []
+    s.send(batch_frame([2]))
+    assert [recv_kind(s)[0] for _ in range(2)] == ["feedback", "ack"]
+    assert plain_server.recorder.windows == [("raw", 2)]
     s.close()
     ctx.term()
 
@@ -196,9 +199,10 @@ def test_a_floor_above_the_batch_s_own_seqs_is_refused(plain_server):
     s.send(batch_frame([1, 2, 3], floor=1000))
     kind, err = recv_kind(s)
     assert kind == "error" and "floor_seq" in err.message
-    s.send(batch_frame([1, 2, 3], floor=1))
-    kinds = [recv_kind(s) for _ in range(2)]
-    assert kinds[1][1].seq == 3 and plain_server.recorder.windows == [("raw", q) for q in (1, 2, 3)]
+    assert recv_kind(s)[1].seq == 3                    # refused for good, as any batch with bad values
+    s.send(batch_frame([4], floor=4))
+    assert [recv_kind(s)[0] for _ in range(2)] == ["feedback", "ack"]
+    assert plain_server.recorder.windows == [("raw", 4)]     # the epoch is not poisoned
     s.close()
     ctx.term()
 
@@ -242,6 +246,64 @@ def test_a_zero_embedding_is_refused(plain_server):
     s.send(codec.encode(b))
     kind, err = recv_kind(s)
     assert kind == "error" and "zero vector" in err.message and not plain_server.recorder.windows
+    s.close()
+    ctx.term()
+
+
+def test_a_heartbeat_is_echoed_without_waiting_for_a_backlog_of_batches(tmp_path):
+    """A group read up to 512 frames and answered all of them, heartbeat echoes included, only after
+    every batch's handler: with a slow store and a backlog the edges' ack and heartbeat timeouts
+    expired and they reconnected and resent. Groups stop at max_group_batches; echoes go at once."""
+    gate, entered, calls = threading.Event(), threading.Event(), []
+
+    def slow(node, session, batch, epoch):
+        entered.set()
+        gate.wait(10)
+        calls.append(time.time())
+        time.sleep(0.01)
+
+    with IngestServer("tcp://127.0.0.1:*", slow, {"enc-1"}, state_path=tmp_path / "l.sqlite",
+                      insecure_dev=True) as srv:
+        ctx = zmq.Context()
+        s = raw_dealer(srv.endpoint, ctx)
+        s.send(hello())
+        assert recv_kind(s)[0] == "ack"
+        for seq in range(1, 101):
+            s.send(batch_frame([seq]))
+        s.send(codec.encode(pb.Heartbeat(t_us=1)))
+        assert entered.wait(5)                  # the first batch's handler holds the ingest ...
+        time.sleep(0.3)                         # ... while the rest queue up behind it
+        gate.set()
+        echo_at = None
+        while echo_at is None:
+            kind, body = recv_kind(s)
+            if kind == "heartbeat":
+                echo_at = time.time()               # when it came (its t_us is when it was read)
+        assert wait_until(lambda: len(calls) == 100, 20)
+        assert sum(t <= echo_at for t in calls) < 100
+        s.close()
+        ctx.term()
+
+
+def test_a_batch_refused_for_its_values_does_not_stall_the_acks(plain_server):
+    """A spooled batch the cloud now refuses (written by an older edge before a check existed) got a
+    non-fatal SCHEMA error and no ack: the cumulative ack could never pass it, so the edge resent it
+    and everything after it on every ack timeout until its spool filled."""
+    ctx = zmq.Context()
+    s = raw_dealer(plain_server.endpoint, ctx)
+    s.send(hello())
+    assert recv_kind(s)[0] == "ack"
+    bad = pb.WindowBatch(node_id="raw", session_id="s", dtype=pb.DTYPE_INT8)
+    bad.beats.add(seq=1, t0_ms=0, t1_ms=2000, bpm=float("nan"))       # what the codec refuses
+    s.send(pb.Envelope(version=codec.PROTOCOL_VERSION, batch=bad).SerializeToString())
+    kinds = [recv_kind(s) for _ in range(2)]
+    assert kinds[0][0] == "error" and kinds[1] == ("ack", pb.Ack(epoch=7, seq=1))
+    s.send(batch_frame([2]))
+    assert [recv_kind(s)[0] for _ in range(2)] == ["feedback", "ack"]
+    s.send(batch_frame([3], dim=32))                                   # not the Hello's size
+    kinds = [recv_kind(s) for _ in range(2)]
+    assert kinds[0][0] == "error" and kinds[1][1].seq == 3
+    assert plain_server.recorder.windows == [("raw", 2)] and plain_server.stats()["refused_items"] == 2
     s.close()
     ctx.term()
 
