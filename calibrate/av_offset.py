@@ -278,6 +278,24 @@ def chance_probability(n_video: int, n_matched: int, onset_rate: float, toleranc
     return float(min(1.0, binom.sf(n_matched - 1, n_video, p) * trials))
 
 
+def _refuse_an_alias(video: np.ndarray, audio: np.ndarray, lag: float, n: int, gaps: np.ndarray,
+                     max_offset: float, tolerance: float, advice: str) -> None:
+    """Claps at a steady interval P fit a lag L and L +- P almost equally (one clap unseen or one sound
+    cut off makes them tie): when that other lag is within `max_offset` too and matches nearly as
+    many claps, which is the rig's cannot be told, so refuse rather than store one a whole clap off."""
+    if len(gaps) < 2 or not len(audio):
+        return
+    period = float(np.median(gaps))
+    for alt in (lag - period, lag + period):
+        if abs(alt) > max_offset:
+            continue
+        d = np.abs(audio[None, :] - (video[:, None] + alt)).min(axis=1)
+        if int((d <= tolerance).sum()) >= n - 1:
+            raise BadInputError(f"the claps come every {period:.2f} s, so an audio lag of {1000 * lag:+.0f} ms and "
+                                f"one of {1000 * alt:+.0f} ms fit them about as well: clap more slowly (over "
+                                f"{max_offset + abs(lag):.1f} s apart) or unevenly; {advice}")
+
+
 def offset_from_events(video_claps: np.ndarray, audio_onsets: np.ndarray, *, audio_duration: float | None = None,
                        max_offset: float = 0.5, tolerance: float = 0.035, min_claps: int = MIN_CLAPS,
                        max_chance: float = 1e-3) -> AvOffsetResult:
@@ -305,6 +323,8 @@ def offset_from_events(video_claps: np.ndarray, audio_onsets: np.ndarray, *, aud
                             f"{len(audio_onsets)} sounds in {audio_duration:.0f} s that could be chance "
                             f"(p={chance:.2g}): {advice}")
     off = np.array([a - v for v, a in pairs])
+    _refuse_an_alias(np.asarray(video_claps, np.float64), np.asarray(audio_onsets, np.float64), float(np.median(off)),
+                     len(pairs), gaps, max_offset, tolerance, advice)
     # one stray pairing must not move the mean: drop pairs far from the median (> 3 MAD, >= 10 ms)
     med = float(np.median(off))
     mad = float(np.median(np.abs(off - med))) * 1.4826
@@ -439,8 +459,8 @@ def record_live(seconds: float, settings=None):
         cam = CameraSource.from_settings(s.source, clock=clock)
         mic = MicSource(s.audio, clock=clock).start()
     except DeviceError as exc:
-        raise DeviceError(f"{str(exc).split(';')[0]}; record a clip with sound on any camera and pass its "
-                          "path instead of 'live'") from None
+        raise DeviceError(f"{str(exc).split(';')[0]}; record a clip with sound through this rig's own camera "
+                          "and microphone and pass its path instead of 'live' (with --rig to store it)") from None
     blocks, failed = [], []
 
     def listen() -> None:
@@ -500,9 +520,10 @@ _RIG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def default_rig() -> str:
-    """$DANCEWIRE_RIG, else this machine's host name."""
-    name = os.environ.get("DANCEWIRE_RIG") or socket.gethostname().split(".")[0] or "rig"
-    return re.sub(r"[^A-Za-z0-9._-]", "-", name)[:64]
+    """$DANCEWIRE_RIG, else this machine's host name, made a valid rig name ("über-rig" -> "ber-rig")."""
+    name = os.environ.get("DANCEWIRE_RIG") or socket.gethostname().split(".")[0]
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", name or "").lstrip("-._")[:64]
+    return name or "rig"
 
 
 def calibration_path(rig: str | None = None) -> Path:
@@ -515,19 +536,31 @@ def calibration_path(rig: str | None = None) -> Path:
 def load_calibration(rig: str | None = None) -> dict | None:
     path = calibration_path(rig)
     try:
-        return json.loads(path.read_text())
+        doc = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
         raise DancewireError(f"unreadable calibration file {path}: {exc}; "
-                             "run `dancewire calibrate av-offset` again") from None
+                             "run `dancewire calibrate av-offset` again (it sets the file aside)") from None
+    part = doc.get("av_offset", {}) if isinstance(doc, dict) else None
+    lag = part.get("audio_lag_s") if isinstance(part, dict) else None
+    if not isinstance(part, dict) or not (lag is None or (isinstance(lag, (int, float)) and not isinstance(lag, bool))):
+        raise DancewireError(f"calibration file {path} is not a dancewire calibration; "
+                             "run `dancewire calibrate av-offset` again (it sets the file aside)")
+    return doc
 
 
 def save_offset(result: AvOffsetResult, rig: str | None = None, source: str = "") -> Path:
     """Store the result under ``av_offset`` in the rig's calibration file (other keys kept)."""
     rig = rig or default_rig()
     path = calibration_path(rig)
-    doc = load_calibration(rig) or {}
+    try:
+        doc = load_calibration(rig) or {}
+    except DancewireError as exc:          # damaged: set aside, so calibrating again mends it
+        aside = path.with_name(path.name + ".bad")
+        os.replace(path, aside)
+        log.warning("%s; kept as %s, a new file is written", exc, aside)
+        doc = {}
     doc.update({"rig": rig, "av_offset": {
         **result.to_json(), "audio_correction_s": round(-float(result.audio_lag_s), 5),
         "source": str(source), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}})

@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "applied by the rhythm metrics.")
     av.add_argument("source", metavar="VIDEO_OR_LIVE",
                     help="a recorded clip with sound, or 'live' to record from the camera and microphone")
-    av.add_argument("--rig", help="rig name (default: $DANCEWIRE_RIG or the host name)")
+    av.add_argument("--rig", help="store for this rig (default: $DANCEWIRE_RIG or the host name, for 'live'; "
+                                  "a clip's offset is stored only with --rig: it is the offset of the camera "
+                                  "and microphone that recorded it)")
     av.add_argument("--seconds", type=float, default=12.0, help="live: how long to record (default 12)")
     av.add_argument("--camera", help="live: camera index, /dev/video path or GStreamer pipeline "
                                      "(default: the edge's source.camera)")
@@ -56,8 +58,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _av_offset(args) -> int:
     from calibrate import av_offset as avo
 
+    live = args.source == "live"
+    store = not args.dry_run and (live or args.rig is not None)
+    if store:
+        avo.calibration_path(args.rig)      # a bad rig name is refused now, not after the clap test
     estimate = avo.pose_estimator(args.backend)
-    if args.source == "live":
+    if live:
         from edge.settings import load_edge_settings
 
         overrides = list(args.overrides) + ([f"source.camera={args.camera}"] if args.camera else [])
@@ -68,7 +74,7 @@ def _av_offset(args) -> int:
                                   min_claps=args.min_claps)
     else:
         result = avo.analyze_video(args.source, estimate, max_offset=args.max_offset, min_claps=args.min_claps)
-    stored = None if args.dry_run else avo.save_offset(result, args.rig, source=args.source)
+    stored = avo.save_offset(result, args.rig, source=args.source) if store else None
     if args.json:
         out = result.to_json()
         out["stored"] = str(stored) if stored else None
@@ -84,6 +90,8 @@ def _av_offset(args) -> int:
                   file=sys.stderr)
         if stored:
             print(f"stored for rig {args.rig or avo.default_rig()}: {stored}")
+        elif not args.dry_run:
+            print("not stored: pass --rig NAME if this clip was recorded through that rig's camera and microphone")
     return 0
 
 

@@ -131,12 +131,16 @@ def batched(items: Iterable[np.ndarray], batch_size: int) -> Iterator[np.ndarray
 # ----------------------------------------------------------------------------- calibrator
 
 def entropy_calibrator(batches: Callable[[], Iterator[np.ndarray]], batch_size: int, cache_file: Path,
-                       name: str = "model", total_batches: int | None = None):
+                       name: str = "model", total_batches: int | None = None, fresh: bool = False):
     """A TensorRT ``IInt8EntropyCalibrator2`` fed from ``batches()`` (float32 arrays of shape
-    (batch_size, ...)), with its calibration cache in ``cache_file``.
+    (batch_size, ...)), with its calibration cache in ``cache_file`` (`fresh`: the cache there is
+    not read, and is replaced only once a new calibration completes).
 
     The batch is copied into one device buffer with cuda-python's ``cudaMemcpy``; the buffer
-    is freed by ``close()`` (call it after the engine is built)."""
+    is freed by ``close()`` (call it after the engine is built). TensorRT's Python binding catches
+    whatever ``get_batch`` raises, prints it and takes it as the end of the data (then calibrates on
+    what it got): so the error (Ctrl-C, CUDA, a bad batch) is kept in ``error`` for the caller to
+    raise, and no cache is written from the partial data."""
     from edge.engines.trt import _write_atomic, cuda_call, import_cudart, import_tensorrt
 
     trt = import_tensorrt()
@@ -152,11 +156,20 @@ def entropy_calibrator(batches: Callable[[], Iterator[np.ndarray]], batch_size: 
             self._device = None
             self._nbytes = 0
             self._bar = Progress(f"INT8 calibration of {name}", total_batches)
+            self.error: BaseException | None = None
+            self.used_cache = False
 
         def get_batch_size(self):
             return self.batch_size
 
         def get_batch(self, names):
+            try:
+                return self._next_batch()
+            except BaseException as exc:       # TensorRT would swallow it: kept, raised after the build
+                self.error = exc
+                return None
+
+        def _next_batch(self):
             if self._iter is None:
                 self._iter = iter(batches())
             try:
@@ -179,12 +192,16 @@ def entropy_calibrator(batches: Callable[[], Iterator[np.ndarray]], batch_size: 
             return [int(self._device)]
 
         def read_calibration_cache(self):
-            if self.cache_file.is_file():
+            if not fresh and self.cache_file.is_file():
                 log.info("using INT8 calibration cache %s", self.cache_file)
+                self.used_cache = True
                 return self.cache_file.read_bytes()
             return None
 
         def write_calibration_cache(self, cache):
+            if self.error is not None:
+                log.error("INT8 calibration of %s stopped (%s): no cache written", name, self.error)
+                return
             _write_atomic(self.cache_file, bytes(memoryview(cache)))
             log.info("wrote INT8 calibration cache %s", self.cache_file)
 
@@ -284,7 +301,7 @@ def report_path() -> Path:
 def calibrate_int8(source: str | Path, *, max_frames: int = 200, batch_size: int = 8, max_batch: int = 8,
                    recalibrate: bool = False, compare: bool = True, models: tuple[str, ...] = MODELS) -> dict:
     """Calibrate, build the INT8 engines, compare them with FP16; returns the report."""
-    from edge.engines.trt import TrtEngine, gpu_info, import_cudart, import_tensorrt, int8_cache_path
+    from edge.engines.trt import TrtEngine, _write_atomic, gpu_info, import_cudart, import_tensorrt, int8_cache_path
     from edge.models.registry import model_path
     from edge.vision.blazepose_detector import BlazePoseDetector
     from edge.vision.blazepose_landmarks import BlazePoseLandmarks
@@ -296,6 +313,8 @@ def calibrate_int8(source: str | Path, *, max_frames: int = 200, batch_size: int
         raise DancewireError(f"unknown model(s) {sorted(unknown)}; choose from {MODELS}")
     if not 1 <= batch_size <= max_batch:
         raise DancewireError(f"--batch must be between 1 and --max-batch ({max_batch})")
+    if max_frames < 1:
+        raise DancewireError(f"--max-frames must be at least 1 (got {max_frames})")
     trt = import_tensorrt()                   # a DeviceError here, before any slow work
     gpu = gpu_info(import_cudart())
     frames = RecordedFrames(Path(source), max_frames)
@@ -327,14 +346,19 @@ def calibrate_int8(source: str | Path, *, max_frames: int = 200, batch_size: int
     int8: dict[str, TrtEngine] = {}
     for name in models:
         cache = int8_cache_path(paths[name])
-        if recalibrate and cache.exists():
-            cache.unlink()
-        calib = entropy_calibrator(feeds[name], batch_size, cache, name, totals[name])
+        # --recalibrate: the old cache stays until a new one is complete (a failed run keeps the rig's)
+        calib = entropy_calibrator(feeds[name], batch_size, cache, name, totals[name], fresh=recalibrate)
         try:
             int8[name] = TrtEngine(paths[name], "int8", max_batch, calib, rebuild=True)
         finally:
             calib.close()
-        if calib.batches_fed == 0 and not cache.exists():
+        if calib.error is not None:       # the engine was built from part of the data: not kept
+            partial = int8.pop(name)
+            partial.close()
+            for f in (partial.cache_path, partial.cache_path.with_suffix(".json")):
+                f.unlink(missing_ok=True)
+            raise calib.error
+        if calib.batches_fed == 0 and not calib.used_cache:
             raise BadInputError(f"no calibration inputs for {name} in {source} (no people found?)")
         report["models"][name] = {"calibration_cache": str(cache), "calibration_batches": calib.batches_fed,
                                   "engine": str(int8[name].cache_path)}
@@ -355,7 +379,7 @@ def calibrate_int8(source: str | Path, *, max_frames: int = 200, batch_size: int
         eng.close()
     path = report_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    _write_atomic(path, (json.dumps(report, indent=2) + "\n").encode())
     report["report_path"] = str(path)
     return report
 

@@ -329,3 +329,65 @@ def test_claps_too_fast_to_time_are_refused():
     claps = 0.5 + 0.3 * np.arange(15)
     with pytest.raises(BadInputError, match="too fast"):
         avo.offset_from_events(claps, claps + 0.05)
+
+
+@pytest.mark.parametrize("drop", ["none", "first seen", "last heard"])
+def test_steady_claps_that_fit_two_lags_are_refused(drop):
+    """Claps every 0.6 s heard 330 ms late fit -270 ms nearly as well (one clap unseen or one sound
+    cut off makes them tie), and the tie went to the lag nearer zero: a whole clap interval off, stored
+    with a spread of 4 ms."""
+    claps = 1.0 + 0.6 * np.arange(8)
+    heard = claps + 0.33
+    video, audio = {"none": (claps, heard), "first seen": (claps[1:], heard), "last heard": (claps, heard[:-1])}[drop]
+    with pytest.raises(BadInputError, match="fit them about as well"):
+        avo.offset_from_events(video, audio, audio_duration=8.0)
+    # a second apart (the advice), the other lag is out of range: measured
+    slow = 1.0 + 1.1 * np.arange(8)
+    assert avo.offset_from_events(slow, slow + 0.33, audio_duration=10.0).audio_lag_s == pytest.approx(0.33)
+
+
+def test_a_damaged_calibration_file_is_a_clear_error_and_calibrating_again_mends_it(tmp_path, monkeypatch):
+    """'[1]' or '{"av_offset": null}' raised AttributeError in `edge run`'s start-up, and a file that
+    did not parse could not be replaced by calibrating again (it said to do just that)."""
+    monkeypatch.setenv("DANCEWIRE_HOME", str(tmp_path))
+    path = avo.calibration_path("studio-a")
+    path.parent.mkdir(parents=True)
+    res = avo.AvOffsetResult(audio_lag_s=0.04, spread_s=0.004, median_lag_s=0.04, n_claps=8)
+    for text in ('{"rig": "studio-a", "av_off', "[1]", '{"av_offset": null}', '{"av_offset": {"audio_lag_s": "n/a"}}'):
+        path.write_text(text)
+        with pytest.raises(DancewireError, match="calibrat"):
+            avo.load_offset("studio-a")
+        avo.save_offset(res, "studio-a")
+        assert avo.load_offset("studio-a") == pytest.approx(-0.04)
+        assert path.with_name(path.name + ".bad").read_text() == text      # kept aside, not lost
+
+
+def test_a_rig_name_the_host_gives_is_made_valid_and_a_bad_one_is_refused_before_the_test(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DANCEWIRE_HOME", str(tmp_path))
+    monkeypatch.setenv("DANCEWIRE_RIG", "über-rig")
+    assert avo.default_rig() == "ber-rig" and avo.calibration_path()          # was '-ber-rig', refused
+    monkeypatch.setenv("DANCEWIRE_RIG", "---")
+    assert avo.default_rig() == "rig"
+    from dancewire.cli import main
+
+    def never(*a, **kw):
+        raise AssertionError("the clap test ran before the rig name was checked")
+
+    monkeypatch.setattr(avo, "pose_estimator", never)
+    assert main(["calibrate", "av-offset", "clip.mp4", "--rig", "studio/a"]) == 2
+    assert "bad rig name" in capsys.readouterr().err
+
+
+def test_a_clips_offset_is_stored_for_a_rig_only_when_named(tmp_path, monkeypatch, capsys):
+    """A clip's offset is that of whatever recorded it (a phone: about 0); stored by default it
+    became the live rig's correction."""
+    monkeypatch.setenv("DANCEWIRE_HOME", str(tmp_path))
+    from dancewire.cli import main
+
+    res = avo.AvOffsetResult(audio_lag_s=0.02, spread_s=0.003, median_lag_s=0.02, n_claps=8)
+    monkeypatch.setattr(avo, "pose_estimator", lambda backend="onnxruntime": None)
+    monkeypatch.setattr(avo, "analyze_video", lambda *a, **kw: res)
+    assert main(["calibrate", "av-offset", "clip.mp4"]) == 0
+    assert "not stored" in capsys.readouterr().out and not (tmp_path / "calibration").exists()
+    assert main(["calibrate", "av-offset", "clip.mp4", "--rig", "studio-a"]) == 0
+    assert avo.load_offset("studio-a") == pytest.approx(-0.02)

@@ -200,3 +200,34 @@ def test_int8_with_real_tensorrt(tmp_path, monkeypatch, pose_models, clip):
     assert det["recall"] >= 0.9 and det["box_iou_mean"] >= 0.8
     assert lm["crops"] >= 60 and lm["rel_to_roi_mean"] < 0.02      # under 2% of the crop size on average
     assert lm["pose_flag_abs_diff_max"] < 0.2
+
+
+def test_an_interrupted_recalibration_keeps_the_rigs_calibration(tmp_path, monkeypatch, pose_models, clip):
+    """TensorRT swallows what get_batch raises and calibrates on what it got: a Ctrl-C (or CUDA error)
+    mid-calibration left a cache from part of the data, which later runs reused. And --recalibrate
+    deleted the rig's cache before a new one existed: an interrupted run left none."""
+    monkeypatch.setenv("DANCEWIRE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DANCEWIRE_CACHE", str(tmp_path / "cache"))
+    from edge.models import registry
+    models_dir = pose_models["pose_detector"].parent
+    monkeypatch.setattr(registry, "models_dir", lambda: models_dir)
+    fakes.install(monkeypatch)
+    report = int8.calibrate_int8(clip, max_frames=12, batch_size=4, max_batch=4, compare=False,
+                                 models=("pose_detector",))
+    cache = Path(report["models"]["pose_detector"]["calibration_cache"])
+    good = cache.read_bytes()
+    real = int8.detector_inputs
+
+    def interrupted(*a, **kw):
+        for k, x in enumerate(real(*a, **kw)):
+            if k == 5:
+                raise KeyboardInterrupt
+            yield x
+
+    monkeypatch.setattr(int8, "detector_inputs", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        int8.calibrate_int8(clip, max_frames=12, batch_size=4, max_batch=4, compare=False,
+                            models=("pose_detector",), recalibrate=True)
+    assert cache.read_bytes() == good                         # the rig's calibration is still there
+    with pytest.raises(DancewireError, match="max-frames"):
+        int8.calibrate_int8(clip, max_frames=0, models=("pose_detector",))

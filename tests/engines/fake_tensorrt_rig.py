@@ -18,6 +18,16 @@ import types
 
 import numpy as np
 
+def swallowed(method, *args):
+    """As TensorRT's Python binding calls a calibrator's methods (pyInt8.cpp): whatever they raise is
+    printed and taken as 'no more data' (None), never passed on."""
+    try:
+        return method(*args)
+    except BaseException as exc:
+        print(f"[ERROR] Exception caught in {method.__name__}(): {exc!r}", file=sys.stderr)
+        return None
+
+
 # ----------------------------------------------------------------------------- cudart
 
 
@@ -255,12 +265,12 @@ class FakeTensorRT(types.ModuleType):
                         names = [t.name for t in network.inputs]
                         first = network.inputs[0]
                         shape = (calib.get_batch_size(),) + tuple(first.shape[1:])
-                        while (ptrs := calib.get_batch(names)) is not None:
+                        while (ptrs := swallowed(calib.get_batch, names)) is not None:
                             n = int(np.prod(shape)) * first.dtype.itemsize
                             raw = np.ctypeslib.as_array(ctypes.cast(int(ptrs[0]), ctypes.POINTER(ctypes.c_uint8)), (n,))
                             trt.calibration_batches.append(raw.view(first.dtype).reshape(shape).copy())
                         stamp = str(len(trt.calibration_batches)).encode()
-                        calib.write_calibration_cache(b"TRT-fake-calibration " + stamp)
+                        swallowed(calib.write_calibration_cache, b"TRT-fake-calibration " + stamp)
                 return json.dumps({"path": network.path, "profile": shapes}).encode()
 
         class Context:
