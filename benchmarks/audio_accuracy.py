@@ -13,8 +13,8 @@ Systems, all in one run:
 Metrics: onset F-measure with a 50 ms window, beat F-measure with a 70 ms window after a
 warm-up (`--warmup`, default 4 s: annotations and estimates before it are dropped, as
 mir_eval's trim_beats does), detection latency = when the event is out minus the matched
-annotation (median, p95): for dancewire the end of the block it came back with (all of a block's
-samples arrive at its end), never before its `known_at`; for aubio the end of its 512-sample hop.
+annotation (median, p95): for dancewire its `known_at`, the end of the block it came back with (all
+of a block's samples arrive at its end); for aubio the end of its 512-sample hop.
 For dancewire the fraction of beats whose eight-count agrees with the
 annotated bar position (count 1 or 5 on the bar's first beat, ...).
 """
@@ -84,13 +84,11 @@ def _dancewire(x: np.ndarray, sr: int, settings, block: int) -> dict:
     from edge.records import AudioBlock, Beat, Onset
 
     an = AudioAnalyzer(settings, sr)
-    events = []            # (event, when it is out: the end of the block it came back with, or later)
+    events = []            # (event, when it is out: its known_at, the end of the block it came back with)
     t0 = time.perf_counter()
     for i in range(0, x.size, block):
-        out = an.process(AudioBlock(t=i / sr, samples=x[i:i + block], sample_rate=sr))
-        end = min(i + block, x.size) / sr    # a block's samples all arrive at its end, live too
-        events += [(e, max(e.known_at, end)) for e in out]
-    events += [(e, max(e.known_at, x.size / sr)) for e in an.flush()]
+        events += [(e, e.known_at) for e in an.process(AudioBlock(t=i / sr, samples=x[i:i + block], sample_rate=sr))]
+    events += [(e, e.known_at) for e in an.flush()]
     elapsed = time.perf_counter() - t0
     on = [(e, k) for e, k in events if isinstance(e, Onset)]
     be = [(e, k) for e, k in events if isinstance(e, Beat)]

@@ -93,6 +93,8 @@ class StreamResampler:
 class AudioAnalyzer:
     """Onsets, beats with eight-counts and the onset envelope, causally, from AudioBlocks."""
 
+    KEEP = 20_000      # events whose latency and tempo the summary keeps (the newest)
+
     def __init__(self, settings: AudioSettings | None = None, sample_rate: int | None = None):
         self.settings = (settings or AudioSettings()).validate()
         self.sample_rate = int(sample_rate or self.settings.sample_rate)
@@ -133,9 +135,10 @@ class AudioAnalyzer:
         self._was_tracking = False
         self._stats = {"blocks": 0, "samples": 0, "onsets": 0, "beats": 0, "reanchors": 0,
                        "resampled_from": None}
-        self._onset_lat: list[float] = []
-        self._beat_lat: list[float] = []
-        self._bpms: list[float] = []
+        # for the summary: the newest KEEP events' latencies and tempi (a live session runs for hours)
+        self._onset_lat: deque[float] = deque(maxlen=self.KEEP)
+        self._beat_lat: deque[float] = deque(maxlen=self.KEEP)
+        self._bpms: deque[float] = deque(maxlen=self.KEEP)
         self._first_beat_t: float | None = None
 
     # ------------------------------------------------------------------ clock
@@ -153,9 +156,12 @@ class AudioAnalyzer:
 
     # ------------------------------------------------------------------ input
     def process(self, block: AudioBlock) -> list[Onset | Beat]:
-        """Analyse one block; returns the onsets and beats that became known, oldest first."""
-        x = to_mono_float(block.samples)
+        """Analyse one block; returns the onsets and beats that became known, oldest first. Each is
+        known at the end of this block (`known_at`): it cannot be handed on before the block is in."""
         rate = int(block.sample_rate)
+        if rate <= 0:
+            raise ValueError(f"audio block with sample rate {rate} Hz")
+        x = to_mono_float(block.samples)
         if self._block_rate is None:
             self._block_rate = rate
         elif rate != self._block_rate:
@@ -181,8 +187,15 @@ class AudioAnalyzer:
             self._anchors.append((self._n_in, float(block.t)))
         self._stats["blocks"] += 1
         self._stats["samples"] += int(x.size)
-        events += self._take(x, rate)
+        if x.size:
+            events += self._take(x, rate)
         stamp(block.stamps, "audio")
+        return self._known(events, float(block.t) + x.size / rate)
+
+    def _known(self, events: list[Onset | Beat], at: float) -> list[Onset | Beat]:
+        for e in events:
+            e.known_at = max(e.known_at, at)
+            (self._beat_lat if isinstance(e, Beat) else self._onset_lat).append(e.known_at - e.t)
         return events
 
     def _take(self, x: np.ndarray, rate: int) -> list[Onset | Beat]:
@@ -196,7 +209,7 @@ class AudioAnalyzer:
         """End of stream: push out what a resampler still holds (no padding, nothing invented)."""
         if self._resampler is None:
             return []
-        return self._consume(self._resampler.flush())
+        return self._known(self._consume(self._resampler.flush()), self.time_of(self._n_in))
 
     def _consume(self, x: np.ndarray) -> list[Onset | Beat]:
         if self._pending.size:
@@ -213,7 +226,6 @@ class AudioAnalyzer:
                 pos, strength = hit
                 t = min(self.time_of(pos), known_at)      # never after the audio it was found in
                 events.append(Onset(t=t, known_at=known_at, strength=strength))
-                self._onset_lat.append(known_at - t)
                 self._stats["onsets"] += 1
             self._frame_buf.append(chunk)
             if len(self._frame_buf) == self.hops_per_frame:
@@ -261,7 +273,6 @@ class AudioAnalyzer:
             self._accent_due.append((self.counter.k, b))
             bpm = self.tracker.bpm
             out.append(Beat(t=t, known_at=max(known_at, t), count=count, bpm=bpm, phrase=phrase))
-            self._beat_lat.append(max(known_at, t) - t)
             self._bpms.append(bpm)
             self._stats["beats"] += 1
             if self._first_beat_t is None:

@@ -77,7 +77,10 @@ class EightCounter:
         else:
             self._settling = 0
         if self.pending_reset is not None and t >= self.pending_reset - period / 2.0:
-            self.offset = self.k
+            # the pressed beat is 1; this one is as many beats after it (pressed in the warm-up,
+            # before the first beat came out, that is several: the first beat out is not the 1)
+            back = int(round((t - self.pending_reset) / period)) if period > 0 else 0
+            self.offset = self.k - back
             self.pending_reset = None
         elif self.auto and not self.manual and self.k - self._guess_from < self.guess_beats:
             guess = self._guess()
