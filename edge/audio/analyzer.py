@@ -94,6 +94,7 @@ class AudioAnalyzer:
     """Onsets, beats with eight-counts and the onset envelope, causally, from AudioBlocks."""
 
     KEEP = 20_000      # events whose latency and tempo the summary keeps (the newest)
+    NO_RHYTHM_BEATS = 6
 
     def __init__(self, settings: AudioSettings | None = None, sample_rate: int | None = None):
         self.settings = (settings or AudioSettings()).validate()
@@ -140,6 +141,7 @@ class AudioAnalyzer:
         self._beat_lat: deque[float] = deque(maxlen=self.KEEP)
         self._bpms: deque[float] = deque(maxlen=self.KEEP)
         self._first_beat_t: float | None = None
+        self._last_onset_n = 0             # analysis sample of the newest onset
 
     # ------------------------------------------------------------------ clock
     def time_of(self, n: float) -> float:
@@ -175,7 +177,9 @@ class AudioAnalyzer:
         events: list[Onset | Beat] = []
         if not self._anchors:
             self._anchors.append((self._n_in, float(block.t)))
-        elif abs(float(block.t) - expected) > _REANCHOR_S:
+        # a hole of one lost block must count: 0.75 of this block (a 256-sample mic block is 5.8 ms,
+        # and up to 3 lost ones under a fixed 20 ms left every later event early), 2..20 ms
+        elif abs(float(block.t) - expected) > max(0.002, min(_REANCHOR_S, 0.75 * x.size / max(rate, 1))):
             gap = float(block.t) - expected
             self._stats["reanchors"] += 1
             log.debug("audio clock re-anchored: block t=%.4f, expected %.4f", block.t, expected)
@@ -226,6 +230,7 @@ class AudioAnalyzer:
                 pos, strength = hit
                 t = min(self.time_of(pos), known_at)      # never after the audio it was found in
                 events.append(Onset(t=t, known_at=known_at, strength=strength))
+                self._last_onset_n = self._n
                 self._stats["onsets"] += 1
             self._frame_buf.append(chunk)
             if len(self._frame_buf) == self.hops_per_frame:
@@ -241,6 +246,13 @@ class AudioAnalyzer:
         # between hits; that is not silence)
         self._levels.append(block_db(frame))
         silent = max(self._levels) < s.silence_db
+        # no onset for NO_RHYTHM_BEATS beats (and silence_reset_s): the music stopped over a room's
+        # noise floor (above the gate): beats stop and the grid goes, as in silence, until onsets return
+        period_s = self.tracker.period * s.beat_hop / self.sample_rate
+        if (self._n - self._last_onset_n) / self.sample_rate > max(s.silence_reset_s, self.NO_RHYTHM_BEATS * period_s):
+            if self.tracker.active:
+                self.tracker.reset(keep_tempo=True)
+            silent = True
         value, low = self.env.process(frame)
         if silent:
             value, low = 0.0, 0.0

@@ -39,7 +39,7 @@ class AudioSettings:
     tempo_prior_octaves: float = 1.0     # its width (standard deviation, in octaves)
     tempo_window_s: float = 6.0          # envelope history used for the tempo estimate
     tempo_memory_s: float = 2.0          # exponential taper of that history (0: none)
-    tempo_change_sigma_bpm: float = 2.0  # how far the tempo may move per estimate (follows changes)
+    tempo_change_sigma_bpm: float = 2.0  # how far the tempo may move per estimate at 120 BPM (scales with the tempo)
     beat_warmup_s: float = 2.0           # non-silent audio needed before the first beat
     beat_phase_sigma: float = 0.1        # width (in periods) of the window around the expected next beat
     beat_phase_floor: float = 0.7        # weight of a phase far from the expected beat (switch if 1/floor x better)

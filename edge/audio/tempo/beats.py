@@ -40,7 +40,9 @@ class BeatTracker:
         logdev = np.log2(self.bpms / s.tempo_prior_bpm) / max(s.tempo_prior_octaves, 1e-3)
         self.prior = np.exp(-0.5 * logdev ** 2)
         d = self.bpms[:, None] - self.bpms[None, :]
-        sig = max(float(s.tempo_change_sigma_bpm), 0.1)
+        # the step scales with the tempo (a fixed 2 BPM bled a slow tempo's narrow evidence away at
+        # every update until its double, whose evidence is wider in BPM, won: 72 BPM read as 144)
+        sig = np.maximum(float(s.tempo_change_sigma_bpm) * self.bpms[None, :] / 120.0, 0.1)
         self.transition = np.exp(-0.5 * (d / sig) ** 2)
         self.transition /= self.transition.sum(axis=0, keepdims=True)
         self.tempo_every = max(1, int(round(0.25 * self.fr)))
