@@ -73,6 +73,9 @@ class DancerState:
     first_arrival: float = 0.0
     last_seq: int = -1
     last_epoch: int | None = None                       # the spool epoch last_seq counts in
+    run_epoch: int | None = None                        # the epoch and seq the rig's clock last started
+    run_seq: int = 0                                    # again at: windows from before are on the old clock
+    old_epochs: list = field(default_factory=list)      # spool epochs this dancer's windows came in before
     routine_votes: dict = field(default_factory=dict)   # routine -> summed neighbour cosine
     last_routine_phrase: int | None = None
     eightcounts: dict = field(default_factory=dict)     # session phrase -> [sum score, n, routine phrase]
@@ -245,16 +248,23 @@ class Aggregator:
         d.windows += 1
         d.last_arrival = max(d.last_arrival, w.arrival)
         t = w.t_mid
-        if d.last_epoch is not None and int(w.epoch) != d.last_epoch:
-            # another spool (a fresh one numbers from 1 again): its windows come after the old ones
-            if t < d.newest_t - self.s.horizon_s:
-                self._new_run(d)      # and much earlier in time: the rig's clock started again
-            d.last_seq = int(w.seq)
-        elif d.last_seq >= 0 and int(w.seq) > d.last_seq and t < d.newest_t - self.s.horizon_s:
-            self._new_run(d)          # newer window, much earlier time: the rig's clock started again
-        d.last_epoch = int(w.epoch)
-        d.last_seq = max(d.last_seq, int(w.seq))
-        late = t < d.newest_t - self.s.horizon_s
+        epoch, seq = int(w.epoch), int(w.seq)
+        # a straggler from before the rig's clock last started again (an older spool's, or a lower seq
+        # than the restart's): its time is on the old clock, so it is late, whatever its time says
+        stale = epoch in d.old_epochs or (epoch == d.run_epoch and seq < d.run_seq)
+        if not stale:
+            if d.last_epoch is not None and epoch != d.last_epoch:
+                # another spool (a fresh one numbers from 1 again): its windows come after the old ones
+                d.old_epochs = (d.old_epochs + [d.last_epoch])[-8:]
+                d.run_epoch, d.run_seq = epoch, 0
+                if t < d.newest_t - self.s.horizon_s:
+                    self._new_run(d, epoch, seq)    # and much earlier in time: the rig's clock started again
+                d.last_seq = seq
+            elif d.last_seq >= 0 and seq > d.last_seq and t < d.newest_t - self.s.horizon_s:
+                self._new_run(d, epoch, seq)        # newer window, much earlier time: the clock started again
+            d.last_epoch = epoch
+            d.last_seq = max(d.last_seq, seq)
+        late = stale or t < d.newest_t - self.s.horizon_s
         C = len(self.styles)
         res = WindowResult(window=w, cls=cls, late=late)
         grid = ss.grids.get(w.node_id)            # the beats its own rig heard, on its own clock
@@ -279,7 +289,7 @@ class Aggregator:
                 r = self.gallery.video_routine.get(n.ref_id, "")
                 if r:
                     d.routine_votes[r] = d.routine_votes.get(r, 0.0) + max(n.score, 0.0)
-        elif t > d.newest_t:
+        elif t > d.newest_t and not stale:
             d.newest_t = t
 
         self._scores(d, ss, w, res, t)
@@ -291,10 +301,11 @@ class Aggregator:
         self.dirty.add("session:" + w.session_id)
         return res
 
-    def _new_run(self, d: DancerState) -> None:
-        """The dancer's rig restarted into the session (its media clock is back near 0): the live
-        buffer starts afresh, so new windows move the label again instead of all counting as late.
-        The label stays until the new windows change it; the dancer's totals are kept."""
+    def _new_run(self, d: DancerState, epoch: int, seq: int) -> None:
+        """The dancer's rig restarted into the session (its media clock is back near 0) at window
+        (epoch, seq): the live buffer starts afresh, so new windows move the label again instead of all
+        counting as late. The label stays until the new windows change it; the dancer's totals are kept."""
+        d.run_epoch, d.run_seq = epoch, seq
         log.info("dancer %s: the rig's clock started again (an edge restart); live smoothing starts afresh", d.key)
         d.buffer.clear()
         d.newest_t = -math.inf
@@ -479,7 +490,8 @@ class Aggregator:
             "candidate": d.candidate, "candidate_count": d.candidate_count, "smoothed": named(d.smoothed),
             "sum_probs": named(d.sum_probs), "windows": d.windows, "late": d.late, "label_time": d.label_time,
             "last_label_t": d.last_label_t, "last_arrival": d.last_arrival, "first_arrival": d.first_arrival,
-            "last_seq": d.last_seq, "last_epoch": d.last_epoch, "routine_votes": d.routine_votes, "last_routine_phrase": d.last_routine_phrase,
+            "last_seq": d.last_seq, "last_epoch": d.last_epoch, "run_epoch": d.run_epoch, "run_seq": d.run_seq,
+            "old_epochs": d.old_epochs, "routine_votes": d.routine_votes, "last_routine_phrase": d.last_routine_phrase,
             "eightcounts": {str(k): v for k, v in d.eightcounts.items()}, "score_sums": d.score_sums,
             "latest": d.latest,
         }
@@ -506,7 +518,8 @@ class Aggregator:
             d.seen.append(tuple(x))
             d.seen_set.add(tuple(x))
         for name in ("stable", "stable_conf", "candidate", "candidate_count", "windows", "late", "label_time",
-                     "last_label_t", "last_arrival", "first_arrival", "last_seq", "last_epoch", "routine_votes",
+                     "last_label_t", "last_arrival", "first_arrival", "last_seq", "last_epoch", "run_epoch",
+                     "run_seq", "old_epochs", "routine_votes",
                      "last_routine_phrase", "score_sums", "latest"):
             if name in st:
                 setattr(d, name, st[name])

@@ -140,16 +140,8 @@ def create_app(service, token: str) -> FastAPI:
             out.append(Session(**r, live=live))
         return out
 
-    @app.get("/api/sessions/{session_id}", response_model=Session, dependencies=api, tags=["sessions"])
-    def session(session_id: str):
-        r = service.store.session(session_id)
-        if r is None:
-            raise HTTPException(404, "no such session")
-        r.pop("state", None)
-        n = len(service.store.dancers(session_id))
-        return Session(**r, dancers=n, live=live_session(session_id))
-
-    @app.put("/api/sessions/{session_id}/routine", dependencies=api, tags=["sessions"])
+    # session ids may hold '/' (the wire allows it): `:path`, the suffixed routes first
+    @app.put("/api/sessions/{session_id:path}/routine", dependencies=api, tags=["sessions"])
     def set_routine(session_id: str, body: RoutineBody) -> dict:
         """Compare this session's dancers with one enrolled routine ("" = each dancer's nearest)."""
         if body.routine and body.routine not in service.gallery.routine_tables:
@@ -158,11 +150,20 @@ def create_app(service, token: str) -> FastAPI:
             raise HTTPException(404, "no such session")
         return {"session_id": session_id, "routine": body.routine}
 
-    @app.get("/api/sessions/{session_id}/dancers", response_model=list[Dancer], dependencies=api, tags=["dancers"])
+    @app.get("/api/sessions/{session_id:path}/dancers", response_model=list[Dancer], dependencies=api, tags=["dancers"])
     def session_dancers(session_id: str):
         if service.store.session(session_id) is None:    # as /api/sessions/{id}: an unknown session is 404
             raise HTTPException(404, "no such session")
         return [Dancer(**r, live=live_dancer(r["dancer"])) for r in service.store.dancers(session_id)]
+
+    @app.get("/api/sessions/{session_id:path}", response_model=Session, dependencies=api, tags=["sessions"])
+    def session(session_id: str):
+        r = service.store.session(session_id)
+        if r is None:
+            raise HTTPException(404, "no such session")
+        r.pop("state", None)
+        n = len(service.store.dancers(session_id))
+        return Session(**r, dancers=n, live=live_session(session_id))
 
     @app.get("/api/dancers", response_model=list[Dancer], dependencies=api, tags=["dancers"])
     def dancers():
@@ -176,8 +177,8 @@ def create_app(service, token: str) -> FastAPI:
         return Dancer(**rows[0], live=live_dancer(dancer))
 
     @app.get("/api/results", response_model=list[Result], dependencies=api, tags=["results"])
-    def results(session: str | None = None, dancer: str | None = None, since: float | None = None,
-                limit: int = Query(500, ge=1, le=10000)):
+    def results(session: str | None = None, dancer: str | None = None,
+                since: float | None = Query(None, allow_inf_nan=False), limit: int = Query(500, ge=1, le=10000)):
         """Per-window results, oldest first (the newest `limit` after `since`, an arrival time)."""
         return service.store.results(session, dancer, since, limit)
 
@@ -222,7 +223,7 @@ def create_app(service, token: str) -> FastAPI:
                      for sid, ss in agg.sessions.items() if session in (None, sid) for node, g in ss.grids.items()]
         recent = service.store.results(session, None, time.time() - 120, 2000)
         return {"dancers": dancers, "sessions": sessions, "results": recent, "beat_grids": grids,
-                "styles": list(service.gallery.styles),
+                "styles": list(service.gallery.styles), "dancer_timeout_s": service.settings.aggregate.dancer_timeout_s,
                 "nodes": [n.model_dump() for n in nodes()], "latency": service.latency.summary(), "server_time": time.time()}
 
     @app.websocket("/api/live")
@@ -244,7 +245,12 @@ def create_app(service, token: str) -> FastAPI:
             await ws.send_text(json.dumps({"type": "hello", "styles": list(service.gallery.styles),
                                            "server_time": time.time()}))
             while True:
-                msg = await ws.receive_text()
+                frame = await ws.receive()
+                if frame.get("type") == "websocket.disconnect":
+                    break
+                msg = frame.get("text")
+                if msg is None:
+                    continue                        # a binary frame: not the page's (it ended the handler)
                 try:
                     data = json.loads(msg)
                 except ValueError:

@@ -7,7 +7,7 @@
   const HISTORY_S = 60, TIMELINE_S = 20, RESTART_S = 10;
   const $ = (id) => document.getElementById(id);
   const state = {
-    token: null, styles: [], colors: {}, dancers: new Map(), windows: 0, ws: null,
+    token: null, styles: [], colors: {}, dancers: new Map(), windows: 0, ws: null, dropped: false, dancerTimeout: 10,
     beats: new Map(),        // rig (session + node) -> [[t, count], ...] sorted, on that rig's media clock
     beatRuns: new Map(),     // rig -> {epoch, seq, start}: the newest grid's and the seq its clock last restarted at
     bpm: new Map(),          // rig -> tempo
@@ -37,6 +37,7 @@
   async function api(path) {
     const r = await fetch(path, { headers: { Authorization: "Bearer " + state.token } });
     if (r.status === 401) { localStorage.removeItem("dancewire-token"); askToken(); throw new Error("unauthorised"); }
+    if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);   // a 503 (store down) is no empty answer
     return r.json();
   }
 
@@ -91,9 +92,13 @@
       b.fill.style.width = (100 * p).toFixed(1) + "%"; b.v.textContent = pct(p);
     }
   }
+  function idle(d) {           // as the cloud says, or no window for its timeout since (summaries come with windows)
+    const sum = d.summary || {}, newest = Math.max((d.last || {}).arrival || 0, sum.last_arrival || 0);
+    return sum.active === false || (newest > 0 && serverNow() - newest > state.dancerTimeout);
+  }
   function renderDancer(d) {
     const w = d.last, sum = d.summary || {};
-    d.card.classList.toggle("idle", sum.active === false);
+    d.card.classList.toggle("idle", idle(d));
     if (!w) return;
     d.label.textContent = w.stable_style || (w.style ? w.style + "?" : "–");
     d.label.style.color = w.stable_style ? color(w.stable_style) : "var(--dim)";
@@ -244,11 +249,14 @@
       const [nodes, sessions, lat] = await Promise.all([api("/api/nodes"), api("/api/sessions?limit=8"), api("/api/latency")]);
       renderNodes(nodes, sessions); renderLatency(lat.stages);
     } catch (e) { /* shown by the status pill */ }
+    for (const d of state.dancers.values()) d.card.classList.toggle("idle", idle(d));
   }
 
   // ---------- live stream ----------
   function onMessage(m) {
-    if (m.type === "hello") { setStyles(m.styles); return; }
+    if (m.type === "hello") {   // after a reconnect the gallery may have changed meanwhile
+      if (JSON.stringify(m.styles || []) !== JSON.stringify(state.styles)) restyle(m.styles); return;
+    }
     if (m.type === "styles") { restyle(m.styles); return; }
     if (m.type === "beats") { if (addBeats(rig(m.session, m.node), m.beats, m.epoch, m.seq) && m.bpm) state.bpm.set(rig(m.session, m.node), m.bpm); return; }
     if (m.type === "dancer") { const d = dancerEntry(m.dancer); d.summary = m; d.dirty = true; return; }
@@ -285,11 +293,15 @@
     const proto = location.protocol === "https:" ? "wss" : "ws";
     const ws = new WebSocket(`${proto}://${location.host}/api/live?token=${encodeURIComponent(state.token)}`);
     state.ws = ws;
-    ws.onopen = () => { $("status").textContent = "live"; $("status").className = "pill on"; };
+    ws.onopen = () => {
+      $("status").textContent = "live"; $("status").className = "pill on";
+      if (state.dropped) { state.dropped = false; start(); }   // what was published meanwhile: from the snapshot
+    };
     ws.onmessage = (ev) => { onMessage(JSON.parse(ev.data)); queueDraw(); };
     ws.onclose = (ev) => {
       $("status").textContent = ev.code === 4401 ? "bad token" : "offline"; $("status").className = "pill off";
       if (ev.code === 4401) { localStorage.removeItem("dancewire-token"); askToken(); return; }
+      state.dropped = true;
       setTimeout(connect, 1000);
     };
   }
@@ -304,16 +316,19 @@
       const got = Date.now() / 1000;
       if (typeof snap.server_time === "number" && (snap.server_time < sent - 0.005 || snap.server_time > got + 0.005))
         state.offset = snap.server_time - (sent + got) / 2;
-      setStyles(snap.styles);
+      if (typeof snap.dancer_timeout_s === "number") state.dancerTimeout = snap.dancer_timeout_s;
+      if (JSON.stringify(snap.styles || []) !== JSON.stringify(state.styles)) restyle(snap.styles);
       for (const g of snap.beat_grids || []) { if (addBeats(rig(g.session, g.node), g.beats, g.epoch, g.seq, g.run_seq) && g.bpm) state.bpm.set(rig(g.session, g.node), g.bpm); }
       const recent = new Set((snap.results || []).map((r) => r.dancer));
+      const seen = state.latest ? state.latest.arrival : -Infinity, counted = state.windows;
       for (const r of snap.results || []) {
+        if (r.arrival <= seen) continue;                 // a resync after a drop: drawn already
         onMessage({ type: "window", node: r.node_id, session: r.session_id, dancer: r.dancer, t0: r.t0, t1: r.t1,
                     arrival: r.arrival, style: r.style, probs: r.probs, smoothed: null, stable_style: r.stable_style,
                     stable_confidence: r.stable_confidence, nearest: r.nearest, nearest_groups: r.nearest_groups,
                     scores: r.scores, rhythm: { beat_alignment: (r.scores || {}).beat_alignment } });
       }
-      state.pending = []; state.windows = 0;
+      state.pending = []; state.windows = counted;
       for (const s of snap.dancers || []) {   // dancers of hours ago stay off the page until they dance again
         if (s.active === false && !recent.has(s.dancer)) continue;
         const d = dancerEntry(s.dancer); d.summary = s; d.dirty = true;

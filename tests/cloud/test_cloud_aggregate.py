@@ -334,3 +334,27 @@ def test_ids_holding_a_slash_are_still_two_dancers():
     assert a.dancer != b.dancer
     assert agg.update(a, cls([0.8, 0.1, 0.1])) is not None and agg.update(b, cls([0.8, 0.1, 0.1])) is not None
     assert WindowIn("studio-a", "class-1", 3, 1, 0.0, 2.0, e).dancer == "studio-a/class-1/3"   # plain ids as before
+
+
+def test_a_window_from_before_a_rig_restart_is_late_not_the_newest():
+    """After an edge restart (the rig's clock back near 0) a straggler of the old run (lower seq, or
+    an older spool epoch) has a HIGHER media time: it became the newest window, credited the whole
+    clock gap to the label and wiped the live buffer, and the next window restarted the run again."""
+    for straggler in ("lower seq", "older epoch"):
+        agg = Aggregator(gallery3(), AggregateSettings(horizon_s=8.0))
+        e = np.ones(8, np.float32) / np.sqrt(8)
+        old_epoch, new_epoch = (0, 0) if straggler == "lower seq" else (1, 2)
+        for k in range(200):
+            agg.update(WindowIn("n", "s", 0, 1 + k, 0.5 * k - 2, 0.5 * k, e, epoch=old_epoch), cls([0.8, 0.1, 0.1]))
+        for k in range(20):                                 # the restart: the clock from 0 again
+            agg.update(WindowIn("n", "s", 0, 301 + k, 0.5 * k - 2, 0.5 * k, e, epoch=new_epoch), cls([0.1, 0.8, 0.1]))
+        d = agg.dancers["n/s/0"]
+        before = (d.newest_t, dict(d.label_time), len(d.buffer))
+        res = agg.update(WindowIn("n", "s", 0, 250, 119, 121, e, epoch=old_epoch), cls([0.8, 0.1, 0.1]))
+        assert res.late, straggler
+        assert (d.newest_t, dict(d.label_time), len(d.buffer)) == before, straggler
+        agg.update(WindowIn("n", "s", 0, 321, 8.0, 10.0, e, epoch=new_epoch), cls([0.1, 0.8, 0.1]))
+        assert d.run_seq == 301 and len(d.buffer) > 10 and d.newest_t == 9.0, straggler     # no new run
+        restored = Aggregator(gallery3(), AggregateSettings(horizon_s=8.0))
+        restored.restore_dancer(json.loads(json.dumps(agg.dancer_state("n/s/0"))))
+        assert restored.update(WindowIn("n", "s", 0, 251, 120, 122, e, epoch=old_epoch), cls([0.8, 0.1, 0.1])).late

@@ -33,17 +33,18 @@ def served(tmp_path, ballroom_gallery, make_server):
     svc.close()
 
 
-def feed(service, ballroom_gallery, n):
+def feed(service, ballroom_gallery, n, session="class-1"):
     import real_embeddings
     _, holdout = ballroom_gallery
-    events = real_embeddings.simulated_session(holdout)[:n]
+    events = real_embeddings.simulated_session(holdout, session=session)[:n]
     for _, w, b in events:
         service.process(w, b)
     return events
 
 
 def test_token_required(served):
-    for path in ("/api/nodes", "/api/sessions", "/api/results", "/api/latency", "/metrics", "/api/live/snapshot"):
+    for path in ("/api/nodes", "/api/sessions", "/api/results", "/api/latency", "/metrics", "/api/live/snapshot",
+                 "/api/gallery", "/api/dancers", "/api/sessions/x/dancers"):
         with pytest.raises(urllib.error.HTTPError) as e:
             get(served.url + path, token=None)
         assert e.value.code == 401
@@ -89,6 +90,9 @@ def test_rest_endpoints(served, ballroom_gallery):
         with pytest.raises(urllib.error.HTTPError) as e:
             get(base + path)
         assert e.value.code == 404
+    with pytest.raises(urllib.error.HTTPError) as e:                     # NaN bound as NULL: silently nothing
+        get(base + "/api/results?since=nan")
+    assert e.value.code == 422
     spec = get(base + "/openapi.json", token=None)
     assert {"/api/nodes", "/api/sessions", "/api/results", "/api/latency"} <= set(spec["paths"])
 
@@ -136,6 +140,7 @@ def test_websocket_live_stream(served, ballroom_gallery):
     for junk in ("[1, 2]", '{"type": "drawn", "arrivals": ["x", null, NaN]}', '{"type": "drawn", "shown": null, "arrivals": [1]}',
                  '{"type": "drawn", "arrivals": 5}', '"drawn"'):
         ws.send(junk)
+    ws.send_binary(b"\x00\x01")                         # a binary frame ended the handler (KeyError 'text')
     # the page reports when it drew a window: the cloud records the dashboard latency
     ws.send(json.dumps({"type": "drawn", "shown": time.time(), "arrivals": [w["arrival"] for w in windows]}))
     deadline = time.time() + 5
@@ -189,3 +194,15 @@ def test_set_routine(served):
     with pytest.raises(urllib.error.HTTPError) as e:
         u.urlopen(req)
     assert e.value.code == 404
+
+
+def test_a_session_whose_id_holds_a_slash_is_reachable(served, ballroom_gallery):
+    """The wire allows '/' in a session id, but {session_id} stopped at it: every session route 404'd."""
+    feed(served.service, ballroom_gallery, 12, session="class/1")
+    base = served.url
+    assert get(base + "/api/sessions/class/1")["session_id"] == "class/1"
+    assert len(get(base + "/api/sessions/class/1/dancers")) == 3
+    req = urllib.request.Request(base + "/api/sessions/class/1/routine", data=json.dumps({"routine": ""}).encode(),
+                                 method="PUT", headers={"Authorization": f"Bearer {TOKEN}",
+                                                        "Content-Type": "application/json"})
+    assert json.loads(urllib.request.urlopen(req).read())["session_id"] == "class/1"

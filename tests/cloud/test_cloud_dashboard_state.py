@@ -139,7 +139,12 @@ def test_the_page_counts_on_the_clouds_clock_not_the_browsers(cloud):
         close(drv)
 
 
-def test_a_snapshot_that_fails_once_is_tried_again(cloud):
+@pytest.mark.parametrize("error", ["bug", "store down"])
+def test_a_snapshot_that_fails_once_is_tried_again(cloud, error):
+    """A store that is down answers 503 with a JSON body: the page parsed it as an empty snapshot
+    and went live with no styles, dancers or beats (only a 500 with a text body was retried)."""
+    from cloud.store import StoreUnavailable
+
     svc, srv = cloud
     svc.process([_window(svc.gallery.embeddings[0], seq=1)])
     real, calls = svc.store.results, {"n": 0}
@@ -147,7 +152,7 @@ def test_a_snapshot_that_fails_once_is_tried_again(cloud):
     def flaky(*a, **kw):
         calls["n"] += 1
         if calls["n"] == 1:
-            raise RuntimeError("the store is restarting")
+            raise RuntimeError("a bug") if error == "bug" else StoreUnavailable("the store is restarting")
         return real(*a, **kw)
 
     svc.store.results = flaky
@@ -172,5 +177,31 @@ def test_a_stale_token_in_the_link_does_not_beat_the_one_typed_in(cloud):
         drv.find_element(By.CSS_SELECTOR, "#login button").click()
         wait_for(lambda: _js(drv, "document.getElementById('status').textContent") == "live", what="live after login")
         assert _js(drv, "window.dancewire.token") == TOKEN
+    finally:
+        close(drv)
+
+
+def test_after_a_dropped_stream_the_page_catches_up_and_shows_idle_dancers(tmp_path, make_server):
+    """The live stream reconnected without the snapshot, so what was published while it was down
+    never showed (a new dancer, a reloaded gallery's styles); and dancer summaries come only with
+    windows, so a dancer who stopped was never shown idle on an open page."""
+    from cloud.settings import AggregateSettings
+
+    svc = CloudService(CloudSettings(db_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", gallery_path=tmp_path / "g.npz",
+                                     retention_days=0, aggregate=AggregateSettings(dancer_timeout_s=3.0)),
+                       gallery=_gallery())
+    srv = make_server(svc, TOKEN)
+    drv = browser(1200, 900)
+    cards = "Array.from(document.querySelectorAll('.card[data-dancer]')).map(c => [c.dataset.dancer, c.className])"
+    try:
+        svc.process([_window(svc.gallery.embeddings[0], track=1, seq=1)])
+        drv.get(f"{srv.url}/dashboard/#token={TOKEN}")
+        wait_for(lambda: _js(drv, "document.getElementById('status').textContent") == "live", what="live")
+        _js(drv, "window.dancewire.ws.close() || true")                  # the stream drops ...
+        svc.reload_gallery(_gallery(styles=("salsa", "tango", "hiphop"), seed=0))
+        svc.process([_window(svc.gallery.embeddings[0], track=2, seq=2, arrival=time.time())])   # ... meanwhile
+        wait_for(lambda: "n1/s1/2" in [k for k, _ in _js(drv, cards)], what="the dancer published while down")
+        assert sorted(_js(drv, "window.dancewire.styles")) == ["hiphop", "salsa", "tango"]
+        wait_for(lambda: all("idle" in c for _, c in _js(drv, cards)), timeout=12, what="dancers shown idle")
     finally:
         close(drv)
