@@ -134,6 +134,8 @@ def _pick(outputs: dict[str, np.ndarray], last_dim: int, prefer: tuple[str, ...]
 class BlazePoseDetector:
     """Runs the BlazePose detector through an `Engine` and decodes its output."""
 
+    MAX_TILES = 8
+
     def __init__(self, engine: Engine, min_score: float = 0.5, iou_threshold: float = 0.3,
                  tiles: bool = True, tile_ratio: float = 2.0, tile_overlap: float = 0.25):
         self.engine = engine
@@ -153,7 +155,8 @@ class BlazePoseDetector:
         if not self.tiles or short <= 0 or long_ / short <= self.tile_ratio:
             return [(0, 0, width, height)]
         step = short * (1.0 - self.tile_overlap)
-        n = max(2, math.ceil((long_ - short) / step) + 1)
+        # at most MAX_TILES (the overlap grows instead): a 600x3 frame made 267 tiles, 2.6 s a frame
+        n = min(self.MAX_TILES, max(2, math.ceil((long_ - short) / step) + 1))
         starts = np.linspace(0, long_ - short, n).round().astype(int)
         return [(int(s), 0, int(s) + short, short) if width >= height else (0, int(s), short, int(s) + short)
                 for s in starts]
@@ -189,7 +192,9 @@ class BlazePoseDetector:
         raw_boxes = raw_boxes.reshape(-1, 4 + 2 * NUM_KEYPOINTS)
         logits = np.clip(raw_scores.reshape(-1).astype(np.float64), -100.0, 100.0)
         scores = 1.0 / (1.0 + np.exp(-logits))
-        keep = scores >= self.min_score
+        # an anchor with a NaN or infinite box or keypoint (an fp16 overflow) is no detection: its
+        # keypoints made the ROI maths raise on every frame
+        keep = (scores >= self.min_score) & np.isfinite(raw_boxes).all(axis=1)
         if not keep.any():
             return np.zeros((0, 4)), np.zeros(0), np.zeros((0, NUM_KEYPOINTS, 2))
         r = raw_boxes[keep].astype(np.float64)

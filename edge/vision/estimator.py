@@ -24,6 +24,7 @@ so that the tracker can use them as ByteTrack's low-score boxes.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -201,7 +202,9 @@ class MultiPoseEstimator:
 
         estimates = []
         for (slot, _, fresh), res in zip(rois, results):
-            if res.flag < s.keep_low_poses or not np.isfinite(res.points).all():
+            finite = (np.isfinite(res.points).all() and np.isfinite(res.visibility).all()
+                      and np.isfinite(res.presence).all() and math.isfinite(res.flag))
+            if not finite or res.flag < s.keep_low_poses:     # a NaN score (or flag) fails the estimate
                 continue
             estimates.append(PersonEstimate(res, slot, res.flag < s.pose_threshold, fresh))
         estimates = self._dedupe(estimates)

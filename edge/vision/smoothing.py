@@ -82,7 +82,8 @@ class PoseSmoother:
         if state[0] is None or self.score_alpha >= 1.0:
             state[0] = kp[:, 2].copy()
         else:
-            state[0] = state[0] + self.score_alpha * (kp[:, 2] - state[0])
+            # a NaN score would stay in the low-pass for good (and the quality filter drop the track)
+            state[0] = state[0] + self.score_alpha * (np.where(np.isfinite(kp[:, 2]), kp[:, 2], state[0]) - state[0])
         out[:, 2] = state[0]
         state[1] = t
         return out

@@ -484,3 +484,89 @@ def test_stage_rejects_bad_frames_with_a_clear_error():
     for bad in (np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32), np.zeros((0, 5, 3), np.uint8), None):
         with pytest.raises(BadInputError, match="BGR uint8"):
             stage(Frame(0, 0.0, bad))
+
+
+# ---------------------------------------------------------------------------- non-finite engine outputs
+
+class _OneDancerDetector(FakeDetector):
+    """One good anchor at the frame centre and, with `bad`, a second one with a non-finite box."""
+
+    def __init__(self, bad: float | None = None):
+        raw = np.zeros(12, np.float32)
+        raw[:4] = [0, 0, 40, 80]
+        raw[4:8] = [0, 0, 0, -35]
+        super().__init__(1568 + 2 * (7 * 14 + 7), raw)
+        self.bad = bad
+
+    def run(self, feeds):
+        out = super().run(feeds)
+        if self.bad is not None:
+            out["boxes"][:, 1568 + 2 * (3 * 14 + 3), :] = self.bad
+            out["scores"][:, 1568 + 2 * (3 * 14 + 3)] = 3.0
+        return out
+
+
+class _FigureLandmarks(Engine):
+    """The same upright figure in every crop; `nan_at`: the call whose first visibility is NaN."""
+
+    def __init__(self, nan_at: int | None = None):
+        self.nan_at, self.calls = nan_at, 0
+
+    @property
+    def inputs(self):
+        return [TensorSpec("image", (None, 3, 256, 256), np.dtype(np.float32))]
+
+    @property
+    def outputs(self):
+        return [TensorSpec("landmarks", (None, 195), np.dtype(np.float32)),
+                TensorSpec("pose_flag", (None, 1), np.dtype(np.float32))]
+
+    def run(self, feeds):
+        n = len(feeds["image"])
+        out = np.zeros((n, 39, 5), np.float32)
+        out[:, :33, 0] = 128 + np.random.default_rng(0).uniform(-30, 30, 33)
+        out[:, :33, 1] = np.linspace(40, 220, 33)
+        out[:, 33], out[:, 34, :2] = (128, 128, 0, 0, 0), (128, 128 - 102.4)
+        out[:, :, 3:] = 5.0
+        if self.calls == self.nan_at:
+            out[0, 15, 3] = np.nan                        # one wrist's visibility logit (an fp16 overflow)
+        self.calls += 1
+        return {"landmarks": out.reshape(n, 195), "pose_flag": np.full((n, 1), 0.95, np.float32)}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_detector_box_is_no_detection(bad):
+    """An anchor with a good score and a NaN (or inf) box survived NMS: its keypoints made the ROI
+    maths raise ValueError on every frame, and the pose stage stopped."""
+    from edge.records import Frame
+    from edge.vision.settings import VisionSettings
+    from edge.vision.stage import PoseStage
+
+    stage = PoseStage(VisionSettings(), _OneDancerDetector(bad), _FigureLandmarks())
+    image = np.full((480, 640, 3), 90, np.uint8)
+    poses = [len(stage(Frame(i, i / 30, image)).poses) for i in range(5)]
+    assert poses[-1] == 1
+
+
+def test_one_nan_score_from_the_landmark_model_does_not_lose_the_dancer():
+    """One NaN visibility stayed in the score low-pass for good, and the quality filter then dropped
+    every pose of the dancer for as long as they stayed in view."""
+    from edge.records import Frame
+    from edge.vision.settings import VisionSettings
+    from edge.vision.stage import PoseStage
+
+    stage = PoseStage(VisionSettings(), _OneDancerDetector(), _FigureLandmarks(nan_at=5))
+    image = np.full((480, 640, 3), 90, np.uint8)
+    live, final = [], []
+    for i in range(40):
+        live.append(len(stage(Frame(i, i / 30, image)).poses))
+        final += stage.cleaned()
+    final += stage.flush()
+    assert sum(live[10:]) == 30 and sum(len(f.poses) for f in final[10:]) == len(final[10:])
+
+
+def test_a_thin_frame_runs_the_detector_on_a_bounded_number_of_tiles():
+    det = BlazePoseDetector(FakeDetector(0, np.zeros(12, np.float32)), tiles=True)
+    assert len(det.regions(600, 3)) == det.MAX_TILES == len(det.regions(3, 600))   # were 267
+    r = det.regions(600, 3)
+    assert r[0][0] == 0 and r[-1][2] == 600                      # still covering the frame
