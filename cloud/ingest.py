@@ -17,8 +17,9 @@ with an ``Error`` when the sender can be told; the server never crashes on input
    dtype and embedding size, finite values;
 5. dedup on (node_id, epoch, seq) in the ledger; only new windows reach the handler.
 
-A batch refused for its values (schema: NaN, a zero vector, another dtype or size than the Hello's)
-on a connection with a Hello can never be taken: its seqs are recorded as taken (``refused_items``,
+A batch refused for what it holds (schema: NaN, a zero vector, another dtype or size than the
+Hello's; or too many windows, grids or characters, spooled by an older edge) on a connection with a
+Hello can never be taken: its seqs are recorded as taken (``refused_items``,
 logged) so the cumulative ack moves past it, instead of the edge resending it and all after it.
 
 Everything received in one poll (up to ``max_group`` frames, ``max_group_batches`` batches) is
@@ -299,6 +300,7 @@ class IngestServer:
         self._allowed: set[str] | None = None     # allowed edge keys (z85), CURVE mode only
         self._allow_seen: tuple = ()               # the allow-list folder's files when last read
         self._busy_s = 0.0
+        self._group_hellos: set[bytes] = set()
 
     @property
     def encoder_hashes(self) -> set[str]:
@@ -489,6 +491,7 @@ class IngestServer:
         out: list[tuple[bytes, bytes]] = []            # replies to send after commit
         acks: dict[bytes, _Conn] = {}                  # routing id -> conn to ack
         work: list[tuple[bytes, _Conn, pb.WindowBatch]] = []
+        self._group_hellos: set[bytes] = set()         # connections that sent a Hello in this group
         for _ in range(self.max_group):
             if len(work) >= self.max_group_batches:
                 break
@@ -540,6 +543,11 @@ class IngestServer:
             self.counters["deferred_groups"] += 1
             self._ratelog("deferred", self.counters["deferred_groups"],
                           "ingest: %s; feedback sent, nothing acked (the edges keep the windows and resend)", deferred)
+            # a Hello is still answered, with what is durably taken: an edge connecting while the store is
+            # down (or another edge's batch is deferred) waited for ever in hello_sent
+            for rid in self._group_hellos & acks.keys():
+                conn = acks[rid]
+                out.append((rid, codec.encode(pb.Ack(epoch=conn.epoch, seq=self.ledger.state(conn.node_id, conn.epoch).hw))))
             self._send(out)
             return
         for rid, conn in acks.items():
@@ -579,7 +587,8 @@ class IngestServer:
             kind, body = codec.decode(data, self.limits)
         except codec.WireError as exc:
             self._reject(rid, exc.reason, str(exc), out)
-            if exc.reason == "schema":
+            # a batch refused for what it holds (not a frame over the byte limit, never parsed)
+            if exc.reason == "schema" or (exc.reason == "too_large" and len(data) <= self.limits.max_frame_bytes):
                 self._taken_as_refused(rid, data, acks)
             return
         except Exception as exc:  # pragma: no cover - codec promises WireError only; never crash anyway
@@ -628,6 +637,7 @@ class IngestServer:
             except Exception:
                 log.exception("on_hello handler failed")
         acks[rid] = conn   # the Ack to a Hello tells the edge where to resume
+        self._group_hellos.add(rid)
 
     def _handle_batch(self, rid: bytes, batch: pb.WindowBatch, out: list, acks: dict, work: list) -> None:
         conn = self._conns.get(rid)

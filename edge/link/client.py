@@ -12,8 +12,8 @@ Delivery is at-least-once, made exactly-once by the cloud's deduplication:
    link goes on under a fresh epoch rather than reuse them.
 3. The cloud acks cumulatively after it has committed a batch; the link then deletes the
    acked batches from the spool. No ack progress for ``ack_timeout_s`` -> resend from the ack.
-4. Heartbeats: the link sends one whenever it has sent nothing for ``heartbeat_s``; the cloud
-   echoes it. Nothing heard for ``heartbeat_misses * heartbeat_s`` -> the socket is closed and
+4. Heartbeats: the link sends one every ``heartbeat_s``, streaming or not; the cloud echoes it
+   at once (the round trip, ``rtt_ms``, on the link's monotonic clock). Nothing heard for ``heartbeat_misses * heartbeat_s`` -> the socket is closed and
    a new one is made after an exponential backoff (``reconnect_min_s`` .. ``reconnect_max_s``).
    libzmq's own reconnect (same bounds) runs underneath.
 5. The socket uses ``ZMQ_IMMEDIATE`` and non-blocking sends under a send high-water mark, and
@@ -73,7 +73,9 @@ _MONITOR_EVENTS = (zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HAND
 
 
 def _now_us() -> int:
-    return time.time_ns() // 1000
+    """Heartbeat stamps: the cloud echoes them back, so only this clock reads them (a wall-clock
+    step would give a bogus round trip)."""
+    return time.monotonic_ns() // 1000
 
 
 class EdgeLink:
@@ -124,8 +126,9 @@ class EdgeLink:
         self._submit_lock = threading.Lock()
         self._queue: collections.deque = collections.deque()
         self._queue_max = int(submit_queue)
-        self._seq_next = self._opened_next_seq = self.spool.next_seq
+        self._seq_next = self.spool.next_seq
         self._hello_acked = False      # until the first Hello-Ack, which may show the spool rolled back
+        self._verify_pending = False   # that Ack's confirmation is not yet in the spool (a full disk)
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._wake_pending = False
 
@@ -178,6 +181,8 @@ class EdgeLink:
         chunks = self._chunks(items)
         first_seq = None
         with self._submit_lock:
+            if self._stopping:          # again under the lock: close() may have begun meanwhile
+                raise LinkError("link is closed")
             if len(self._queue) + len(chunks) > self._queue_max:
                 self._counters["submit_dropped"] += len(items)
                 return None
@@ -194,10 +199,9 @@ class EdgeLink:
                 self._counters["submitted"] += len(chunk)
                 if first_seq is None:
                     first_seq = row[0]
-            wake = not self._wake_pending
-            self._wake_pending = True
-        if wake:
-            os.eventfd_write(self._wake_fd, 1)
+            if not self._wake_pending:  # under the lock: close() closes the fd under it too
+                self._wake_pending = True
+                os.eventfd_write(self._wake_fd, 1)
         return first_seq
 
     def _chunks(self, items: list) -> list[list]:
@@ -260,17 +264,21 @@ class EdgeLink:
         Whatever is not acked stays in the spool and is sent by the next EdgeLink on that spool."""
         if self._thread is None:
             if not self._stopping:
-                self._stopping = True
+                with self._submit_lock:
+                    self._stopping = True
                 self._drain_submits()
                 self.spool.close()
-                os.close(self._wake_fd)
+                with self._submit_lock:
+                    os.close(self._wake_fd)
             return
         self._flush_deadline = time.monotonic() + max(0.0, flush_timeout)
-        self._stopping = True
-        os.eventfd_write(self._wake_fd, 1)
+        with self._submit_lock:         # a submit past this point raises; one before it is drained
+            self._stopping = True
+            os.eventfd_write(self._wake_fd, 1)
         self._thread.join()
         self._thread = None
-        os.close(self._wake_fd)
+        with self._submit_lock:
+            os.close(self._wake_fd)
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -319,7 +327,8 @@ class EdgeLink:
         self._set_state("connecting")
         self._hello_due = now
         self._last_recv = now
-        self._last_send = now
+        self._last_send = self._last_hb = now
+        self.rtt_ms = None              # measured afresh on this connection
         self._reset_flow()
         self._counters["connects"] += 1
 
@@ -357,7 +366,15 @@ class EdgeLink:
             while not self._step():
                 pass
         finally:
-            self._drain_submits()
+            try:
+                self._drain_submits()
+            except Exception as exc:    # the spool refuses even now: say what is lost, close all the same
+                with self._submit_lock:
+                    lost = sum(r[2] for r in self._queue)
+                    self._queue.clear()
+                self._counters["lost_at_close"] += lost
+                log.error("link %s: %d submitted item(s) could not be spooled at close (%s): lost",
+                          self.node_id, lost, exc)
             self._close_socket()
             self.spool.close()
             self._ctx.term()
@@ -477,9 +494,12 @@ class EdgeLink:
             self._send_hello()   # the cloud's gallery or allow-list may have changed; ask again, slowly
             self._hello_due = now + self.rejected_retry_s
         if self.state in ("hello_sent", "ready"):
-            if now - self._last_send >= self.heartbeat_s:
-                self._send(codec.encode(pb.Heartbeat(t_us=_now_us()), self.limits))
-                self._counters["heartbeats_sent"] += 1
+            # on a schedule, not only when idle: liveness is judged on what comes back, and a cloud
+            # that answers nothing to a stream of batches (its store down) was declared dead
+            if now - self._last_hb >= self.heartbeat_s:
+                if self._send(codec.encode(pb.Heartbeat(t_us=_now_us()), self.limits)):
+                    self._last_hb = now
+                    self._counters["heartbeats_sent"] += 1
             if now - self._last_recv > self.heartbeat_s * self.heartbeat_misses:
                 self._counters["peer_timeouts"] += 1
                 log.warning("link %s: no word from the cloud for %.1f s; reconnecting in %.1f s",
@@ -509,8 +529,18 @@ class EdgeLink:
                 return
             floor = self.spool.floor()
             for first, last, payload in rows:
-                # never above the row's own seqs (a row dropped meanwhile raised the floor past it)
-                if not self._send(codec.frame_batch(payload, min(floor, first), self.limits)):
+                try:   # never above the row's own seqs (a row dropped meanwhile raised the floor past it)
+                    frame = codec.frame_batch(payload, min(floor, first), self.limits)
+                except codec.WireError as exc:
+                    # spooled by an older version, over today's frame limit with this floor: it can never
+                    # go (raised here, it cost the connection on every try); dropped, the floor moves past it
+                    self.spool.discard(first)
+                    self._counters["unsendable_batches"] += 1
+                    self._sent_upto = max(self._sent_upto, last)
+                    log.error("link %s: spooled batch seq %d..%d cannot be sent (%s): dropped", self.node_id,
+                              first, last, exc)
+                    continue
+                if not self._send(frame):
                     return
                 if not self._inflight:
                     self._last_ack_progress = time.monotonic()
@@ -543,9 +573,11 @@ class EdgeLink:
             return
         if self.state in ("connecting", "hello_sent", "rejected"):
             # the Ack to a Hello: accepted (also after a refusal, once the cloud changed its mind)
-            if not self._hello_acked and ack.seq >= self._opened_next_seq:
-                self._fresh_epoch(ack.seq)
+            unverified = self.spool.unverified_from
+            if not self._hello_acked and unverified is not None and ack.seq >= unverified:
+                self._fresh_epoch(ack.seq, unverified)
                 return
+            self._verify_pending = unverified is not None and not self.spool.verified()
             self._hello_acked = True
             with self._state_cond:
                 self._fatal = None
@@ -557,17 +589,18 @@ class EdgeLink:
             return
         self._apply_ack(ack.seq)
 
-    def _fresh_epoch(self, cloud_seq: int) -> None:
-        """The cloud has taken seqs this spool never numbered before this process: the spool's counter
-        fell back (a power cut before the WAL's fsync, a restored image or copy). The seqs given since
-        would be taken as duplicates and lost, so everything spooled goes on under a fresh epoch."""
+    def _fresh_epoch(self, cloud_seq: int, unverified: int) -> None:
+        """The cloud has taken seqs this spool numbered only since it last confirmed the counter (at
+        `unverified`, kept across restarts): the spool's counter fell back (a power cut before the
+        WAL's fsync, a restored image or copy). The seqs given since would be taken as duplicates and
+        lost, so everything spooled goes on under a fresh epoch (fsynced before its Hello)."""
         old_epoch = self.epoch
-        self.spool.ack(self._opened_next_seq - 1)   # older rows: the cloud's cumulative ack covers them
+        self.spool.ack(unverified - 1)              # older rows: the cloud's cumulative ack covers them
         self.epoch = self.spool.new_epoch()
         self._counters["fresh_epochs"] += 1
         log.warning("link %s: the cloud already has seq <= %d of epoch %d, but this spool only numbered up to %d "
                     "before this start (spool rolled back or restored); resending under a fresh epoch %d",
-                    self.node_id, cloud_seq, old_epoch, self._opened_next_seq - 1, self.epoch)
+                    self.node_id, cloud_seq, old_epoch, unverified - 1, self.epoch)
         with self._state_cond:
             self._acked = 0
         self._set_state("connecting")
@@ -575,6 +608,8 @@ class EdgeLink:
         self._reset_flow()
 
     def _apply_ack(self, seq: int) -> None:
+        if self._verify_pending:        # the confirmation a full disk refused: again with each ack
+            self._verify_pending = not self.spool.verified()
         if seq > self._acked:
             self.spool.ack(seq)
             self._last_ack_progress = time.monotonic()
@@ -588,7 +623,7 @@ class EdgeLink:
 
     def _on_heartbeat(self, hb: pb.Heartbeat) -> None:
         if hb.echo_us:
-            self.rtt_ms = (_now_us() - hb.echo_us) / 1000.0
+            self.rtt_ms = (_now_us() - hb.echo_us) / 1000.0     # our own clock both ends (monotonic)
 
     def _on_feedback(self, fb: pb.Feedback) -> None:
         with self._fb_cond:

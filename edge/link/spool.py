@@ -135,6 +135,9 @@ class Spool:
         next_seq = int(self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
         top = self._db.execute("SELECT MAX(last_seq) FROM spool").fetchone()[0]
         self._next_seq = max(next_seq, (top or 0) + 1)
+        # the first seq numbered since the cloud last confirmed this spool's counter (see `unverified_from`)
+        if self._db.execute("SELECT value FROM meta WHERE key='unverified_from'").fetchone() is None:
+            self._db.execute("INSERT INTO meta VALUES ('unverified_from', ?)", (self._next_seq,))
         self._stats = SpoolStats()
         self._stats.batches, b = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM spool").fetchone()
         self._stats.bytes = int(b)
@@ -159,16 +162,51 @@ class Spool:
     def next_seq(self) -> int:
         return self._next_seq
 
+    @property
+    def unverified_from(self) -> int | None:
+        """The first seq numbered since a cloud last confirmed this spool's counter (None: confirmed).
+        Kept across restarts: a spool rolled back, restarted twice before reaching its cloud, still
+        compares the cloud's first ack with the seq it rolled back to, not with the last start's."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key='unverified_from'").fetchone()
+        return None if row is None else int(row[0])
+
+    def verified(self) -> bool:
+        """The cloud's ack showed this spool's counter is ahead of what it has taken. False when the
+        database cannot write it now (a full disk): the caller tries again later."""
+        try:
+            with self._lock:
+                self._db.execute("DELETE FROM meta WHERE key='unverified_from'")
+        except sqlite3.OperationalError as exc:
+            log.warning("spool %s: cannot record the cloud's confirmation now (%s); tried again", self.path, exc)
+            return False
+        if self._syncer is not None:
+            self._syncer.mark_dirty()
+        return True
+
     def new_epoch(self) -> int:
         """Start a fresh sequence space (same rows, same seqs): for a spool whose counter fell behind
-        what the cloud has already taken (a restored image, a power cut before the fsync)."""
+        what the cloud has already taken (a restored image, a power cut before the fsync). Durable
+        before it returns (a Hello in the new epoch follows at once)."""
         with self._lock:
             epoch = secrets.randbits(63) or 1
             self._db.execute("UPDATE meta SET value=? WHERE key='epoch'", (epoch,))
+            self._db.execute("DELETE FROM meta WHERE key='unverified_from'")   # a fresh space: nothing to verify
             self.epoch = epoch
         if self._syncer is not None:
             self._syncer.mark_dirty()
+            self._syncer.sync_now()
         return epoch
+
+    def discard(self, first_seq: int) -> None:
+        """Delete one row that can never be sent (the floor then moves past it)."""
+        with self._lock:
+            row = self._db.execute("SELECT LENGTH(payload) FROM spool WHERE first_seq=?", (first_seq,)).fetchone()
+            if row is None:
+                return
+            self._db.execute("DELETE FROM spool WHERE first_seq=?", (first_seq,))
+            self._stats.batches -= 1
+            self._stats.bytes -= int(row[0])
 
     # ------------------------------------------------------------------ writing
     def append(self, rows: list[tuple[int, int, int, bytes]]) -> list[bool]:
@@ -281,10 +319,11 @@ class Spool:
 
     # ------------------------------------------------------------------ reading / trimming
     def pending(self, after_seq: int, limit: int = 256) -> list[tuple[int, int, bytes]]:
-        """Rows whose first_seq > after_seq, oldest first: (first_seq, last_seq, payload)."""
+        """Rows holding a seq > after_seq, oldest first: (first_seq, last_seq, payload). A row the
+        ack covers only in part is sent again whole (the cloud drops what it has)."""
         with self._lock:
             return self._db.execute(
-                "SELECT first_seq, last_seq, payload FROM spool WHERE first_seq > ? ORDER BY first_seq LIMIT ?",
+                "SELECT first_seq, last_seq, payload FROM spool WHERE last_seq > ? ORDER BY first_seq LIMIT ?",
                 (after_seq, limit)).fetchall()
 
     def ack(self, seq: int) -> int:

@@ -304,6 +304,13 @@ def test_a_batch_refused_for_its_values_does_not_stall_the_acks(plain_server):
     kinds = [recv_kind(s) for _ in range(2)]
     assert kinds[0][0] == "error" and kinds[1][1].seq == 3
     assert plain_server.recorder.windows == [("raw", 2)] and plain_server.stats()["refused_items"] == 2
+    # too many grids for one batch (an older edge could spool 17): refused for what it holds, acked past
+    many = pb.WindowBatch(node_id="raw", session_id="s", dtype=pb.DTYPE_INT8)
+    for seq in range(4, 21):
+        many.beats.add(seq=seq, t0_ms=0, t1_ms=2000, bpm=120.0)
+    s.send(pb.Envelope(version=codec.PROTOCOL_VERSION, batch=many).SerializeToString())
+    kinds = [recv_kind(s) for _ in range(2)]
+    assert kinds[0][0] == "error" and kinds[0][1].code == pb.Error.TOO_LARGE and kinds[1][1].seq == 20
     s.close()
     ctx.term()
 

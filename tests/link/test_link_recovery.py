@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import threading
 import time
 
 import numpy as np
 import pytest
 
 from cloud.ingest import IngestServer
-from edge.link import EdgeLink
+from dancewire.errors import RetryLater
+from edge.link import EdgeLink, LinkError
 from edge.link.spool import Spool, SpoolBusyError
 from proto import codec, keys
 
@@ -85,6 +87,39 @@ def test_a_spool_rolled_back_behind_the_cloud_goes_on_under_a_fresh_epoch(server
     assert link.epoch != old_epoch and link.stats()["fresh_epochs"] == 1
     link.close()
     assert Spool(spool, fsync="never").epoch == link.epoch    # the new epoch is the spool's from now on
+
+
+def test_a_rolled_back_spool_restarted_twice_before_reaching_the_cloud_loses_nothing(server, tmp_path):
+    """The rollback check compared the cloud's first ack with this process's first seq, never saved:
+    after a first restart that could not reach the cloud (and numbered 4..12 again), the second start
+    compared with 13, the cloud's 10 passed, and the windows of seqs 4..10 were deleted unsent.
+    A row the ack covered in part (10..12 with an ack of 10) was never sent again either."""
+    spool = tmp_path / "e.sqlite"
+    link = _link(server, spool)
+    for t in range(3):
+        link.submit(_window(t))
+    assert link.wait_acked(5)
+    link.close()
+    shutil.copy(spool, tmp_path / "snapshot.sqlite")
+    link = _link(server, spool)
+    for t in range(3, 10):
+        link.submit(_window(t))                           # seq 4..10, taken by the cloud
+    assert link.wait_acked(5)
+    link.close()
+    shutil.copy(tmp_path / "snapshot.sqlite", spool)      # rolled back to next_seq 4
+    away = EdgeLink("tcp://127.0.0.1:9", encoder_hash="enc", embedding_dim=8, node_id="n", spool_path=spool,
+                    insecure_dev=True, heartbeat_s=0.2).start()         # the network is not up yet
+    for t in range(100, 106):
+        away.submit(_window(t))                           # numbered 4..9 again
+    away.submit([_window(t) for t in range(106, 109)])    # one row of 10..12: straddles the cloud's 10
+    away.close(flush_timeout=0.2)
+    link = _link(server, spool)                           # the second restart reaches the cloud
+    for t in range(200, 202):
+        link.submit(_window(t))
+    assert link.wait_acked(5)
+    got = sorted(t // 1000 for t in server.got.t0_ms if t >= 100_000)
+    assert got == list(range(100, 109)) + [200, 201] and link.stats()["fresh_epochs"] == 1
+    link.close()
 
 
 class _FullDiskOnDelete:
@@ -246,4 +281,87 @@ def test_a_frame_far_over_the_limit_is_never_buffered_by_the_cloud(server, tmp_p
     link = _link(server, tmp_path / "e.sqlite")
     link.submit(_window(0))
     assert link.wait_acked(5)                            # and it goes on serving
+    link.close()
+
+
+def test_a_submit_racing_close_raises_instead_of_losing_the_window(server, tmp_path):
+    """submit checked for close() before taking its lock: a close in between drained the queue and
+    closed the wake fd, and the submit then queued a row nobody spooled, returned its seq, and wrote
+    to a file descriptor the process may have reused."""
+    link = _link(server, tmp_path / "e.sqlite")
+    assert link.wait_ready(5)
+    real, closing = link._chunks, threading.Thread(target=link.close)
+
+    def descheduled(items):
+        closing.start()
+        assert wait_until(lambda: link._stopping, 5)
+        time.sleep(0.3)                                   # close() runs to its end meanwhile
+        return real(items)
+
+    link._chunks = descheduled
+    with pytest.raises(LinkError):
+        link.submit(_window(1))
+    closing.join(10)
+    assert Spool(tmp_path / "e.sqlite", fsync="never").next_seq == 1    # no seq given to a lost window
+
+
+def test_heartbeats_go_while_streaming(server, tmp_path):
+    """A heartbeat went only when nothing had been sent for heartbeat_s: while streaming none went,
+    so a cloud that answered nothing (its store down) was declared dead and the socket rebuilt."""
+    link = _link(server, tmp_path / "e.sqlite")
+    assert link.wait_ready(5)
+    for t in range(30):
+        link.submit(_window(t))
+        time.sleep(0.05)
+    st = link.stats()
+    assert st["heartbeats_sent"] >= 4 and st.get("peer_timeouts", 0) == 0 and link.rtt_ms is not None and link.rtt_ms >= 0
+    link.close()
+
+
+def test_an_edge_connecting_while_another_s_batches_are_deferred_gets_its_hello_answered(tmp_path):
+    """A group with a deferred batch (the store down) sent no acks at all, Hello-acks included: an edge
+    connecting meanwhile waited in hello_sent for as long as any edge was streaming."""
+    def down(node, session, batch, epoch):
+        raise RetryLater("the store is down", [])
+
+    with IngestServer("tcp://127.0.0.1:*", down, {"enc"}, state_path=tmp_path / "l.sqlite", insecure_dev=True) as srv:
+        a = _link(srv, tmp_path / "a.sqlite")
+        assert a.wait_ready(5)
+        stop = threading.Event()
+
+        def stream():
+            t = 0
+            while not stop.is_set():
+                a.submit(_window(t))
+                t += 1
+                time.sleep(0.002)
+
+        th = threading.Thread(target=stream)
+        th.start()
+        try:
+            b = EdgeLink(srv.endpoint, encoder_hash="enc", embedding_dim=8, node_id="b", spool_path=tmp_path / "b.sqlite",
+                         insecure_dev=True, heartbeat_s=0.2, ack_timeout_s=0.5).start()
+            assert b.wait_ready(5), b.stats()
+            b.close(flush_timeout=0)
+        finally:
+            stop.set()
+            th.join()
+            a.close(flush_timeout=0)
+
+
+def test_a_spooled_row_over_todays_frame_limit_is_dropped_not_retried_for_ever(server, tmp_path):
+    """A row an older version spooled (its size checked with a 1-byte floor) no longer fits once the
+    floor's varint grows: raised in the send loop, it cost the connection on every try, for ever."""
+    spool_path = tmp_path / "e.sqlite"
+    link = _link(server, spool_path)
+    payload = link._encode_batch(200, [_window(0)] * 5, "")[3]
+    link.close(flush_timeout=0)
+    tight = len(codec.frame_batch(payload, 1))            # fits with a 1-byte floor, not with floor 200
+    s = Spool(spool_path, fsync="never")
+    s.append([(200, 204, 5, payload)])
+    s.close()
+    link = _link(server, spool_path, limits=codec.Limits(max_frame_bytes=tight))
+    assert wait_until(lambda: link.stats().get("unsendable_batches") == 1, 5)
+    link.submit(_window(7))
+    assert link.wait_acked(5) and link.stats().get("io_errors", 0) == 0 and server.got.t0_ms == [7000]
     link.close()
