@@ -29,10 +29,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--source", type=Path, help="replay this video at real time instead of the camera")
     src.add_argument("--demo", action="store_true", help="force the demo source")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--api-port", type=port_arg, default=8765)
-    p.add_argument("--zmq-port", type=port_arg, default=5555)
+    p.add_argument("--api-port", type=server_port, default=8765)
+    p.add_argument("--zmq-port", type=server_port, default=5555)
     p.add_argument("--page", type=port_arg, default=8089, help="port of the rig's local feedback page (0: off)")
     p.set_defaults(func=run)
+
+
+def server_port(text: str) -> int:
+    """A port `up` serves on: 1..65535 (0 would bind a random port the edge cannot know)."""
+    port = port_arg(text)
+    if port == 0:
+        raise argparse.ArgumentTypeError("port 0 is not a port to serve on (1..65535)")
+    return port
 
 
 def ensure_keys(allow_dir: str = "") -> dict[str, Path]:
@@ -47,7 +55,10 @@ def ensure_keys(allow_dir: str = "") -> dict[str, Path]:
             keys.generate(name)
         paths[name] = folder / f"{name}.key"
     allowed = Path(allow_dir) if allow_dir else keys.allowed_dir()
-    if not (allowed / "edge-local.key").exists():
+    listed = allowed / "edge-local.key"
+    # listed, but not the key the edge now has (its keypair made again): the cloud refused it for ever
+    if not listed.exists() or keys.load_public(listed) != keys.load_public(paths["edge-local"]):
+        listed.unlink(missing_ok=True)
         keys.allow(paths["edge-local"], folder=allowed)
     return {"server_public": paths["cloud"], "server_secret": folder / "cloud.key_secret",
             "edge_secret": folder / "edge-local.key_secret"}
@@ -62,6 +73,9 @@ def ensure_gallery(exe: list[str], gallery: Path) -> None:
     if gallery.exists():
         return
     seeds = sorted(SEED_DIR.glob("*.npz"))
+    if not seeds:
+        raise DancewireError(f"no seed gallery files in {SEED_DIR} (a broken install?): reinstall dancewire, or "
+                             f"enrol a gallery with `dancewire cloud enroll` into {gallery}")
     partial = gallery.with_name(gallery.name + ".partial.npz")
     partial.unlink(missing_ok=True)
     try:
@@ -106,7 +120,11 @@ def _check_ports(ports: dict[str, int]) -> None:
     could even answer the health check in the cloud's place."""
     import socket
 
+    seen: dict[int, str] = {}
     for flag, port in ports.items():
+        if port in seen:
+            raise DancewireError(f"{seen[port]} and {flag} are both {port}: each needs its own port")
+        seen[port] = flag
         with socket.socket() as sock:
             # as servers bind: a TIME-WAIT left by the last run's own connections is no listener
             # (without it, Ctrl-C and run again was refused for a minute)

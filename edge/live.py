@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import signal
 import threading
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dancewire.errors import DeviceError
+from dancewire.errors import BadInputError, DeviceError
 from edge.latency import KEEP, WINDOW_STAGES, LatencyRecorder
 from edge.pipeline import EdgeGraph
 from edge.queues import Closed, LeakyQueue
@@ -279,6 +280,15 @@ def run_live(settings: EdgeSettings, args) -> int:
     from edge.sources.demo import DEMO_LABEL, DemoDancers, DemoMusic, DemoSettings
 
     session = args.session or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    if args.stats:     # checked now, not after the session; and no earlier run's stats left to be read as this one's
+        stats_path = Path(args.stats)
+        try:
+            if stats_path.is_dir():
+                raise IsADirectoryError(21, "is a directory")
+            stats_path.parent.mkdir(parents=True, exist_ok=True)
+            stats_path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise BadInputError(f"--stats {stats_path}: {exc.strerror or exc}") from None
     clock = RigClock()
     demo = bool(args.demo)
     if not demo and args.source is None:
@@ -305,7 +315,7 @@ def run_live(settings: EdgeSettings, args) -> int:
         src = VideoFileSource(args.source)
         runner.add_video(src.frames, paced=True)
         if not args.no_mic and has_audio(args.source):
-            runner.add_audio(AudioFileSource(args.source, settings.audio.sample_rate).blocks, paced=True)
+            runner.add_audio(AudioFileSource(args.source, settings.audio.sample_rate, optional=True).blocks, paced=True)
     else:
         from edge.sources.camera import CameraSource
         from edge.sources.mic import MicSource
@@ -330,15 +340,24 @@ def run_live(settings: EdgeSettings, args) -> int:
     except KeyboardInterrupt:
         log.info("stopping")
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        if link is not None:
-            link.close(flush_timeout=5.0)
-        sink.close()
-        graph.close()
-        stats = runner.stats()
-        if args.stats:
-            Path(args.stats).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.stats).write_text(json.dumps(stats, indent=2, default=float))
+        # a second Ctrl-C (or a SIGTERM) while stopping must not cut the clean-up short: the recording
+        # and the stats first (quick), then the link's flush (up to 5 s)
+        old_int = signal.signal(signal.SIGINT, _still_stopping)
+        signal.signal(signal.SIGTERM, _still_stopping)
+        try:
+            sink.close()
+            stats = runner.stats()
+            if args.stats:
+                _write_stats(Path(args.stats), stats)
+            if link is not None:
+                link.close(flush_timeout=5.0)
+                stats = runner.stats()          # with the link's final counters
+                if args.stats:
+                    _write_stats(Path(args.stats), stats)
+            graph.close()
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, previous)
         edge_p95 = (stats["edge_feedback_ms"] or {}).get("p95")
         print(f"edge: stopped: {stats['counters']['frames_done']} frames, {stats['dropped_frames']} dropped, "
               f"{stats['counters']['windows_sent']} windows sent, edge feedback p95 "
@@ -348,3 +367,18 @@ def run_live(settings: EdgeSettings, args) -> int:
 
 def _raise_interrupt(*_):
     raise KeyboardInterrupt
+
+
+def _still_stopping(*_):
+    print("edge: still stopping (saving the recording and stats, flushing the link)", flush=True)
+
+
+def _write_stats(path: Path, stats: dict) -> None:
+    """Atomically (a reader never sees half a file); a path that cannot be written is one log line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(stats, indent=2, default=float))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.error("edge: stats not written to %s: %s", path, exc)

@@ -159,7 +159,7 @@ def analyze(settings: EdgeSettings, video: str | Path, out, *, audio: str | Path
     duration = (max_frames / source.info.fps) if (max_frames is not None and source.info.fps) else source.info.duration
     audio_src = heard = None
     if audio_path is not None:
-        audio_src = AudioFileSource(audio_path, settings.audio.sample_rate)
+        audio_src = AudioFileSource(audio_path, settings.audio.sample_rate, optional=audio is None)
         music = audio_src.info.duration
         if music is not None and duration is not None and not (audio_offset < duration and audio_offset + music > 0):
             raise BadInputError(f"the music ({music:.1f} s, placed at {audio_offset:+.1f} s by --audio-offset) does "
@@ -205,7 +205,7 @@ def analyze(settings: EdgeSettings, video: str | Path, out, *, audio: str | Path
         "dancers": sorted(graph.dancers),
         "processing_fps": round(graph.frames / wall, 2) if wall > 0 else None,
         "wall_s": round(wall, 3),
-        "dropped_frames": 0,
+        "dropped_frames": source.out_of_order,            # frames out of time order (see edge.sources.video)
         "corrupt_packets": source.corrupt_packets + (audio_src.corrupt_packets if audio_src else 0),
         "latency_ms": {k: {q: round(v, 3) for q, v in d.items()} for k, d in graph.latency.summary().items()},
         "records": counts,

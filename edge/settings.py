@@ -1,6 +1,7 @@
 """The edge node's one typed settings object (file -> $DANCEWIRE_EDGE_* -> --set), composed per area."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,9 @@ class LinkSettings:
         require(self.spool_on_full in FULL_POLICIES, "link",
                 f"spool_on_full {self.spool_on_full!r} not in {FULL_POLICIES}")
         require(self.spool_max_mb >= 1, "link", "spool_max_mb must be >= 1")
+        m = re.fullmatch(r"tcp://(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):(\d+)", self.endpoint)
+        require(bool(m) and 1 <= int(m.group(2)) <= 65535 or self.endpoint.startswith("ipc://") and len(self.endpoint) > 6,
+                "link", f"endpoint {self.endpoint!r} is not tcp://HOST:PORT (port 1..65535) or ipc://PATH")
         return self
 
 

@@ -59,8 +59,11 @@ def has_audio(path: str | Path) -> bool:
 class AudioFileSource:
     """Yields mono float32 AudioBlocks at `sample_rate` from a file's first audio stream."""
 
-    def __init__(self, path: str | Path, sample_rate: int = 44100, block_size: int = 1024):
+    def __init__(self, path: str | Path, sample_rate: int = 44100, block_size: int = 1024, optional: bool = False):
+        """`optional`: a video's own track, not audio asked for: if it holds nothing decodable, say
+        so and give no blocks (the video goes on without music) instead of raising."""
         self.path = Path(path)
+        self.optional = bool(optional)
         self.sample_rate = int(sample_rate)
         self.block_size = int(block_size)
         if self.block_size <= 0:
@@ -139,7 +142,9 @@ class AudioFileSource:
             yield from take(resampler.resample(None))
             yield from emit(True)
             if produced == 0:
-                raise BadInputError(f"{self.path}: no decodable audio")
+                if not self.optional:
+                    raise BadInputError(f"{self.path}: no decodable audio")
+                log.warning("%s: its audio track holds no decodable audio: going on without music", self.path.name)
         except av.error.FFmpegError as exc:
             raise BadInputError(f"cannot decode audio of {self.path}: {exc}") from None
         finally:

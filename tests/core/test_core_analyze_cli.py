@@ -151,3 +151,24 @@ def test_other_music_is_cut_to_the_video_and_music_beside_it_is_refused(tmp_path
     assert proc.returncode == 0, proc.stderr
     assert "music heard under only 39% of the video" in proc.stderr
     assert json.loads(out.read_text().splitlines()[-1])["music_coverage"] == pytest.approx(0.39, abs=0.02)
+
+
+def test_a_video_whose_own_audio_track_holds_nothing_is_analysed_without_music(tmp_path, models_built):
+    """An audio stream with no packets ended `analyze` (and `edge run --source`) with 'no decodable
+    audio': the video's own track is not music asked for, so it goes on without it."""
+    clip = tmp_path / "empty-audio.mkv"
+    with av.open(str(clip), "w") as c:
+        vs = c.add_stream("libx264", rate=30)
+        vs.width, vs.height, vs.pix_fmt = 160, 120, "yuv420p"
+        a = c.add_stream("aac", rate=48000)
+        a.layout = "mono"
+        for i in range(30):
+            for p in vs.encode(av.VideoFrame.from_ndarray(np.full((120, 160, 3), i * 8, np.uint8), format="bgr24")):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+    out = tmp_path / "o.jsonl"
+    proc = _analyze(clip, "--out", out, "--no-encoder")
+    assert proc.returncode == 0, proc.stderr
+    summary = [json.loads(line) for line in out.read_text().splitlines()][-1]
+    assert summary["type"] == "summary" and summary["frames"] == 30

@@ -84,6 +84,8 @@ def test_optional_fields_get_their_type_or_none():
     ("motion.normalization=z", "motion settings: normalization"),
     ("vision.keypoint_score=bogus", "vision settings: keypoint_score"),
     ("audio.sample_rate=100", "audio settings: sample_rate"),
+    ("link.endpoint=127.0.0.1:5555", "link settings: endpoint"),     # the link thread raised it, over and over
+    ("link.endpoint=tcp://cloud:0", "link settings: endpoint"),
 ])
 def test_edge_settings_out_of_range_or_choice_fail_at_load(override, match):
     """Each was a traceback (or, for hop_s=0, a hang) once the pipeline ran; now one error at start."""

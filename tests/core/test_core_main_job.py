@@ -247,3 +247,82 @@ def test_the_port_check_takes_a_time_wait_for_free_and_a_listener_for_busy():
         conn.close()                               # the server closes first: its side is in TIME-WAIT
         client.close()
     _check_ports({"--api-port": port})             # no listener: free, as uvicorn and libzmq find it
+
+
+def test_up_refuses_port_zero_and_one_port_for_two_servers(tmp_path):
+    """--zmq-port 0 bound a random port the edge could not know (it ran an hour sending into nothing,
+    rc 0); the same port for the page and the API passed the check and failed later."""
+    env = dict(os.environ, DANCEWIRE_HOME=str(tmp_path / "home"))
+    api, zmq = free_ports(2)
+    for args, says in ((["--zmq-port", "0", "--api-port", str(api)], "port 0"),
+                       (["--page", str(api), "--api-port", str(api), "--zmq-port", str(zmq)], "each needs its own port")):
+        proc = subprocess.run([sys.executable, "-m", "dancewire", "up", "--demo", *args, "--duration", "5"],
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and says in proc.stderr, proc.stderr
+        assert "dashboard" not in proc.stdout
+
+
+def test_an_edge_keypair_made_again_is_allowed_again(tmp_path, monkeypatch):
+    """`up` only checked that allowed/edge-local.key existed: after the edge's keypair was made again
+    the old public key stayed on the allow-list and the cloud refused the edge for ever (rc 0)."""
+    from dancewire.up import ensure_keys
+    from proto import keys
+
+    monkeypatch.setenv("DANCEWIRE_HOME", str(tmp_path))
+    ensure_keys()
+    folder = keys.keys_dir()
+    first = keys.load_public(folder / "edge-local.key")
+    for f in folder.glob("edge-local.key*"):
+        f.unlink()
+    ensure_keys()
+    now = keys.load_public(folder / "edge-local.key")
+    assert now != first and keys.load_public(keys.allowed_dir() / "edge-local.key") == now
+
+
+def test_no_seed_gallery_is_a_clear_error(tmp_path, monkeypatch):
+    import dancewire.up as up
+    from dancewire.errors import DancewireError
+
+    monkeypatch.setattr(up, "SEED_DIR", tmp_path / "no-seeds")
+    with pytest.raises(DancewireError, match="no seed gallery files"):
+        up.ensure_gallery([sys.executable, "-m", "dancewire"], tmp_path / "gallery.npz")
+
+
+def test_a_stats_path_that_cannot_be_written_is_refused_before_the_run(tmp_path):
+    """--stats pointing at a folder ran the whole session and then ended in a traceback (hiding the
+    run's own error, and leaving the previous run's stats in place)."""
+    folder = tmp_path / "stats"
+    folder.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "dancewire", "edge", "run", "--demo", "--no-cloud", "--duration", "1",
+                           "--stats", str(folder)], env=dict(os.environ, DANCEWIRE_HOME=str(tmp_path / "home")),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--stats" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_while_the_edge_stops_keeps_the_recording_and_the_stats(tmp_path):
+    """The edge put SIGINT/SIGTERM back before its slow link flush: a second Ctrl-C there skipped closing
+    the recording (an mp4 without its index, unreadable) and writing the stats."""
+    import av
+
+    rec, stats = tmp_path / "rec.mp4", tmp_path / "stats.json"
+    env = dict(os.environ, DANCEWIRE_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "dancewire", "edge", "run", "--demo", "--insecure-dev",
+                             "--set", "link.endpoint=tcp://127.0.0.1:1", "--record", str(rec), "--stats", str(stats)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("edge: session"):
+                break
+        time.sleep(4)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1.0)                                   # inside the link's 5 s flush
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert json.loads(stats.read_text())["counters"]["frames_done"] > 0
+    with av.open(str(rec)) as c:
+        assert sum(1 for _ in c.decode(video=0)) > 10
