@@ -363,6 +363,10 @@ class Aggregator:
         if table is not None:
             if d.latest.get("routine") != routine:
                 d.last_routine_phrase = None      # another routine's phrase says nothing about this one
+                if d.latest.get("routine"):       # nor do its eight-count scores: they are not mixed in
+                    d.eightcounts.clear()
+                    for k in ("routine_similarity", "routine_cosine", "eightcount_similarity"):
+                        d.score_sums.pop(k, None)
             p, c, sc = routine_match(table, emb, d.last_routine_phrase)
             d.last_routine_phrase = p
             # a session eight-count index (>= 0), or, before any downbeat, a 4 s time bucket b kept as

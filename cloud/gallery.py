@@ -114,13 +114,23 @@ class Gallery:
             phrases = np.array(sorted({self.refs[i].phrase for i in rows}))
             of = np.array([self.refs[i].phrase for i in rows])
             e_all = self.embeddings[rows]
+            # "another eight-count": the routine's others, or, for a one-eight-count routine, the rest
+            # of the gallery (0 when there is none)
+            outside = self.embeddings[[i for i, r in enumerate(self.refs) if r.routine != name]]
             means, self_cos, other = [], [], []
             for p in phrases:
                 e = e_all[of == p]
                 m = normalize(e.mean(0))
                 means.append(m)
-                self_cos.append(float((e @ m).mean()) if len(e) > 1 else 1.0)
-                other.append(float((e_all[of != p] @ m).mean()) if len(phrases) > 1 else 0.0)
+                # leave-one-out: each repetition against the mean of the others (with itself in the mean,
+                # the teacher's own spread looked smaller the fewer the repetitions); None for just one
+                total = e.sum(0)
+                self_cos.append(float(np.mean([normalize(total - x) @ x for x in e])) if len(e) > 1 else None)
+                rest = e_all[of != p] if len(phrases) > 1 else outside
+                other.append(float((rest @ m).mean()) if len(rest) else 0.0)
+            known = [c for c in self_cos if c is not None]
+            # an eight-count enrolled once: the routine's typical repetition spread (1.0 if none is known)
+            self_cos = [c if c is not None else (float(np.mean(known)) if known else 1.0) for c in self_cos]
             tables[name] = RoutineTable(name, phrases, np.stack(means).astype(np.float32),
                                         np.array(self_cos, np.float32), np.array(other, np.float32))
         return tables

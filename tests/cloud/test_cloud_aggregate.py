@@ -358,3 +358,32 @@ def test_a_window_from_before_a_rig_restart_is_late_not_the_newest():
         restored = Aggregator(gallery3(), AggregateSettings(horizon_s=8.0))
         restored.restore_dancer(json.loads(json.dumps(agg.dancer_state("n/s/0"))))
         assert restored.update(WindowIn("n", "s", 0, 251, 120, 122, e, epoch=old_epoch), cls([0.8, 0.1, 0.1])).late
+
+
+def test_a_routine_change_does_not_mix_the_two_routines_scores():
+    """Set mid-eight-count (or the nearest routine's vote flipping), the new routine's scores went into
+    the same eight-count and mean entries as the old one's, and the summary named only the new one."""
+    rng = np.random.default_rng(2)
+    dim = 16
+    refs, embs = [], []
+    for routine in ("A", "B"):
+        for p in range(2):
+            c = rng.normal(size=dim)
+            for k in range(4):
+                refs.append(Reference(f"{routine}{p}-{k}", "a", routine=routine, video=routine, phrase=p))
+                embs.append(c + 0.1 * rng.normal(size=dim))
+    e = np.stack(embs).astype(np.float32)
+    g = Gallery(e / np.linalg.norm(e, axis=1, keepdims=True), refs)
+    agg = Aggregator(g, AggregateSettings())
+    agg.session("s").routine = "A"
+    student = g.embeddings[0]                                     # dances A's first eight-count
+    probs = {s: 1.0 / len(g.styles) for s in g.styles}
+    c = Classification(probs, g.styles[0], probs[g.styles[0]], [], [], 0.9)
+    for k in range(6):
+        agg.update(WindowIn("n", "s", 0, 1 + k, k * 0.5, k * 0.5 + 2, student), c)
+    agg.session("s").routine = "B"
+    for k in range(6, 9):
+        agg.update(WindowIn("n", "s", 0, 1 + k, k * 0.5, k * 0.5 + 2, student), c)
+    s = agg.dancer_summary("n/s/0")
+    assert s["routine"] == "B" and sum(ec["windows"] for ec in s["eightcounts"]) == 3
+    assert agg.dancers["n/s/0"].score_sums["routine_similarity"][1] == 3

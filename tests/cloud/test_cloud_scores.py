@@ -76,7 +76,9 @@ def test_routine_similarity_on_real_motion(ballroom):
     teacher = next(s for s in ballroom if s["name"] == "DANCE_W_1")
     g = make_gallery([teacher], routine_of=lambda s: "waltz-routine")
     table = g.routine_tables["waltz-routine"]
-    assert len(table.phrases) >= 4 and np.all(table.self_cos > table.other_cos)
+    # the teacher's repetitions of an eight-count (each against the mean of the others) are closer than
+    # its other eight-counts, for nearly all of them (a waltz repeats its box step)
+    assert len(table.phrases) >= 4 and np.mean(table.self_cos > table.other_cos) >= 0.8
     same = [routine_match(table, e)[2] for e in teacher["emb"]]
     rumba = next(s for s in ballroom if s["style"] == "rumba")
     other = [routine_match(table, e)[2] for e in rumba["emb"]]
@@ -92,3 +94,29 @@ def test_routine_similarity_on_real_motion(ballroom):
         matched.append(p)
         last = p
     assert np.mean(np.abs(np.array(matched) - (mids // 4.0)) <= 1) > 0.5
+
+
+def test_the_routine_score_does_not_depend_on_how_often_the_teacher_repeated_an_eight_count():
+    """self_cos averaged each repetition's cosine to a mean that held it: the fewer the repetitions,
+    the closer they looked, so a student exactly as close as the teacher scored 69 on an eight-count
+    enrolled once (self_cos 1.0), 73 with two and 98 with forty."""
+    rng = np.random.default_rng(0)
+    dim = 32
+    centres = [normalize(rng.normal(size=dim)) for _ in range(3)]
+    medians = {}
+    for n in (2, 5, 40):
+        refs, embs = [], []
+        for p, c in enumerate(centres):
+            for k in range(n if p == 0 else 10):
+                refs.append(Reference(f"t{p}-{k}", "x", routine="r", video="t", phrase=p))
+                embs.append(normalize(c + 0.35 * rng.normal(size=dim) / np.sqrt(dim)))
+        table = Gallery(np.stack(embs).astype(np.float32), refs).routine_tables["r"]
+        student = [normalize(centres[0] + 0.35 * rng.normal(size=dim) / np.sqrt(dim)) for _ in range(300)]
+        medians[n] = float(np.median([routine_match(table, e)[2] for e in student]))
+    assert max(medians.values()) - min(medians.values()) < 12, medians
+    # an eight-count enrolled once takes the routine's typical spread, not a perfect 1.0
+    refs = [Reference("a", "x", routine="r", video="t", phrase=0)] + \
+           [Reference(f"b{k}", "x", routine="r", video="t", phrase=1) for k in range(5)]
+    e = np.stack([centres[0]] + [normalize(centres[1] + 0.35 * rng.normal(size=dim) / np.sqrt(dim)) for _ in range(5)])
+    table = Gallery(e.astype(np.float32), refs).routine_tables["r"]
+    assert table.self_cos[0] == table.self_cos[1] < 1.0
