@@ -24,6 +24,7 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -80,6 +81,7 @@ class LiveRunner:
         self._lock = threading.Lock()
         self.counters = {"frames_in": 0, "frames_done": 0, "windows_sent": 0, "feedback": 0, "beats": 0}
         self.producers: list[_Producer] = []
+        self.source_counters: dict[str, Callable[[], dict]] = {}   # what each source dropped, in `stats()`
         self.canvas: np.ndarray | None = None
         self.end_of_stream = threading.Event()
         self.timeline: deque[tuple[float, float]] = deque(maxlen=200_000)   # (rig time s, glass-to-feedback ms)
@@ -259,6 +261,7 @@ class LiveRunner:
                                    "p99": float(np.percentile(cloud, 99)), "n": self._cloud_n}
                                   if cloud.size else None),
         }
+        out["sources"] = {name: counters() for name, counters in self.source_counters.items()}
         if self.link is not None:
             out["link"] = self.link.stats()
         return out
@@ -314,8 +317,11 @@ def run_live(settings: EdgeSettings, args) -> int:
 
         src = VideoFileSource(args.source)
         runner.add_video(src.frames, paced=True)
+        runner.source_counters["video"] = lambda: {"out_of_order": src.out_of_order, "corrupt_packets": src.corrupt_packets}
         if not args.no_mic and has_audio(args.source):
-            runner.add_audio(AudioFileSource(args.source, settings.audio.sample_rate, optional=True).blocks, paced=True)
+            asrc = AudioFileSource(args.source, settings.audio.sample_rate, optional=True)
+            runner.add_audio(asrc.blocks, paced=True)
+            runner.source_counters["audio"] = lambda: {"corrupt_packets": asrc.corrupt_packets}
     else:
         from edge.sources.camera import CameraSource
         from edge.sources.mic import MicSource
@@ -327,6 +333,8 @@ def run_live(settings: EdgeSettings, args) -> int:
         if not args.no_mic:
             mic = MicSource(settings.audio, clock=clock)
             runner.add_audio(mic.blocks, paced=False)
+            runner.source_counters["mic"] = lambda: {"dropped_blocks": mic.dropped, "overflows": mic.overflows,
+                                                     "resyncs": mic.resyncs, "fallback_stamps": mic.fallback_stamps}
 
     link = None
     if not args.no_cloud:

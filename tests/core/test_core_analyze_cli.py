@@ -3,6 +3,7 @@ input ending with one clear line and exit code 2 (never a traceback)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -172,3 +173,34 @@ def test_a_video_whose_own_audio_track_holds_nothing_is_analysed_without_music(t
     assert proc.returncode == 0, proc.stderr
     summary = [json.loads(line) for line in out.read_text().splitlines()][-1]
     assert summary["type"] == "summary" and summary["frames"] == 30
+
+
+def test_frames_a_source_drops_are_reported_by_analyze_and_edge_run(tmp_path, models_built):
+    """An MPEG-PS with B-frames stamps two frames out of order and the source drops them: analyze's
+    summary said dropped_frames 0, and `edge run --stats` had no word of any source's drops."""
+    from fractions import Fraction
+
+    clip = tmp_path / "bframes.mpg"
+    with av.open(str(clip), "w", format="mpeg") as c:
+        vs = c.add_stream("mpeg2video", rate=Fraction(30))
+        vs.width, vs.height, vs.pix_fmt, vs.options = 160, 120, "yuv420p", {"bf": "2"}
+        for i in range(60):
+            for p in vs.encode(av.VideoFrame.from_ndarray(np.full((120, 160, 3), i * 4 % 256, np.uint8), format="bgr24")):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+    from edge.sources.video import VideoFileSource
+
+    src = VideoFileSource(clip)
+    kept = sum(1 for _ in src.frames())
+    assert src.out_of_order > 0
+    out = tmp_path / "o.jsonl"
+    assert _analyze(clip, "--out", out, "--no-encoder").returncode == 0
+    summary = json.loads(out.read_text().splitlines()[-1])
+    assert summary["frames"] == kept and summary["dropped_frames"] == src.out_of_order
+    stats = tmp_path / "stats.json"
+    proc = subprocess.run([sys.executable, "-m", "dancewire", "edge", "run", "--source", str(clip), "--no-cloud",
+                           "--stats", str(stats)], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, DANCEWIRE_HOME=str(tmp_path / "home")))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(stats.read_text())["sources"]["video"]["out_of_order"] == src.out_of_order
