@@ -127,6 +127,8 @@ class EdgeLink:
         self._queue: collections.deque = collections.deque()
         self._queue_max = int(submit_queue)
         self._seq_next = self.spool.next_seq
+        self._last_stored = self._seq_next - 1   # the newest seq the spool took (refused ones never get acked)
+        self._draining = False                  # rows taken off the queue, not yet known stored or refused
         self._hello_acked = False      # until the first Hello-Ack, which may show the spool rolled back
         self._verify_pending = False   # that Ack's confirmation is not yet in the spool (a full disk)
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -235,12 +237,25 @@ class EdgeLink:
             return self.state == "ready"
 
     def wait_acked(self, timeout: float = 10.0) -> bool:
-        """Wait until every submitted item so far is acked by the cloud."""
+        """Wait until every item submitted so far that the spool took is acked by the cloud (items the
+        spool refused, its disk full or `drop_newest`, never will be: waiting for them never ended)."""
         with self._submit_lock:
             target = self._seq_next - 1
+
+        def done() -> bool:
+            need = self._ack_target(target)
+            return need is not None and self._acked >= need
+
         with self._state_cond:
-            self._state_cond.wait_for(lambda: self._acked >= target or self._fatal is not None, timeout)
-            return self._acked >= target
+            self._state_cond.wait_for(lambda: done() or self._fatal is not None, timeout)
+            return done()
+
+    def _ack_target(self, target: int) -> int | None:
+        """The ack that covers every seq <= target the spool took; None while some are not spooled yet."""
+        with self._submit_lock:
+            if self._draining or (self._queue and self._queue[0][0] <= target):
+                return None
+            return min(target, self._last_stored)
 
     @property
     def acked_seq(self) -> int:
@@ -412,10 +427,9 @@ class EdgeLink:
 
     def _flushed(self) -> bool:
         with self._submit_lock:
-            if self._queue:
-                return False
             target = self._seq_next - 1
-        return self._acked >= target or self._fatal is not None
+        need = self._ack_target(target)
+        return self._fatal is not None or (need is not None and self._acked >= need)
 
     def _poll_timeout_ms(self) -> int:
         if self._stopping:
@@ -432,13 +446,20 @@ class EdgeLink:
             rows = list(self._queue)
             self._queue.clear()
             self._wake_pending = False
+            self._draining = True
         try:
             stored = self.spool.append(rows)
         except BaseException:
             # the append rolled back: the rows go back in front, in order, and are tried again next turn
             with self._submit_lock:
                 self._queue.extendleft(reversed(rows))
+                self._draining = False
             raise
+        with self._submit_lock:
+            self._last_stored = max([self._last_stored] + [r[1] for r, ok in zip(rows, stored) if ok])
+            self._draining = False
+        with self._state_cond:          # a wait for refused seqs may be over now
+            self._state_cond.notify_all()
         self._counters["spooled_batches"] += sum(stored)
 
     def _encode_batch(self, first: int, items: list, session: str) -> tuple[int, int, int, bytes]:

@@ -365,3 +365,23 @@ def test_a_spooled_row_over_todays_frame_limit_is_dropped_not_retried_for_ever(s
     link.submit(_window(7))
     assert link.wait_acked(5) and link.stats().get("io_errors", 0) == 0 and server.got.t0_ms == [7000]
     link.close()
+
+
+def test_waiting_for_acks_ends_when_the_last_items_were_refused_by_the_spool(tmp_path):
+    """wait_acked (and close's flush) waited for the newest submitted seq; seqs the full spool refused
+    (drop_newest, a full disk) never reach the cloud, so the wait always ran to its timeout."""
+    from port_helpers import free_port
+
+    port = free_port()
+    link = EdgeLink(f"tcp://127.0.0.1:{port}", encoder_hash="enc", embedding_dim=8, node_id="n",
+                    spool_path=tmp_path / "e.sqlite", insecure_dev=True, heartbeat_s=0.2, ack_timeout_s=0.5,
+                    reconnect_min_s=0.05, reconnect_max_s=0.2, spool_max_batches=3, spool_on_full="drop_newest").start()
+    for t in range(5):
+        link.submit(_window(t))
+    assert wait_until(lambda: link.spool.stats()["refused_batches"] == 2, 5)
+    got = Got()
+    with IngestServer(f"tcp://127.0.0.1:{port}", got, {"enc"}, state_path=tmp_path / "l.sqlite", insecure_dev=True):
+        t0 = time.monotonic()
+        assert link.wait_acked(5) and time.monotonic() - t0 < 4
+        assert sorted(got.t0_ms) == [0, 1000, 2000]
+        link.close()
