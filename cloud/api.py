@@ -212,16 +212,23 @@ def create_app(service, token: str) -> FastAPI:
 
     @app.get("/api/live/snapshot", dependencies=api, tags=["live"])
     def snapshot(session: str | None = None) -> dict:
-        """Everything the dashboard needs to draw before the live stream takes over."""
+        """Everything the dashboard needs to draw before the live stream takes over: the active dancers
+        and those of the recent results (the page draws no others; yesterday's stay in /api/dancers),
+        and their sessions."""
         agg = service.aggregator
+        recent = service.store.results(session, None, time.time() - 120, 2000)
+        shown = {r["dancer"] for r in recent}
         with service.lock:
-            dancers = [agg.dancer_summary(k) for k, d in agg.dancers.items() if session in (None, d.session_id)]
-            sessions = [agg.session_summary(sid) for sid in agg.sessions if session in (None, sid)]
+            dancers = [s for k, d in agg.dancers.items() if session in (None, d.session_id)
+                       for s in (agg.dancer_summary(k),) if s["active"] or k in shown]
+            now = time.time()           # and sessions with a dancer shown or music in the last hour
+            keep = {s["session"] for s in dancers} | {sid for sid, ss in agg.sessions.items() if now - ss.last_seen < 3600}
+            sessions = [agg.session_summary(sid) for sid in agg.sessions if session in (None, sid) and sid in keep]
             # per rig: each node's beats are on its own media clock
             grids = [{"session": sid, "node": node, "bpm": g.bpm, "beats": g.beats[-400:],
                       "epoch": g.last_epoch, "seq": g.last_seq, "run_seq": g.run_seq}
-                     for sid, ss in agg.sessions.items() if session in (None, sid) for node, g in ss.grids.items()]
-        recent = service.store.results(session, None, time.time() - 120, 2000)
+                     for sid, ss in agg.sessions.items() if session in (None, sid) and sid in keep
+                     for node, g in ss.grids.items()]
         return {"dancers": dancers, "sessions": sessions, "results": recent, "beat_grids": grids,
                 "styles": list(service.gallery.styles), "dancer_timeout_s": service.settings.aggregate.dancer_timeout_s,
                 "nodes": [n.model_dump() for n in nodes()], "latency": service.latency.summary(), "server_time": time.time()}
