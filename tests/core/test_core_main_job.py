@@ -183,6 +183,25 @@ def test_up_with_a_port_in_use_says_which_and_starts_nothing(tmp_path):
     assert not home.exists() or not any(home.iterdir()), list(home.iterdir())   # no keys, no gallery
 
 
+def _signalled(cmd: list[str], env: dict, ready: str, settle: float, signals: list[tuple[int, float]]):
+    """Run `cmd`, wait for a line holding `ready` and `settle` s more, send each signal (waiting its
+    pause after it); (process, its whole output) once it has ended."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if ready in line:
+                break
+        time.sleep(settle)
+        for sig, pause in signals:
+            proc.send_signal(sig)
+            time.sleep(pause)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc, out
+
+
 def _listening(port: int) -> bool:
     import socket
 
@@ -209,19 +228,7 @@ def test_a_closed_terminal_and_a_second_ctrl_c_stop_everything(tmp_path):
     env = dict(os.environ, DANCEWIRE_HOME=str(tmp_path), PYTHONUNBUFFERED="1")
     ports = _port_args()
     cmd = [sys.executable, "-m", "dancewire", "up", "--demo", "--page", "0", *ports]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        for line in proc.stdout:
-            if "Ctrl-C stops everything" in line:
-                break
-        time.sleep(3)
-        proc.send_signal(signal.SIGHUP)
-        time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc, out = _signalled(cmd, env, "Ctrl-C stops everything", 3, [(signal.SIGHUP, 0.1), (signal.SIGINT, 0)])
     assert proc.returncode == 0, out
     api, zmq = int(ports[1]), int(ports[3])
     assert not _listening(api) and not _listening(zmq), "a child outlived `dancewire up`"
@@ -307,21 +314,10 @@ def test_a_second_ctrl_c_while_the_edge_stops_keeps_the_recording_and_the_stats(
 
     rec, stats = tmp_path / "rec.mp4", tmp_path / "stats.json"
     env = dict(os.environ, DANCEWIRE_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "dancewire", "edge", "run", "--demo", "--insecure-dev",
-                             "--set", "link.endpoint=tcp://127.0.0.1:1", "--record", str(rec), "--stats", str(stats)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        for line in proc.stdout:
-            if line.startswith("edge: session"):
-                break
-        time.sleep(4)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(1.0)                                   # inside the link's 5 s flush
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    cmd = [sys.executable, "-m", "dancewire", "edge", "run", "--demo", "--insecure-dev",
+           "--set", "link.endpoint=tcp://127.0.0.1:1", "--record", str(rec), "--stats", str(stats)]
+    # the second Ctrl-C 1 s into the link's 5 s flush
+    proc, out = _signalled(cmd, env, "edge: session", 4, [(signal.SIGINT, 1.0), (signal.SIGINT, 0)])
     assert proc.returncode == 0, out
     assert json.loads(stats.read_text())["counters"]["frames_done"] > 0
     with av.open(str(rec)) as c:

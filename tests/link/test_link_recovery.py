@@ -63,7 +63,9 @@ def test_what_the_cloud_would_refuse_never_stalls_the_stream(server, tmp_path):
     link.close()
 
 
-def test_a_spool_rolled_back_behind_the_cloud_goes_on_under_a_fresh_epoch(server, tmp_path):
+def _rolled_back(server, tmp_path):
+    """A spool whose seqs 4..10 the cloud has taken, rolled back to next_seq 4 (a power cut before the
+    fsync, a restored image); (its path, the epoch they were taken in)."""
     spool = tmp_path / "e.sqlite"
     link = _link(server, spool)
     for t in range(3):
@@ -75,9 +77,13 @@ def test_a_spool_rolled_back_behind_the_cloud_goes_on_under_a_fresh_epoch(server
     for t in range(3, 10):
         link.submit(_window(t))                           # ... seq 4..10, taken by the cloud ...
     assert link.wait_acked(5)
-    old_epoch = link.epoch
     link.close()
-    shutil.copy(tmp_path / "snapshot.sqlite", spool)      # ... lost to a power cut before the fsync
+    shutil.copy(tmp_path / "snapshot.sqlite", spool)      # ... lost
+    return spool, link.epoch
+
+
+def test_a_spool_rolled_back_behind_the_cloud_goes_on_under_a_fresh_epoch(server, tmp_path):
+    spool, old_epoch = _rolled_back(server, tmp_path)
     link = _link(server, spool)
     assert link.spool.next_seq == 4
     for t in range(100, 105):
@@ -94,19 +100,7 @@ def test_a_rolled_back_spool_restarted_twice_before_reaching_the_cloud_loses_not
     after a first restart that could not reach the cloud (and numbered 4..12 again), the second start
     compared with 13, the cloud's 10 passed, and the windows of seqs 4..10 were deleted unsent.
     A row the ack covered in part (10..12 with an ack of 10) was never sent again either."""
-    spool = tmp_path / "e.sqlite"
-    link = _link(server, spool)
-    for t in range(3):
-        link.submit(_window(t))
-    assert link.wait_acked(5)
-    link.close()
-    shutil.copy(spool, tmp_path / "snapshot.sqlite")
-    link = _link(server, spool)
-    for t in range(3, 10):
-        link.submit(_window(t))                           # seq 4..10, taken by the cloud
-    assert link.wait_acked(5)
-    link.close()
-    shutil.copy(tmp_path / "snapshot.sqlite", spool)      # rolled back to next_seq 4
+    spool, _ = _rolled_back(server, tmp_path)
     away = EdgeLink("tcp://127.0.0.1:9", encoder_hash="enc", embedding_dim=8, node_id="n", spool_path=spool,
                     insecure_dev=True, heartbeat_s=0.2).start()         # the network is not up yet
     for t in range(100, 106):

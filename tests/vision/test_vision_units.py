@@ -506,20 +506,12 @@ class _OneDancerDetector(FakeDetector):
         return out
 
 
-class _FigureLandmarks(Engine):
+class _FigureLandmarks(FakeLandmarks):
     """The same upright figure in every crop; `nan_at`: the call whose first visibility is NaN."""
 
     def __init__(self, nan_at: int | None = None):
+        super().__init__()
         self.nan_at, self.calls = nan_at, 0
-
-    @property
-    def inputs(self):
-        return [TensorSpec("image", (None, 3, 256, 256), np.dtype(np.float32))]
-
-    @property
-    def outputs(self):
-        return [TensorSpec("landmarks", (None, 195), np.dtype(np.float32)),
-                TensorSpec("pose_flag", (None, 1), np.dtype(np.float32))]
 
     def run(self, feeds):
         n = len(feeds["image"])
