@@ -44,7 +44,7 @@ def _tracks(root: Path) -> list[dict]:
     tracks = [{"name": "madmom_sample", "set": "madmom", "audio": a / "madmom" / "sample.wav",
                "onsets": _read_times(a / "madmom" / "sample.onsets"), "beats": None, "bars": None}]
     for song in ("Rock", "Reggae"):
-        onsets = np.unique(np.round(_read_times(a / "mdb_drums" / "annotations" / "class" / f"MusicDelta_{song}_class.txt"), 4))
+        onsets = combine_onsets(_read_times(a / "mdb_drums" / "annotations" / "class" / f"MusicDelta_{song}_class.txt"))
         beat_rows = _read_rows(a / "mdb_drums" / "annotations" / "beats" / f"MusicDelta_{song}_MIX.beats")
         beats = np.array([r[0] for r in beat_rows])
         bars = np.array([int(r[1]) for r in beat_rows])
@@ -53,6 +53,20 @@ def _tracks(root: Path) -> list[dict]:
         tracks.append({"name": f"mdb_{song.lower()}_mix", "set": "mdb_mix", "audio": a / "mdb_drums" / "full_mix" / f"MusicDelta_{song}_MIX.wav",
                        "onsets": onsets, "beats": beats, "bars": bars})
     return tracks
+
+
+COMBINE_S = 0.03   # hits on two drums this close are one onset to hear (madmom's combine_events default)
+
+
+def combine_onsets(times: np.ndarray, within: float = COMBINE_S) -> np.ndarray:
+    """Per-drum annotations as onsets: hits closer than `within` to the previous kept one are one
+    onset (a detector's single onset can match only one reference: kept apart, a perfect detector
+    scored F 0.80 on MDB Rock, recall stuck at 0.67)."""
+    kept: list[float] = []
+    for t in np.sort(np.asarray(times, float)):
+        if not kept or t - kept[-1] >= within:
+            kept.append(float(t))
+    return np.array(kept)
 
 
 def _read_rows(path: Path) -> list[list[float]]:
