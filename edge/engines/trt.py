@@ -172,9 +172,13 @@ def engine_cache_path(onnx_path: str | Path, fields: dict, root: Path | None = N
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)     # no half file left behind (a full disk)
+        raise
 
 
 def int8_cache_path(onnx_path: str | Path, onnx_sha256: str | None = None) -> Path:
@@ -454,10 +458,15 @@ class TrtEngine(Engine):
                 raise
             if precision == "int8":
                 key_now()        # the calibrator may just have written the calibration cache
-            _write_atomic(self.cache_path, plan)
-            _write_atomic(self.cache_path.with_suffix(".json"),
-                          json.dumps({**self.key_fields, "onnx": str(self.path), "key": self.key,
-                                      "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2).encode())
+            try:       # the plan in memory is good: a cache that cannot be written costs the next start only
+                _write_atomic(self.cache_path, plan)
+                _write_atomic(self.cache_path.with_suffix(".json"),
+                              json.dumps({**self.key_fields, "onnx": str(self.path), "key": self.key,
+                                          "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2).encode())
+            except OSError as exc:
+                self.cache_path.unlink(missing_ok=True)       # never a plan without its key file
+                log.warning("TensorRT engine for %s built, but not cached (%s): it is built again next start",
+                            self.path.name, exc)
             engine = runtime.deserialize_cuda_engine(plan)
             if engine is None:
                 raise DancewireError(f"TensorRT built but could not load the engine for {self.path.name}")

@@ -132,6 +132,31 @@ def test_fixed_batch_model_with_stand_ins(tmp_path, monkeypatch):
     np.testing.assert_allclose(eng.run_batched("x", x)["y"], x * 2 + 1)
 
 
+def test_an_engine_cache_that_cannot_be_written_keeps_the_built_engine(tmp_path, monkeypatch):
+    """A full cache disk made the constructor raise OSError after a good build (minutes on a Jetson),
+    and left a temporary file behind."""
+    import builtins
+
+    fake_trt, _ = fakes.install(monkeypatch)
+    model = affine_model(tmp_path / "m.onnx", batch=None)
+    real_open = builtins.open
+
+    def full_disk(path, mode="r", *a, **kw):
+        fh = real_open(path, mode, *a, **kw)
+        if "w" in mode and str(path).endswith(".tmp"):
+            fh.close()
+            raise OSError(28, "No space left on device")
+        return fh
+
+    monkeypatch.setattr(builtins, "open", full_disk)
+    eng = trt_mod.TrtEngine(model, precision="fp16", max_batch=4, cache_root=tmp_path / "cache")
+    monkeypatch.setattr(builtins, "open", real_open)
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_allclose(eng.run({"x": x})["y"], x * 2 + 1, rtol=1e-6)
+    assert not [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()]     # no half files, no plan
+    eng.close()
+
+
 def test_int8_calibration_cache_and_engine_key(tmp_path, monkeypatch):
     monkeypatch.setenv("DANCEWIRE_HOME", str(tmp_path / "home"))
     fake_trt, _ = fakes.install(monkeypatch)

@@ -264,3 +264,35 @@ def test_the_overlay_survives_wild_estimates(case):
     if case == "non-contiguous":
         with pytest.raises(ValueError, match="contiguous"):
             draw_overlay(img, pf, copy=False)
+
+
+def test_a_full_disk_stops_the_recording_not_the_process(tmp_path):
+    """The first mux on a full disk raised out of the sink (ending the session), and closing then
+    flushed into the failed muxer: PyAV segfaulted, so the stats and the link's flush were lost too.
+    Run in a child process: a segfault there is a failed assertion, not a lost test run."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "rec.mp4"
+    target.symlink_to("/dev/full")
+    code = (
+        "import numpy as np\n"
+        "from edge.feedback.recorder import OverlayRecorder\n"
+        f"rec = OverlayRecorder({str(target)!r}, fps=30)\n"
+        "img = np.random.default_rng(0).integers(0, 255, (120, 160, 3), np.uint8)\n"
+        "for i in range(60):\n"
+        "    rec.write(img, t=i / 30)\n"
+        "rec.close(); rec.close()\n"
+        "print('failed:', bool(rec.failed), 'frames:', rec.frames_written)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "failed: True" in proc.stdout
+
+
+def test_a_frame_a_pixel_larger_than_the_first_is_recorded(tmp_path):
+    rec = OverlayRecorder(tmp_path / "r.mp4", fps=30)
+    rec.write(np.zeros((480, 640, 3), np.uint8), t=0.0)
+    rec.write(np.zeros((481, 641, 3), np.uint8), t=1 / 30)      # padding by -1 raised ValueError
+    rec.close()
+    with av.open(str(tmp_path / "r.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 2
