@@ -2,7 +2,9 @@
 
 ``GET /`` a page with the live picture and a "this is 1" button, ``GET /stream.mjpg`` the MJPEG
 stream (multipart/x-mixed-replace), ``GET /frame.jpg`` the latest frame, ``GET /healthz`` "ok",
-``POST /count/one`` "the beat now is count 1" (resets the eight-count; 404 when the rig has no music).
+``POST /count/one`` "the beat now is count 1" (resets the eight-count; 404 when the rig has no music;
+it needs the header ``X-Dancewire: 1``, which the page's button sends and another site cannot).
+Requests naming a Host other than localhost or an IP address are refused (DNS rebinding).
 It binds to 127.0.0.1 by default: the rig's own screen or an SSH tunnel, not the network.
 """
 from __future__ import annotations
@@ -27,13 +29,15 @@ _PAGE = """<!doctype html>
 img{display:block;max-width:100vw;max-height:90vh;margin:auto}p{text-align:center;margin:4px}
 button{font:bold 20px sans-serif;padding:10px 28px;border-radius:8px;border:0;background:#0af;color:#111}</style></head>
 <body><img src="/stream.mjpg" alt="live overlay">
-<p><button onclick="fetch('/count/one',{method:'POST'})" title="the beat you hear now is count 1">this is 1</button>
+<p><button onclick="fetch('/count/one',{method:'POST',headers:{'X-Dancewire':'1'}})" title="the beat you hear now is count 1">this is 1</button>
 &nbsp; dancewire rig &middot; live overlay</p></body></html>
 """
 
 
 class OverlayPage:
     """Serves the latest published frame. `publish` is cheap for the caller: one JPEG encode."""
+
+    MAX_STREAMS = 8      # MJPEG streams at once (each holds a thread)
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8089, jpeg_quality: int = 80,
                  max_fps: float = 30.0, on_count_one=None):
@@ -45,6 +49,7 @@ class OverlayPage:
         self._seq = 0
         self._cond = threading.Condition()
         self._stopping = False
+        self._streams = threading.BoundedSemaphore(self.MAX_STREAMS)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -86,7 +91,20 @@ class OverlayPage:
                 self.end_headers()
                 self.wfile.write(body)
 
+            timeout = 10.0     # a client that sends nothing (or never reads) lets its thread go
+
+            def _foreign(self) -> bool:
+                """Refused (403): a Host that is a name other than localhost (a DNS-rebinding page
+                could read the dancers' video through it); IP addresses are the studio's own devices."""
+                host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()
+                if host in ("localhost", "") or all(c.isdigit() or c in ".:" for c in host) and any(c.isdigit() for c in host):
+                    return False
+                self._send(HTTPStatus.FORBIDDEN, "text/plain", b"forbidden host")
+                return True
+
             def do_GET(self):
+                if self._foreign():
+                    return
                 path = self.path.split("?", 1)[0]
                 if path in ("/", "/index.html"):
                     self._send(HTTPStatus.OK, "text/html; charset=utf-8", _PAGE.encode())
@@ -104,14 +122,29 @@ class OverlayPage:
                     self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found")
 
             def do_POST(self):
+                if self._foreign():
+                    return
                 path = self.path.split("?", 1)[0]
-                if path == "/count/one" and page.on_count_one is not None:
+                # the page's own fetch sends X-Dancewire; another site's form or fetch cannot without a
+                # CORS preflight, which this server never grants (it reset the eight-count from any site)
+                if path == "/count/one" and self.headers.get("X-Dancewire") != "1":
+                    self._send(HTTPStatus.FORBIDDEN, "text/plain", b"missing X-Dancewire header")
+                elif path == "/count/one" and page.on_count_one is not None:
                     page.on_count_one()
                     self._send(HTTPStatus.OK, "text/plain", b"count reset: this beat is 1")
                 else:
                     self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found")
 
             def _stream(self):
+                if not page._streams.acquire(blocking=False):
+                    self._send(HTTPStatus.SERVICE_UNAVAILABLE, "text/plain", b"too many streams")
+                    return
+                try:
+                    self._frames()
+                finally:
+                    page._streams.release()
+
+            def _frames(self):
                 self.send_response(HTTPStatus.OK)
                 self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
                 self.send_header("Cache-Control", "no-store")
@@ -131,8 +164,8 @@ class OverlayPage:
                         self.wfile.write(b"\r\n")
                         self.wfile.flush()
                         last_sent = time.monotonic()
-                except (BrokenPipeError, ConnectionResetError):
-                    pass   # the browser went away
+                except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                    pass   # the browser went away, or stopped reading
 
         try:
             self._server = ThreadingHTTPServer((self.host, self.port), Handler)

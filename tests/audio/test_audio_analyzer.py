@@ -309,12 +309,12 @@ def test_rig_this_is_one_from_the_page_reaches_the_analyzer(track120):
                     beats.append(ev)
                     if len(beats) == 7:          # pressed 0.1 s after the 7th beat: that one was 1
                         media_now["t"] = ev.t + 0.1
-                        req = urllib.request.Request(page.url + "count/one", method="POST")
+                        req = urllib.request.Request(page.url + "count/one", method="POST", headers={"X-Dancewire": "1"})
                         with urllib.request.urlopen(req, timeout=5) as r:
                             assert r.status == 200
     assert [b.count for b in beats[7:15]] == [2, 3, 4, 5, 6, 7, 8, 1]
     with OverlayPage(port=0) as page:            # a rig without music: nothing to reset
-        req = urllib.request.Request(page.url + "count/one", method="POST")
+        req = urllib.request.Request(page.url + "count/one", method="POST", headers={"X-Dancewire": "1"})
         with pytest.raises(urllib.error.HTTPError, match="404"):
             urllib.request.urlopen(req, timeout=5)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 
 import av
@@ -296,3 +297,44 @@ def test_a_frame_a_pixel_larger_than_the_first_is_recorded(tmp_path):
     rec.close()
     with av.open(str(tmp_path / "r.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == 2
+
+
+def test_the_rig_page_refuses_other_sites_and_lets_stalled_clients_go():
+    """Any website the rig's browser visited could press "this is 1" (a cross-site POST needs no
+    preflight) and, through DNS rebinding, read the dancers' video; and a client that never read
+    the stream held its server thread for ever."""
+    import socket
+    import threading
+    import urllib.error
+
+    pressed = []
+    with OverlayPage(port=0, on_count_one=lambda: pressed.append(1)) as page:
+        page.publish(np.zeros((48, 64, 3), np.uint8))
+
+        def call(path, method="GET", headers=None):
+            req = urllib.request.Request(page.url + path, method=method, headers=headers or {})
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return r.status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert call("count/one", "POST") == 403 and not pressed                        # another site's form
+        assert call("count/one", "POST", {"X-Dancewire": "1"}) == 200 and pressed == [1]  # the page's button
+        assert call("frame.jpg", headers={"Host": f"evil.example:{page.port}"}) == 403
+        assert call("frame.jpg", headers={"Host": f"192.168.1.20:{page.port}"}) == 200     # a studio tablet
+        assert call("frame.jpg") == 200
+        def handlers():
+            return sum("process_request" in t.name for t in threading.enumerate())
+
+        idle = [socket.create_connection(("127.0.0.1", page.port)) for _ in range(5)]   # send nothing at all
+        deadline = time.time() + 5
+        while handlers() < 5 and time.time() < deadline:
+            time.sleep(0.05)
+        assert handlers() >= 5
+        deadline = time.time() + 20
+        while handlers() and time.time() < deadline:
+            time.sleep(0.2)
+        assert handlers() == 0                                                         # timed out, let go
+        for s in idle:
+            s.close()
