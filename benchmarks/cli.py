@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import pkgutil
+import time
 from pathlib import Path
 
 import benchmarks
@@ -37,6 +39,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=lambda args, m=module, n=name: _run(n, m, args))
 
 
+def _commit() -> str | None:
+    """The git commit the figures were measured at (None outside a checkout), '+' when files differ."""
+    import subprocess
+
+    from dancewire.paths import REPO_ROOT
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
+
+
 def _run(name: str, module, args) -> int:
     from benchmarks.common import machine_info
 
@@ -45,8 +63,11 @@ def _run(name: str, module, args) -> int:
         args.plots = args.json.parent
     args.plots.mkdir(parents=True, exist_ok=True)
     result = module.run(args)
-    result = {"benchmark": name, "machine": machine_info(), **result}
-    args.json.write_text(json.dumps(result, indent=2, default=float))
+    result = {"benchmark": name, "machine": machine_info(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "commit": _commit(), **result}
+    tmp = args.json.with_name(f".{args.json.name}.{os.getpid()}.tmp")     # an interrupted write leaves the old file
+    tmp.write_text(json.dumps(result, indent=2, default=float))
+    os.replace(tmp, args.json)
     print(json.dumps(result.get("metrics", {}), indent=2, default=float))
     print(f"wrote {args.json}")
     return 0

@@ -40,7 +40,12 @@ def machine_info() -> dict:
         ort = onnxruntime.__version__
     except ImportError:
         ort = None
+    try:
+        usable = len(os.sched_getaffinity(0))          # the CPUs this process may run on
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
     return {"cpu": cpu, "cpu_family": family, "cpu_model": model, "simd": simd, "cores": os.cpu_count(),
+            "cores_usable": usable,
             "memory_gib": mem_gib, "python": platform.python_version(), "platform": platform.platform(),
             "onnxruntime": ort}
 

@@ -13,6 +13,7 @@ def test_machine_info_records_cpu_generation_and_simd():
     info = machine_info()
     flags = next(ln.split(":", 1)[1].split() for ln in open("/proc/cpuinfo") if ln.startswith(("flags", "Features")))
     assert info["cores"] == os.cpu_count() and info["memory_gib"] > 0
+    assert 1 <= info["cores_usable"] == len(os.sched_getaffinity(0)) <= info["cores"]
     assert info["simd"] in flags
     if "avx512f" in flags:
         assert info["simd"] == "avx512f"
