@@ -15,7 +15,9 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tenso
 
 def _spec(arg) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) else None for d in arg.shape)
-    return TensorSpec(arg.name, shape, np.dtype(_ORT_TYPES.get(arg.type, np.float32)))
+    if arg.type not in _ORT_TYPES:      # taken as float32 it made warm_up and empty batches lie
+        raise ModelCacheError(f"tensor {arg.name!r} has type {arg.type}, which no dancewire engine feeds")
+    return TensorSpec(arg.name, shape, np.dtype(_ORT_TYPES[arg.type]))
 
 
 class OrtEngine(Engine):
@@ -52,5 +54,11 @@ class OrtEngine(Engine):
         return self._outputs
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._sess is None:
+            raise RuntimeError(f"the engine for {self.path.name} is closed")
         results = self._sess.run(self._out_names, feeds)
         return dict(zip(self._out_names, results))
+
+    def close(self) -> None:
+        """Drop the session (its memory and threads); run() raises afterwards."""
+        self._sess = None

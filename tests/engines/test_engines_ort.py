@@ -104,3 +104,15 @@ def test_warm_up_runs_every_input_at_batch_one(dynamic_model, fixed_model):
         eng.run = lambda feeds: seen.append({k: v.shape for k, v in feeds.items()}) or run(feeds)
         eng.warm_up()
         assert seen == [{"x": (1, 3)}]
+
+
+def test_a_closed_engine_lets_its_session_go_and_refuses_to_run(dynamic_model):
+    """close() did nothing: the session (its memory, its threads) stayed, and run() still worked."""
+    eng = OrtEngine(dynamic_model, threads=1)
+    x = np.ones((2, 3), np.float32)
+    assert eng.run({"x": x})["y"].shape == (2, 3)
+    eng.close()
+    assert eng._sess is None
+    with pytest.raises(RuntimeError, match="closed"):
+        eng.run({"x": x})
+    eng.close()                                       # twice is fine
