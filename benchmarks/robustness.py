@@ -380,17 +380,19 @@ def run(args) -> dict:
                 bar.update(note=f"{label} {cond.name}")
     finally:
         stage.close()
-        for _, e in encoders:
-            e.close()
 
     metrics: dict[str, dict] = {}
-    for cond in conds:
-        m = {"kind": cond.kind, "severity": cond.severity, **_summarise_pose(pose_parts[cond.name]),
-             "run_seconds": round(seconds[cond.name], 2), "pose_seconds": round(pose_seconds[cond.name], 2),
-             "per_clip": per_clip[cond.name]}
-        for name, fn in embeds.items():
-            m[f"style_{name}"] = style_metrics(fn, gallery, queries[cond.name], queries["clean"], args.hop / 2)
-        metrics[cond.name] = m
+    try:            # the encoders embed the windows here, so they close after (closed, they now refuse to run)
+        for cond in conds:
+            m = {"kind": cond.kind, "severity": cond.severity, **_summarise_pose(pose_parts[cond.name]),
+                 "run_seconds": round(seconds[cond.name], 2), "pose_seconds": round(pose_seconds[cond.name], 2),
+                 "per_clip": per_clip[cond.name]}
+            for name, fn in embeds.items():
+                m[f"style_{name}"] = style_metrics(fn, gallery, queries[cond.name], queries["clean"], args.hop / 2)
+            metrics[cond.name] = m
+    finally:
+        for _, e in encoders:
+            e.close()
     for name in embeds:
         ref = metrics["clean"][f"style_{name}"]["top1_all"]
         for m in metrics.values():
