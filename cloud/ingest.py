@@ -300,7 +300,7 @@ class IngestServer:
         self._allowed: set[str] | None = None     # allowed edge keys (z85), CURVE mode only
         self._allow_seen: tuple = ()               # the allow-list folder's files when last read
         self._busy_s = 0.0
-        self._group_hellos: set[bytes] = set()
+        self._group_hellos: set[bytes] = set()         # connections that sent a Hello in the current group
 
     @property
     def encoder_hashes(self) -> set[str]:
@@ -491,7 +491,7 @@ class IngestServer:
         out: list[tuple[bytes, bytes]] = []            # replies to send after commit
         acks: dict[bytes, _Conn] = {}                  # routing id -> conn to ack
         work: list[tuple[bytes, _Conn, pb.WindowBatch]] = []
-        self._group_hellos: set[bytes] = set()         # connections that sent a Hello in this group
+        self._group_hellos = set()
         for _ in range(self.max_group):
             if len(work) >= self.max_group_batches:
                 break
@@ -687,7 +687,7 @@ class IngestServer:
         work.append((rid, conn, batch))
 
     def _taken_as_refused(self, rid: bytes, data: bytes, acks: dict) -> None:
-        """A batch the codec refused for its values, on a connection with a Hello: read without the
+        """A batch the codec refused for what it holds, on a connection with a Hello: read without the
         checks only for its seqs, which are then taken as refused (see `_take_refused`)."""
         conn = self._conns.get(rid)
         if conn is None:
@@ -701,7 +701,8 @@ class IngestServer:
             self._take_refused(conn, env.batch, acks, rid)
 
     def _take_refused(self, conn: _Conn, batch: pb.WindowBatch, acks: dict, rid: bytes) -> None:
-        """A batch this cloud will never take (its values, not its size or its connection): its seqs
+        """A batch this cloud will never take (what it holds: its values or its fields' sizes; not its
+        frame's size or its connection): its seqs
         count as taken, so the cumulative ack moves past them and the edge's spool lets them go. Kept,
         the edge resent it and everything after it on every ack timeout, for ever (a batch spooled by
         an older edge before a check it fails existed, or before its encoder changed)."""
@@ -710,7 +711,7 @@ class IngestServer:
             return
         self.ledger.take(conn.node_id, conn.epoch, seqs)
         self.counters["refused_items"] += len(seqs)
-        log.error("ingest: %d item(s) of %s (seqs %d..%d) refused for their values and dropped: they can never "
+        log.error("ingest: %d item(s) of %s (seqs %d..%d) refused for what they hold and dropped: they can never "
                   "be taken", len(seqs), conn.node_id, min(seqs), max(seqs))
         acks[rid] = conn
 
