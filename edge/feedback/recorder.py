@@ -105,7 +105,7 @@ class OverlayRecorder:
             if self.failed is None:       # flushing into a muxer that failed crashed PyAV (a segfault)
                 for packet in self._stream.encode():
                     self._container.mux(packet)
-        except (OSError, Exception) as exc:   # noqa: BLE001 - any muxer error here only ends the file early
+        except Exception as exc:          # noqa: BLE001 - any muxer error here only ends the file early
             self.failed = f"{exc.__class__.__name__}: {exc}"
             log.error("recording to %s could not be finished: %s", self.path, self.failed)
         finally:

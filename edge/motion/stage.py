@@ -23,7 +23,7 @@ import numpy as np
 
 from edge.motion import rhythm
 from edge.motion.settings import MotionSettings
-from edge.motion.windows import WindowCutter
+from edge.motion.windows import WindowCutter, confident
 from edge.records import Beat, Onset, PoseFrame, Window, WindowResult, stamp
 
 
@@ -69,7 +69,7 @@ class MotionStage:
             step = self.cutter.step
             for pose in frame.poses:
                 kp = np.asarray(pose.kp17)
-                valid = kp.shape[1] < 3 or float(np.mean(kp[:, 2])) >= self.s.min_joint_conf
+                valid = confident(kp, self.s.min_joint_conf)
                 self.session.setdefault(int(pose.track_id), rhythm.SessionRhythm(self.s)).push(frame.t, kp, valid, step)
         out = self.process(windows, frame.stamps)
         if not self.keep_session:

@@ -25,6 +25,17 @@ from edge.records import Beat, PoseFrame, Window
 NOMINAL_FPS = (23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0, 90.0, 100.0, 119.88, 120.0)
 
 
+def confident(kp: np.ndarray, min_joint_conf: float) -> np.ndarray | bool:
+    """A pose (17, C), or each pose of (..., 17, C), is real when its mean keypoint confidence
+    reaches `min_joint_conf` (keypoints without a confidence channel always are). One rule for the
+    live cutter, the offline cut and the session rhythm."""
+    kp = np.asarray(kp)
+    if kp.shape[-1] < 3:
+        return np.ones(kp.shape[:-2], bool) if kp.ndim > 2 else True
+    ok = np.nan_to_num(kp[..., 2]).mean(-1) >= min_joint_conf
+    return ok if kp.ndim > 2 else bool(ok)
+
+
 def sample_step(fps: float) -> int:
     """Tong's step: every s-th frame, s = max(1, floor(f / 30)), with 2% tolerance (NTSC rates)."""
     return max(1, int(math.floor(fps / 30.0 + 0.02)))
@@ -48,8 +59,8 @@ def cut_sequence(kp: np.ndarray, fps: float, settings: MotionSettings | None = N
     windows the live cutter would cut from it (poses under `min_joint_conf` are masked)."""
     s = settings or MotionSettings()
     kp = np.asarray(kp, np.float32)
-    if kp.ndim == 3 and kp.shape[-1] >= 3:      # unconfident poses are masked, as live
-        conf_ok = np.nan_to_num(kp[..., 2]).mean(-1) >= s.min_joint_conf
+    if kp.ndim == 3:                            # unconfident poses are masked, as live
+        conf_ok = confident(kp, s.min_joint_conf)
         valid = conf_ok if valid is None else (np.asarray(valid, bool) & conf_ok)
     arr = cut_arrays(kp, fps, s, hop_s=hop_s, valid=valid)
     windows = []
@@ -156,7 +167,7 @@ class WindowCutter:
         for pose in frame.poses:
             tr = self.tracks.setdefault(int(pose.track_id), _Track())
             kp = np.asarray(pose.kp17, np.float32)
-            conf_ok = kp.shape[1] < 3 or float(np.mean(kp[:, 2])) >= self.s.min_joint_conf
+            conf_ok = confident(kp, self.s.min_joint_conf)
             tr.times.append(t)
             tr.kps.append(kp[:, :3] if kp.shape[1] >= 3 else np.concatenate([kp, np.ones((17, 1), np.float32)], 1))
             tr.valid.append(bool(conf_ok and np.isfinite(kp[:, :2]).all()))
@@ -170,18 +181,10 @@ class WindowCutter:
         hop = max(1, round(self.s.hop_s * fps)) / fps       # whole frames, as offline
         for tid in list(self.tracks):
             tr = self.tracks[tid]
-            while tr.next_t0 is not None and t >= tr.next_t0 + last - 0.5 / fps:
-                w = self._cut(tid, tr, tr.next_t0)
-                tr.next_t0 += hop
-                if w is not None:
-                    out.append(w)
+            out += self._cut_from(tid, tr, t - last + 0.5 / fps, hop)
             if t - tr.last_seen > self.s.max_track_gap_s:
                 # gone: the windows begun while it was in view are cut with what it left
-                while tr.next_t0 is not None and tr.next_t0 <= tr.last_seen:
-                    w = self._cut(tid, tr, tr.next_t0)
-                    tr.next_t0 += hop
-                    if w is not None:
-                        out.append(w)
+                out += self._cut_from(tid, tr, tr.last_seen, hop)
                 del self.tracks[tid]
         while self._phrases and t >= self._phrases[0][1]:
             a, b = self._phrases.popleft()
@@ -197,6 +200,16 @@ class WindowCutter:
         """Forget all tracks (end of stream); windows whose last sample never came are dropped."""
         self.tracks.clear()
         return []
+
+    def _cut_from(self, tid: int, tr: _Track, upto: float, hop: float) -> list[Window]:
+        """The windows of `tr` that start at or before `upto`, one hop apart."""
+        out = []
+        while tr.next_t0 is not None and tr.next_t0 <= upto:
+            w = self._cut(tid, tr, tr.next_t0)
+            tr.next_t0 += hop
+            if w is not None:
+                out.append(w)
+        return out
 
     def _cut(self, tid: int, tr: _Track, t0: float) -> Window | None:
         fps = self.fps
