@@ -155,7 +155,7 @@ class Store:
                 Path(target).parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(target, check_same_thread=False, isolation_level=None, timeout=30)
             if target != ":memory:":
-                mode = self.conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                mode = self._journal_wal()
                 if mode.lower() != "wal":
                     log.warning("SQLite journal mode is %s, not WAL", mode)
             sync = os.environ.get("DANCEWIRE_SQLITE_SYNC", "NORMAL").upper()
@@ -259,6 +259,20 @@ class Store:
             rows = [dict(zip(cols, r)) for r in cur.fetchall()]
             cur.close()
             return rows
+
+    def _journal_wal(self) -> str:
+        """Switch a SQLite file to WAL. The switch takes the file's lock without waiting on the busy
+        timeout: processes opening a fresh database at once got "database is locked" at once."""
+        import sqlite3
+
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                return self.conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def close(self) -> None:
         with self._lock:
